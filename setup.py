@@ -1,0 +1,42 @@
+"""presensi-edge: the software inside on-premises attendance terminals."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="presensi-edge",
+    version="0.1.0",
+    description="Attendance terminal daemon: face, fingerprint and PIN punches kept in a "
+    "hash-chained SQLite log and delivered to a central server",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["terminal*", "drivers*", "sync*"]),
+    include_package_data=True,
+    package_data={"terminal": ["web/static/*", "web/templates/*"]},
+    install_requires=[
+        "sqlite-utils==4.2.1",
+        "cryptography==46.0.3",
+        "requests==2.32.5",
+        "apscheduler==3.11.3",
+        "pyserial==3.5",
+        "pyfingerprint==1.5",
+        "opencv-python-headless==4.12.0.88",
+        "dlib-bin==20.0.1.post1",
+        "face-recognition-models==0.3.0",
+        "numpy>=1.26,<3",
+        "gpiozero==2.0.1.post3",
+    ],
+    extras_require={
+        # Raspberry Pi only: the GPIO backends gpiozero uses on real hardware.
+        "pi": ["RPi.GPIO==0.7.1", "lgpio==0.2.2.0"],
+        "dev": [
+            "pytest==9.2.0",
+            "ruff==0.17.5",
+        ],
+    },
+    entry_points={"console_scripts": ["presensi=terminal.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Operating System :: POSIX :: Linux",
+    ],
+)

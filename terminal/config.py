@@ -1,0 +1,289 @@
+"""The terminal's configuration: one TOML file, validated completely at start.
+
+Every section is a dataclass below; every field carries its documentation in ``metadata["doc"]``.
+``config/presensi.example.toml`` documents the same keys, and a test keeps the two in step.
+An error names the file, the key and what to do about it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+DEFAULT_PATH = "/etc/presensi/presensi.toml"
+TIMEZONES = ("Asia/Jakarta", "Asia/Makassar", "Asia/Jayapura")
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, unreadable or invalid; the message says how to fix it."""
+
+
+def _f(default, doc, **kw):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"doc": doc, **kw})
+    return field(default=default, metadata={"doc": doc, **kw})
+
+
+REQUIRED = dataclasses.MISSING
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str = field(metadata={"doc": "Device id as registered on the central server, e.g. 'opd-dinkes-01'."})
+    name: str = _f("", "Human-readable name shown on the kiosk and in reports.")
+    timezone: Literal["Asia/Jakarta", "Asia/Makassar", "Asia/Jayapura"] = _f(
+        "Asia/Jakarta", "Office timezone: Asia/Jakarta (WIB), Asia/Makassar (WITA) or Asia/Jayapura (WIT)."
+    )
+    latitude: float | None = _f(None, "Office latitude in degrees, stored with every punch.", min=-90, max=90)
+    longitude: float | None = _f(None, "Office longitude in degrees, stored with every punch.", min=-180, max=180)
+
+
+@dataclass(frozen=True)
+class Paths:
+    state_dir: str = field(metadata={"doc": "Directory for the database, keys and evidence (created 0700)."})
+
+
+@dataclass(frozen=True)
+class Central:
+    url: str | None = _f(None, "Base URL of the regency's central server; unset = keep punches locally.")
+    token: str | None = _f(None, "Device token issued by `presensi server add-device`.")
+    server_key: str | None = _f(None, "The central server's Ed25519 public key (base64), pinned at set-up.")
+    timeout: float = _f(10.0, "Connect and read timeout for each request, in seconds.", min=0.1)
+    batch_size: int = _f(500, "Punches per upload batch; bounds memory whatever the backlog.", min=1, max=10000)
+    push_interval: float = _f(15.0, "Seconds between push attempts while punches are pending.", min=0.1)
+    max_backoff: float = _f(900.0, "Upper bound of the retry back-off after failures, in seconds.", min=1)
+
+
+@dataclass(frozen=True)
+class Log:
+    checkpoint_every: int = _f(100, "Sign a checkpoint after this many punches (also signed on demand).", min=1)
+
+
+@dataclass(frozen=True)
+class Web:
+    listen: str = _f("127.0.0.1:8080", "HOST:PORT of the local web server (kiosk, admin pages, pull API).")
+    token: str | None = _f(None, "Bearer token central servers use for the pull API; unset = pull API off.")
+    rate_limit: float = _f(20.0, "Pull-API requests per second allowed per client.", min=0.1)
+
+
+@dataclass(frozen=True)
+class Camera:
+    enabled: bool = _f(True, "Use the camera for face punches.")
+    source: str = _f("0", "Device index, /dev/videoN, GStreamer/libcamera pipeline, video file or frame folder.")
+    width: int = _f(640, "Capture width in pixels.", min=16)
+    height: int = _f(480, "Capture height in pixels.", min=16)
+    fps: float = _f(15.0, "Frame rate (also the replay rate of a file source).", min=0.1)
+    stall_seconds: float = _f(5.0, "No frame for this long is reported as a camera fault.", min=0.1)
+
+
+@dataclass(frozen=True)
+class Face:
+    detector: Literal["hog", "yunet"] = _f("hog", "Face detector: dlib HOG (default) or YuNet (needs yunet_model).")
+    yunet_model: str | None = _f(None, "Path of face_detection_yunet_2023mar.onnx (see `presensi models fetch`).")
+    threshold: float = _f(0.40, "Largest embedding distance accepted as the same person (calibrated, see docs).",
+                          min=0.0, max=2.0)
+    margin: float = _f(0.06, "Required distance margin to the next-nearest employee.", min=0.0, max=2.0)
+    frames_required: int = _f(3, "Frames that must agree on one employee before a decision.", min=1)
+    min_face_px: int = _f(80, "Smallest face (box height in pixels) the quality gate accepts.", min=16)
+
+
+@dataclass(frozen=True)
+class Liveness:
+    mode: Literal["off", "passive", "active", "passive+active", "auto"] = _f(
+        "auto", "Presentation-attack checks: off, passive, active, passive+active or auto."
+    )
+    minifasnet_v2: str | None = _f(None, "Path of MiniFASNetV2.onnx (passive check).")
+    minifasnet_v1se: str | None = _f(None, "Path of MiniFASNetV1SE.onnx (passive check).")
+    passive_threshold: float = _f(0.5, "Passive real-face score at or above which a face passes.", min=0, max=1)
+    challenge_seconds: float = _f(4.0, "Time an employee has to follow the on-screen challenge.", min=0.5)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    enabled: bool = _f(False, "Use a ZhianTec-family fingerprint sensor.")
+    port: str = _f("/dev/serial0", "Serial port of the sensor.")
+    baud: int = _f(57600, "Baud rate: a multiple of 9600 from 9600 to 115200.", min=9600, max=115200)
+    password: int = _f(0, "Sensor password (32-bit).", min=0, max=0xFFFFFFFF)
+    address: int = _f(0xFFFFFFFF, "Sensor address (32-bit).", min=0, max=0xFFFFFFFF)
+    min_score: int = _f(50, "Lowest on-sensor match score accepted as a match.", min=0)
+
+
+@dataclass(frozen=True)
+class Gpio:
+    enabled: bool = _f(False, "Drive LEDs, buzzer, relay and button through GPIO.")
+    pin_factory: Literal["auto", "rpigpio", "lgpio", "mock"] = _f("auto", "gpiozero pin factory.")
+    green_led: int | None = _f(17, "BCM pin of the green LED.", min=0, max=40)
+    red_led: int | None = _f(27, "BCM pin of the red LED.", min=0, max=40)
+    buzzer: int | None = _f(22, "BCM pin of the buzzer.", min=0, max=40)
+    door_relay: int | None = _f(None, "BCM pin of an optional door relay.", min=0, max=40)
+    admin_button: int | None = _f(None, "BCM pin of an optional admin button.", min=0, max=40)
+
+
+@dataclass(frozen=True)
+class Zk:
+    enabled: bool = _f(False, "Serve the ZKTeco port-4370 protocol (TCP and UDP).")
+    listen: str = _f("0.0.0.0:4370", "HOST:PORT for the ZK protocol server.")
+    comm_key: int = _f(0, "ZK communication key; 0 = none.", min=0, max=999999)
+
+
+@dataclass(frozen=True)
+class Adms:
+    enabled: bool = _f(False, "Push punches to an ADMS/iclock server.")
+    url: str | None = _f(None, "Base URL of the ADMS server, e.g. http://host:8081.")
+
+
+@dataclass(frozen=True)
+class Photos:
+    keep_days: int = _f(30, "Days to keep punch photos before they are deleted (0 = keep none).", min=0)
+
+
+SECTIONS: dict[str, type] = {
+    "device": Device,
+    "paths": Paths,
+    "central": Central,
+    "log": Log,
+    "web": Web,
+    "camera": Camera,
+    "face": Face,
+    "liveness": Liveness,
+    "fingerprint": Fingerprint,
+    "gpio": Gpio,
+    "zk": Zk,
+    "adms": Adms,
+    "photos": Photos,
+}
+REQUIRED_SECTIONS = ("device", "paths")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated configuration; one attribute per section."""
+
+    path: str
+    device: Device
+    paths: Paths
+    central: Central = field(default_factory=Central)
+    log: Log = field(default_factory=Log)
+    web: Web = field(default_factory=Web)
+    camera: Camera = field(default_factory=Camera)
+    face: Face = field(default_factory=Face)
+    liveness: Liveness = field(default_factory=Liveness)
+    fingerprint: Fingerprint = field(default_factory=Fingerprint)
+    gpio: Gpio = field(default_factory=Gpio)
+    zk: Zk = field(default_factory=Zk)
+    adms: Adms = field(default_factory=Adms)
+    photos: Photos = field(default_factory=Photos)
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.paths.state_dir)
+
+
+def resolve_path(cli_path: str | None) -> str:
+    """The file to read: ``-c FILE``, else ``$PRESENSI_CONFIG``, else the default."""
+    return cli_path or os.environ.get("PRESENSI_CONFIG") or DEFAULT_PATH
+
+
+def load(path: str | os.PathLike | None = None) -> Config:
+    path = resolve_path(str(path) if path else None)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: configuration file not found; copy config/presensi.example.toml there "
+            "or pass -c FILE (or set PRESENSI_CONFIG)"
+        ) from None
+    except PermissionError:
+        raise ConfigError(f"{path}: cannot read the configuration file (permission denied)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e}); fix the syntax at that line") from None
+    return from_dict(data, path)
+
+
+def from_dict(data: dict, path: str = "<config>") -> Config:
+    for name in data:
+        if name not in SECTIONS:
+            raise ConfigError(
+                f"{path}: unknown section [{name}]; known sections are {', '.join(sorted(SECTIONS))}"
+            )
+    for name in REQUIRED_SECTIONS:
+        if name not in data:
+            raise ConfigError(f"{path}: missing section [{name}]; see config/presensi.example.toml")
+    sections = {}
+    for name, cls in SECTIONS.items():
+        raw = data.get(name, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: [{name}] must be a table (a [{name}] section), not a value")
+        sections[name] = _build_section(path, name, cls, raw)
+    return Config(path=str(path), **sections)
+
+
+def _build_section(path: str, name: str, cls: type, raw: dict):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(
+                f"{path}: unknown key '{key}' in [{name}]; valid keys are {', '.join(fields)}"
+            )
+    values = {}
+    for fname, f in fields.items():
+        where = f"{path}: [{name}] {fname}"
+        if fname not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{where} is required: {f.metadata['doc']}")
+            continue
+        values[fname] = _check_value(where, hints[fname], raw[fname], f.metadata)
+    return cls(**values)
+
+
+def _check_value(where: str, hint, value, meta):
+    allowed = _allowed_types(hint)
+    literal = typing.get_args(hint) if typing.get_origin(hint) is Literal else None
+    if literal is not None:
+        if value not in literal:
+            raise ConfigError(f"{where} = {value!r} is not allowed; use one of {', '.join(map(repr, literal))}")
+        return value
+    if isinstance(value, bool) and bool not in allowed:
+        raise ConfigError(f"{where} must be {_type_names(allowed)}, not true/false")
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, tuple(allowed)):
+        raise ConfigError(f"{where} must be {_type_names(allowed)}, got {type(value).__name__} {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        lo, hi = meta.get("min"), meta.get("max")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ConfigError(f"{where} = {value!r} is out of range; use a value from {lo} to {hi}")
+    if isinstance(value, str) and not value.strip() and where.endswith("] id"):
+        raise ConfigError(f"{where} must not be empty")
+    return value
+
+
+def _allowed_types(hint) -> list[type]:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is Literal:
+        return [type(a) for a in typing.get_args(hint)]
+    return [hint]
+
+
+def _type_names(types_: list[type]) -> str:
+    names = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
+    return " or ".join(names.get(t, t.__name__) for t in types_)
+
+
+def documented_keys() -> list[tuple[str, str, object, str]]:
+    """(section, key, default, doc) for every key, for docs and the example-file test."""
+    out = []
+    for name, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            default = None if f.default is dataclasses.MISSING else f.default
+            out.append((name, f.name, default, f.metadata["doc"]))
+    return out
