@@ -25,6 +25,7 @@ setup(
         "face-recognition-models==0.3.0",
         "numpy>=1.26,<3",
         "gpiozero==2.0.1.post3",
+        "waitress==3.0.2",
     ],
     extras_require={
         # Raspberry Pi only: the GPIO backends gpiozero uses on real hardware.
