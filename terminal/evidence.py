@@ -55,7 +55,9 @@ def store_photo(state_dir: Path, jpeg: bytes) -> StoredPhoto:
             raise StorageFull(
                 f"{path.parent}: the disk is full; the punch was NOT recorded. Free space and retry"
             ) from None
-        raise EvidenceError(f"{path}: cannot store the punch photo ({e.strerror}); the punch was NOT recorded") from None
+        raise EvidenceError(
+            f"{path}: cannot store the punch photo ({e.strerror}); the punch was NOT recorded"
+        ) from None
     return StoredPhoto(rel, digest)
 
 

@@ -14,9 +14,8 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-
-import sqlite_utils
 
 from terminal import chain, clock, evidence, identity, schema
 from terminal.errors import CorruptDatabase, LogError, NotInitialised, StorageError, StorageFull
@@ -55,9 +54,18 @@ def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def _disk_nearly_full(path: Path, margin: int = 256 * 1024) -> bool:
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < margin
+
+
 def _classify(e: sqlite3.DatabaseError, path: Path) -> LogError:
     msg = str(e).lower()
-    if "full" in msg:
+    # SQLite reports ENOSPC as SQLITE_FULL or, when the WAL or shm write fails, as a plain I/O error.
+    if "full" in msg or ("disk i/o" in msg and _disk_nearly_full(path)):
         return StorageFull(
             f"{path}: the disk is full; the punch was NOT recorded. Free space (old photos, logs) and retry"
         )
@@ -88,8 +96,7 @@ def init(state_dir: Path) -> dict:
     try:
         _check_integrity(conn, path, quick=True)
         schema.migrate(conn)
-        db = sqlite_utils.Database(conn)
-        has_checkpoints = db["checkpoints"].count > 0
+        has_checkpoints = conn.execute("SELECT EXISTS(SELECT 1 FROM checkpoints)").fetchone()[0] == 1
         key_file = state_dir / identity.KEY_FILE
         if not key_file.exists() and has_checkpoints:
             raise LogError(
@@ -142,10 +149,23 @@ class PunchLog:
         if row is None:
             raise NotInitialised(f"{self.path}: the database has no log_id; run `presensi init`")
         self.log_id: str = row[0]
-        self.db = sqlite_utils.Database(self.conn)
+        self._db = None
         self.checkpoint_every = checkpoint_every
         self._lock = WriterLock(self.state_dir / LOCK_DIR)
         self._key = None
+
+    @property
+    def db(self):
+        """The connection as a sqlite_utils.Database, for reading, exporting and administration.
+
+        Imported lazily: sqlite_utils scans installed plugins at import (~0.25 s on a Pi-class CPU), which
+        would double the time of every `presensi punch`; the append path uses plain SQL instead.
+        """
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn)
+        return self._db
 
     def close(self) -> None:
         self.conn.close()
@@ -189,16 +209,23 @@ class PunchLog:
             )
 
     def _write(self, record: dict) -> dict:
+        with self._transaction():
+            seq, prev_hash = self._head_in_txn()
+            record["seq"] = seq + 1
+            record["prev_hash"] = prev_hash
+            record["hash"] = chain.record_hash(prev_hash, record)
+            _insert(self.conn, "punches", record)
+            if record["seq"] % self.checkpoint_every == 0:
+                self._insert_checkpoint(record["seq"], record["hash"])
+        return self._public(record)
+
+    @contextmanager
+    def _transaction(self):
+        """BEGIN IMMEDIATE … COMMIT; on any error ROLLBACK and raise a LogError that says what to do."""
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                seq, prev_hash = self._head_in_txn()
-                record["seq"] = seq + 1
-                record["prev_hash"] = prev_hash
-                record["hash"] = chain.record_hash(prev_hash, record)
-                self.db["punches"].insert(record)
-                if record["seq"] % self.checkpoint_every == 0:
-                    self._insert_checkpoint(record["seq"], record["hash"])
+                yield
                 self.conn.execute("COMMIT")
             except BaseException:
                 if self.conn.in_transaction:
@@ -206,7 +233,6 @@ class PunchLog:
                 raise
         except sqlite3.DatabaseError as e:
             raise _classify(e, self.path) from None
-        return self._public(record)
 
     def _head_in_txn(self) -> tuple[int, str]:
         row = self.conn.execute("SELECT seq, hash FROM punches ORDER BY seq DESC LIMIT 1").fetchone()
@@ -224,44 +250,26 @@ class PunchLog:
             "public_key": identity.public_key_b64(key),
             "signature": identity.sign_b64(key, chain.checkpoint_message(self.log_id, seq, hash_)),
         }
-        self.db["checkpoints"].insert(cp)
+        _insert(self.conn, "checkpoints", cp)
         return cp
 
     def checkpoint(self) -> dict | None:
         """Sign a checkpoint over the current head now (on demand). None when the log is empty."""
-        with self._lock.hold():
-            try:
-                self.conn.execute("BEGIN IMMEDIATE")
-                try:
-                    seq, hash_ = self._head_in_txn()
-                    last = self.latest_checkpoint()
-                    if seq == 0:
-                        cp = None
-                    elif last and last["seq"] == seq:
-                        cp = last
-                    else:
-                        cp = self._insert_checkpoint(seq, hash_)
-                    self.conn.execute("COMMIT")
-                except BaseException:
-                    if self.conn.in_transaction:
-                        self.conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.DatabaseError as e:
-                raise _classify(e, self.path) from None
-        return cp
+        with self._lock.hold(), self._transaction():
+            seq, hash_ = self._head_in_txn()
+            last = self.latest_checkpoint()
+            if seq == 0:
+                return None
+            if last and last["seq"] == seq:
+                return last
+            return self._insert_checkpoint(seq, hash_)
 
     def audit(self, actor: str, action: str, details: dict | None = None) -> None:
         """Record an administrative action (append-only)."""
-        with self._lock.hold():
-            try:
-                with self.conn:
-                    self.conn.execute("BEGIN IMMEDIATE")
-                    self.db["audit"].insert(
-                        {"realtime_ns": time.time_ns(), "actor": actor, "action": action,
-                         "details": _canonical_json(details or {})}
-                    )
-            except sqlite3.DatabaseError as e:
-                raise _classify(e, self.path) from None
+        entry = {"realtime_ns": time.time_ns(), "actor": actor, "action": action,
+                 "details": _canonical_json(details or {})}
+        with self._lock.hold(), self._transaction():
+            _insert(self.conn, "audit", entry)
 
     # -- reading ---------------------------------------------------------------------------------------
 
@@ -328,6 +336,11 @@ class PunchLog:
     def _hash_at(self, seq: int) -> str | None:
         row = self.conn.execute("SELECT hash FROM punches WHERE seq = ?", (seq,)).fetchone()
         return row[0] if row else None
+
+
+def _insert(conn: sqlite3.Connection, table: str, row: dict) -> None:
+    cols = ", ".join(row)
+    conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
 
 
 def _checkpoint_public(row) -> dict:

@@ -5,7 +5,7 @@ instead of hiding the others."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import importlib
 
 from terminal import __version__, punchlog
 from terminal.config import Config
@@ -27,22 +27,35 @@ def _database(cfg: Config) -> dict:
         return {"ok": False, "error": str(e)}
 
 
-# name -> function(cfg) -> dict. Other parts (clock, sync, faults, devices) add themselves here.
-PARTS: dict[str, Callable[[Config], dict]] = {"database": _database}
+# name -> "module:function" taking the Config and returning a dict. Resolved only when status is
+# collected, so that importing this module (every CLI command does) stays cheap.
+PARTS: dict[str, str] = {
+    "database": "terminal.status:_database",
+    "roster": "terminal.roster:status_part",  # installed roster version and counts
+    "faults": "terminal.faults:status_part",  # open faults
+    "health": "terminal.health:quick_report",  # disk, CPU temperature, under-voltage
+    "face": "terminal.face:status_part",  # enrolled employees and templates
+    "sync": "terminal.syncstate:status_part",  # backlog, acked seq, last contact
+}
+
+
+def _resolve(target: str):
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def collect(cfg: Config) -> dict:
     report = {"device": cfg.device.id, "name": cfg.device.name, "version": __version__}
-    for name, fn in PARTS.items():
+    for name, target in PARTS.items():
         try:
-            report[name] = fn(cfg)
+            report[name] = _resolve(target)(cfg)
         except Exception as e:  # one broken part must not hide the others
             report[name] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
     return report
 
 
 def format_ns(ns: int) -> str:
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def format_text(report: dict) -> str:

@@ -146,4 +146,6 @@ def cmd_status(args) -> int:
     cfg = load_config(args)
     report = status.collect(cfg)
     emit(args, report, None if getattr(args, "json", False) else status.format_text(report))
-    return 0 if report["database"]["ok"] else 1
+    if not report["database"]["ok"]:
+        raise CommandError(report["database"].get("error", "the database is not healthy"))
+    return 0
