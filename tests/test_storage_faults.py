@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -91,7 +92,8 @@ def test_damaged_database_is_refused_explained_and_left_untouched(config_file):
     state = config.load(config_file).state_dir
     assert presensi("punch", "--employee", "1", "--method", "pin", config=config_file).returncode == 0
     db = state / punchlog.DB_FILE
-    subprocess.run([sys.executable, "-c", f"import sqlite3; sqlite3.connect('{db}').execute('PRAGMA wal_checkpoint(TRUNCATE)')"], check=True)
+    with sqlite3.connect(db) as conn:  # fold the WAL into the main file so the damage below hits it
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     raw = bytearray(db.read_bytes())
     raw[0:16] = b"garbage-garbage!"
     db.write_bytes(raw)

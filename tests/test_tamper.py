@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 from conftest import presensi
 
-from terminal import config, punchlog
+from terminal import chain, config, punchlog
 
 
 @pytest.fixture
@@ -52,9 +52,9 @@ def test_edited_time_with_recomputed_hashes_is_caught_by_checkpoint(log_of_20):
     """An attacker who recomputes the chain after editing seq 7 still cannot forge the signed checkpoint."""
     cfg, state = log_of_20
     conn = attacker(state)
-    rows = [dict(zip([d[0] for d in conn.execute("SELECT * FROM punches").description], r))
-            for r in conn.execute("SELECT * FROM punches ORDER BY seq")]
-    from terminal import chain
+    cur = conn.execute("SELECT * FROM punches ORDER BY seq")
+    names = [d[0] for d in cur.description]
+    rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
     prev = chain.GENESIS
     for row in rows:
