@@ -30,9 +30,26 @@ setup(
     extras_require={
         # Raspberry Pi only: the GPIO backends gpiozero uses on real hardware.
         "pi": ["RPi.GPIO==0.7.1", "lgpio==0.2.2.0"],
+        # bench/face_eval.py and bench/face_speed.py compare with the face_recognition package. Its pin on
+        # dlib would build dlib from source, so install it separately after this extra (dlib-bin provides
+        # the dlib module): pip install -e .[bench] && pip install --no-deps face_recognition==1.3.0
+        "bench": ["Click==8.5.1", "Pillow==13.0.0"],
+        # `presensi demo` takes its sample face from scikit-image's bundled public-domain portrait
+        # (astronaut Eileen Collins, NASA) when ../shared is not beside the repository.
+        "demo": ["scikit-image==0.26.0"],
+        # The reference central server on PostgreSQL (`presensi server run --db postgresql://…`).
+        "server": ["psycopg[binary]==3.3.9"],
         "dev": [
             "pytest==9.2.0",
+            "websocket-client==1.9.2",  # tests/browser_support.py drives headless Chromium (DevTools protocol)
+            "psycopg[binary]==3.3.9",  # tests/test_sync_server.py runs the central server on PostgreSQL too
             "ruff==0.17.5",
+            # ZKTeco peers the ZK/ADMS tests run unmodified (tests/test_zk.py, tests/test_adms.py)
+            "pyzk==0.9",
+            "django-fingerprint-attendance==0.1.0",
+            "Django==5.2.19",
+            "djangorestframework==3.18.3",
+            "schemathesis==4.32.5",
         ],
     },
     entry_points={"console_scripts": ["presensi=terminal.cli:main"]},

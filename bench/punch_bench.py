@@ -55,7 +55,8 @@ def bench_bare_sqlite(directory: Path, n: int, synchronous: str) -> dict:
     for i in range(n):
         t = time.perf_counter()
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO p (employee, method, realtime_ns) VALUES (?, 'pin', ?)", (f"{i:018d}", time.time_ns()))
+        conn.execute("INSERT INTO p (employee, method, realtime_ns) VALUES (?, 'pin', ?)",
+                     (f"{i:018d}", time.time_ns()))
         conn.execute("COMMIT")
         lat.append(time.perf_counter() - t)
     total = time.perf_counter() - t0

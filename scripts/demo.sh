@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${PRESENSI_VENV:-.venv}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/pip" install -q --disable-pip-version-check -e .
+"$VENV/bin/pip" install -q --disable-pip-version-check -e ".[demo]"
 exec "$VENV/bin/presensi" demo "$@"

@@ -57,7 +57,10 @@ class Central:
     timeout: float = _f(10.0, "Connect and read timeout for each request, in seconds.", min=0.1)
     batch_size: int = _f(500, "Punches per upload batch; bounds memory whatever the backlog.", min=1, max=10000)
     push_interval: float = _f(15.0, "Seconds between push attempts while punches are pending.", min=0.1)
-    max_backoff: float = _f(900.0, "Upper bound of the retry back-off after failures, in seconds.", min=1)
+    max_backoff: float = _f(900.0, "Upper bound of the retry back-off after failures, in seconds.", min=0.01)
+    retry_base: float = _f(1.0, "First retry back-off ceiling in seconds; doubles per failure (full jitter).",
+                           min=0.001)
+    heartbeat_interval: float = _f(60.0, "Seconds between heartbeats (sent even while uploads fail).", min=0.1)
 
 
 @dataclass(frozen=True)
@@ -86,11 +89,25 @@ class Camera:
 class Face:
     detector: Literal["hog", "yunet"] = _f("hog", "Face detector: dlib HOG (default) or YuNet (needs yunet_model).")
     yunet_model: str | None = _f(None, "Path of face_detection_yunet_2023mar.onnx (see `presensi models fetch`).")
-    threshold: float = _f(0.40, "Largest embedding distance accepted as the same person (calibrated, see docs).",
-                          min=0.0, max=2.0)
-    margin: float = _f(0.06, "Required distance margin to the next-nearest employee.", min=0.0, max=2.0)
+    threshold: float = _f(0.51, "Largest embedding distance accepted as the same person (calibrated on LFW, "
+                          "see docs/face-recognition.md).", min=0.0, max=2.0)
+    margin: float = _f(0.09, "Required distance margin to the next-nearest employee.", min=0.0, max=2.0)
     frames_required: int = _f(3, "Frames that must agree on one employee before a decision.", min=1)
     min_face_px: int = _f(80, "Smallest face (box height in pixels) the quality gate accepts.", min=16)
+    top_k: int = _f(1, "An employee's score is the mean distance of their top_k nearest templates.", min=1, max=20)
+    max_frames: int = _f(6, "Embedded frames after which an unagreed face is refused (the n of k-of-n).", min=1)
+    decision_timeout: float = _f(6.0, "Seconds after first sight after which a face without decision is refused.",
+                                 min=0.5)
+    min_sharpness: float = _f(12.0, "Least Laplacian variance of the aligned face chip (lower = blurred).", min=0.0)
+    max_yaw: float = _f(0.35, "Largest nose offset from the eyes' midpoint, in eye distances (frontal pose).",
+                        min=0.0, max=2.0)
+    min_brightness: float = _f(50.0, "Darkest mean face brightness (0-255) the quality gate accepts.", min=0, max=255)
+    max_brightness: float = _f(210.0, "Brightest mean face brightness (0-255) the quality gate accepts.",
+                               min=0, max=255)
+    detect_width: int = _f(640, "Frames wider than this are downscaled to this width for detection only.", min=80)
+    motion_threshold: float = _f(2.0, "Mean grey-level change (0-255) below which an empty scene skips detection.",
+                                 min=0.0)
+    workers: int = _f(2, "Processes computing face embeddings (use the Pi's cores; 1 = in-process).", min=1, max=8)
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,21 @@ class Liveness:
     minifasnet_v1se: str | None = _f(None, "Path of MiniFASNetV1SE.onnx (passive check).")
     passive_threshold: float = _f(0.5, "Passive real-face score at or above which a face passes.", min=0, max=1)
     challenge_seconds: float = _f(4.0, "Time an employee has to follow the on-screen challenge.", min=0.5)
+    challenges: str = _f("left,right", "Comma-separated challenges picked at random: left, right, closer "
+                         "(closer is weaker against cut-out prints, see docs/liveness.md).")
+    turn_delta: float = _f(0.15, "Change of the yaw cue (nose offset / eye distance) that counts as a turn.",
+                           min=0.05, max=0.6)
+    passive_frames: int = _f(2, "Frames whose passive scores are averaged.", min=1, max=10)
+    auto_trust: float = _f(1.0, "In auto mode, a passive score at or above this skips the challenge; "
+                           "1.0 = never skip (lower it only after a field test, see docs/liveness.md).",
+                           min=0, max=1)
+    planar_correlation: float = _f(0.90, "Challenge: texture fit (0-1) of one homography from the frontal to the "
+                                   "turned face at or above which, with a matching nose, it is a flat picture.",
+                                   min=0.5, max=1)
+    planar_nose_error: float = _f(0.12, "Challenge: nose misplacement (in eye distances) under that homography at "
+                                  "or below which the face counts as flat.", min=0, max=1)
+    identical_texture: float = _f(0.97, "Challenge: texture fit at or above which the face is the same flat "
+                                  "picture whatever the nose does.", min=0.5, max=1)
 
 
 @dataclass(frozen=True)
@@ -112,6 +144,8 @@ class Fingerprint:
     password: int = _f(0, "Sensor password (32-bit).", min=0, max=0xFFFFFFFF)
     address: int = _f(0xFFFFFFFF, "Sensor address (32-bit).", min=0, max=0xFFFFFFFF)
     min_score: int = _f(50, "Lowest on-sensor match score accepted as a match.", min=0)
+    reply_timeout: float = _f(1.0, "Seconds to wait for the sensor's next byte before the exchange counts as "
+                              "failed (capture and search answer within about 1 s).", min=0.1, max=5)
 
 
 @dataclass(frozen=True)
@@ -130,17 +164,101 @@ class Zk:
     enabled: bool = _f(False, "Serve the ZKTeco port-4370 protocol (TCP and UDP).")
     listen: str = _f("0.0.0.0:4370", "HOST:PORT for the ZK protocol server.")
     comm_key: int = _f(0, "ZK communication key; 0 = none.", min=0, max=999999)
+    serial_number: str = _f("", "Serial number reported over ZK and used as the ADMS SN; empty = [device] id.")
+    state_map: dict = _f(
+        {"masuk": 0, "in": 0, "apel": 0, "pulang": 1, "out": 1, "istirahat": 2, "istirahat_keluar": 2,
+         "istirahat_kembali": 3, "lembur_masuk": 4, "lembur_pulang": 5},
+        "Punch kind -> ZK punch state (0 check-in, 1 check-out, 2 break-out, 3 break-in, 4 OT-in, 5 OT-out); "
+        "used by ZK and ADMS.",
+    )
+    unknown_state: int = _f(255, "ZK state for a punch kind missing from state_map (255 = undefined; "
+                            "most servers then infer in/out).", min=0, max=255)
+    verify_map: dict = _f({"face": 15, "finger": 1, "pin": 3},
+                          "Punch method -> ZK verify code (TFT/push: 1 fingerprint, 3 password, 4 card, 15 face; "
+                          "old B&W: 0 password, 1 fingerprint, 2 card); used by ZK and ADMS.")
+    verify_checksum: bool = _f(True, "Answer ACK_ERROR to ZK packets with a wrong checksum (off: accept them).")
+    max_sessions: int = _f(16, "Concurrent ZK client sessions (TCP connections plus UDP sessions).", min=1, max=1024)
+    session_idle_seconds: float = _f(120.0, "Close a ZK session idle this long (not during live capture).",
+                                     min=0.1)
+    session_max_seconds: float = _f(86400.0, "Close any ZK session after this long, live capture included.",
+                                    min=1)
 
 
 @dataclass(frozen=True)
 class Adms:
     enabled: bool = _f(False, "Push punches to an ADMS/iclock server.")
     url: str | None = _f(None, "Base URL of the ADMS server, e.g. http://host:8081.")
+    push_version: str = _f("2.4.1", "Push protocol version announced in the handshake (pushver).")
+    timeout: float = _f(10.0, "Connect and read timeout of each ADMS request, in seconds.", min=0.1)
+    batch_size: int = _f(500, "ATTLOG lines per upload; bounds memory whatever the backlog.", min=1, max=10000)
+    delay: float = _f(10.0, "Seconds between getrequest polls until the server's Delay option says otherwise.",
+                      min=0.1)
+    error_delay: float = _f(30.0, "Seconds to wait after a failed request until the server's ErrorDelay "
+                            "option says otherwise.", min=0.1)
 
 
 @dataclass(frozen=True)
 class Photos:
     keep_days: int = _f(30, "Days to keep punch photos before they are deleted (0 = keep none).", min=0)
+
+
+@dataclass(frozen=True)
+class Health:
+    interval: float = _f(5.0, "Seconds between self-tests; a failing part raises a fault within one interval.",
+                         min=0.5)
+    disk_warn_mb: float = _f(500.0, "Free space (MB) in state_dir below which a disk warning is raised, long "
+                             "before a full disk refuses punches.", min=0)
+    disk_critical_mb: float = _f(50.0, "Free space (MB) below which the disk fault is critical: punches will be "
+                                 "refused soon.", min=0)
+    temp_warn_c: float = _f(75.0, "CPU temperature (°C) at which a temperature warning is raised.", min=30)
+    temp_critical_c: float = _f(82.0, "CPU temperature (°C) treated as a fault (the Pi throttles from 80-85).",
+                                min=30)
+    sync_lag_minutes: float = _f(60.0, "Punches waiting longer than this for the central server raise a sync "
+                                 "warning.", min=1)
+    clock_uncertainty_seconds: float = _f(120.0, "A corrected-time interval wider than this raises a clock "
+                                          "warning.", min=1)
+
+
+DEFAULT_WINDOWS = {"masuk": "05:30-07:30-10:00", "pulang": "14:00-16:00-23:30"}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Punch kinds and lateness (terminal/schedule.py checks the windows; the roster's schedule wins)."""
+
+    enabled: bool = _f(True, "Classify punches as masuk/istirahat/pulang/apel and compute lateness.")
+    repeat_minutes: float = _f(
+        30.0, "A punch this soon after the employee's previous one is acknowledged, not recorded again.",
+        min=0, max=720)
+    workdays: list = _f(["mon", "tue", "wed", "thu", "fri"], "Working weekdays (mon..sun); other days = libur.")
+    default: dict = _f(DEFAULT_WINDOWS, "Windows of a working day: kind = 'OPEN-DUE-CLOSE' (HH:MM) or "
+                       "'OPEN-CLOSE'; kinds apel, masuk, istirahat, pulang. Late after DUE (apel, masuk); "
+                       "early leave before DUE (pulang).")
+    mon: dict = _f({}, "Monday's windows over `default` (a kind set to '' is not punched that day).")
+    tue: dict = _f({}, "Tuesday's windows over `default`.")
+    wed: dict = _f({}, "Wednesday's windows over `default`.")
+    thu: dict = _f({}, "Thursday's windows over `default`.")
+    fri: dict = _f({}, "Friday's windows over `default` (Friday hours differ in many regencies).")
+    sat: dict = _f({}, "Saturday's windows over `default` (used when sat is a workday).")
+    sun: dict = _f({}, "Sunday's windows over `default` (used when sun is a workday).")
+    holidays: list = _f([], "Public holidays: 'YYYY-MM-DD' or {date = 'YYYY-MM-DD', name = '...'}; "
+                        "the roster's holidays are added when present.")
+    special: list = _f([], "Special days: {from = 'YYYY-MM-DD', to = 'YYYY-MM-DD', name = '...', "
+                       "workday = true|false, <kind> = 'OPEN-DUE-CLOSE'} (e.g. Ramadan hours, cuti bersama).")
+
+    def __post_init__(self):
+        from terminal.schedule import validate_section  # lazy: schedule imports this module
+
+        validate_section(self)
+
+
+@dataclass(frozen=True)
+class Roster:
+    pull_interval: float = _f(300.0, "Seconds between roster checks with the central server.", min=1)
+    max_bundle_bytes: int = _f(64 * 1024 * 1024, "Largest roster bundle accepted (compressed bytes).", min=1024)
+    max_employees: int = _f(10000, "Most employees a roster bundle may carry.", min=1)
+    max_templates: int = _f(10, "Most face templates, photos or fingerprint templates per employee.", min=1)
+    max_photo_bytes: int = _f(1024 * 1024, "Largest enrolment photo in a roster bundle, in bytes.", min=1024)
 
 
 SECTIONS: dict[str, type] = {
@@ -157,6 +275,9 @@ SECTIONS: dict[str, type] = {
     "zk": Zk,
     "adms": Adms,
     "photos": Photos,
+    "schedule": Schedule,
+    "health": Health,
+    "roster": Roster,
 }
 REQUIRED_SECTIONS = ("device", "paths")
 
@@ -179,6 +300,9 @@ class Config:
     zk: Zk = field(default_factory=Zk)
     adms: Adms = field(default_factory=Adms)
     photos: Photos = field(default_factory=Photos)
+    roster: Roster = field(default_factory=Roster)
+    schedule: Schedule = field(default_factory=Schedule)
+    health: Health = field(default_factory=Health)
 
     @property
     def state_dir(self) -> Path:
@@ -241,7 +365,10 @@ def _build_section(path: str, name: str, cls: type, raw: dict):
                 raise ConfigError(f"{where} is required: {f.metadata['doc']}")
             continue
         values[fname] = _check_value(where, hints[fname], raw[fname], f.metadata)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as e:  # a section's own cross-key checks (__post_init__) name the key, not the file
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def _check_value(where: str, hint, value, meta):

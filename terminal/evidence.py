@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from terminal import durable
 from terminal.errors import StorageError, StorageFull
 
 PHOTO_DIR = "photos"
@@ -48,7 +49,7 @@ def store_photo(state_dir: Path, jpeg: bytes) -> StoredPhoto:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        durable.fsync_dir(path.parent)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -60,13 +61,6 @@ def store_photo(state_dir: Path, jpeg: bytes) -> StoredPhoto:
         ) from None
     return StoredPhoto(rel, digest)
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def delete_older_than(state_dir: Path, keep_days: int, now: float | None = None) -> int:

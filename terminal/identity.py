@@ -14,6 +14,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from terminal import durable
+
 KEY_FILE = "device_key.pem"
 
 
@@ -38,7 +40,7 @@ def create_key(state_dir: Path) -> bool:
         f.write(pem)
         f.flush()
         os.fsync(f.fileno())
-    _fsync_dir(path.parent)
+    durable.fsync_dir(path.parent)
     return True
 
 
@@ -84,10 +86,3 @@ def verify_b64(public_key: Ed25519PublicKey, signature_b64: str, message: bytes)
     except (InvalidSignature, ValueError):
         return False
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -36,6 +36,11 @@ PARTS: dict[str, str] = {
     "health": "terminal.health:quick_report",  # disk, CPU temperature, under-voltage
     "face": "terminal.face:status_part",  # enrolled employees and templates
     "sync": "terminal.syncstate:status_part",  # backlog, acked seq, last contact
+    "time": "terminal.timeline:status_part",  # corrected time: verified or not, uncertainty, alarms
+    "fingerprint": "terminal.fingerslots:status_part",  # slot map size, port present (never opens it)
+    "web": "terminal.web:status_part",  # kiosk and admin pages: listen address, admin password set
+    "zkteco": "sync.adms:status_part",  # ZK server settings, ADMS delivered seq and backlog
+    "liveness": "terminal.liveness:status_part",  # mode, passive model loaded or the problem with it
 }
 
 

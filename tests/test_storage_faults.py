@@ -133,6 +133,12 @@ print(rec["seq"], flush=True)
 """
 
 
+def tickets(state) -> int:
+    """How many writers have taken a place in the punch log's queue so far."""
+    entry = state / punchlog.LOCK_DIR / "entry"
+    return int(entry.read_text().strip() or 0) if entry.exists() else 0
+
+
 def test_second_writer_waits_and_writers_are_served_in_order(config_file):
     state = config.load(config_file).state_dir
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(state), "1.5"], stdout=subprocess.PIPE,
@@ -140,13 +146,17 @@ def test_second_writer_waits_and_writers_are_served_in_order(config_file):
     assert holder.stdout.readline().strip() == "holding"
     waiters = []
     for name in ("first", "second", "third"):
+        queued = tickets(state)
         waiters.append(subprocess.Popen(
             [sys.executable, "-m", "terminal.cli", "-c", str(config_file), "punch", "--employee", name,
              "--method", "pin", "--json"], stdout=subprocess.PIPE, text=True, cwd=REPO))
-        time.sleep(0.3)  # each has surely queued before the next starts
+        deadline = time.monotonic() + 30
+        while tickets(state) == queued and time.monotonic() < deadline:  # wait until it has queued
+            time.sleep(0.01)
     results = [json.loads(w.communicate(timeout=30)[0]) for w in waiters]
     holder.communicate(timeout=30)
     seqs = [r["seq"] for r in results]
     assert seqs == sorted(seqs), f"writers were not served in arrival order: {seqs}"
+    assert holder.returncode == 0
     with punchlog.PunchLog(state) as log:
         assert [r["employee"] for r in log.records()][:3] == ["first", "second", "third"]

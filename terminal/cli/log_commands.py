@@ -49,7 +49,15 @@ def cmd_init(args) -> int:
     result = punchlog.init(cfg.state_dir)
     result["device"] = cfg.device.id
     what = "created" if result["created_database"] else "already initialised"
-    emit(args, result, f"{cfg.state_dir}: {what}; log_id {result['log_id']}")
+    text = f"{cfg.state_dir}: {what}; log_id {result['log_id']}"
+    from terminal.web import ensure_admin_password
+
+    password = ensure_admin_password(cfg.state_dir)  # only on the first run; never stored in clear text
+    if password:
+        result["admin_password"] = password
+        text += (f"\nadmin password: {password}\n(shown only now: note it, or set another with "
+                 "`presensi admin set-password`)")
+    emit(args, result, text)
     return 0
 
 
@@ -57,10 +65,19 @@ def cmd_punch(args) -> int:
     if not EMPLOYEE_ID.match(args.employee):
         raise CommandError(f"employee id {args.employee!r} is not valid: use 1-64 letters, digits, '.', '_' or '-'")
     cfg = load_config(args)
+    from terminal.punching import PunchService
+
     with open_log(cfg) as log:
-        rec = log.append(args.employee, args.method, latitude=cfg.device.latitude,
-                         longitude=cfg.device.longitude)
-    emit(args, rec, f"recorded: seq {rec['seq']} employee {rec['employee']} method {rec['method']}")
+        outcome = PunchService(cfg, log).punch(args.employee, args.method, details={"operator": "cli"})
+    if not outcome.acknowledged:
+        raise CommandError(outcome.error or outcome.message)
+    rec = outcome.record
+    result = {**rec, "recorded": outcome.recorded, "kind": outcome.kind, "message": outcome.message}
+    if outcome.recorded:
+        text = f"recorded: seq {rec['seq']} employee {rec['employee']} method {rec['method']} {outcome.kind}"
+    else:
+        text = f"already recorded (seq {rec['seq'] if rec else '?'}): {outcome.message}"
+    emit(args, result, text.rstrip())
     return 0
 
 

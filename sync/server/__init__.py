@@ -1,0 +1,1 @@
+"""The reference central server (C6): WSGI app, storage backends, batch ingestion, OpenAPI."""

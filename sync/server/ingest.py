@@ -1,0 +1,352 @@
+"""Taking in a batch of punches: dedupe, chain and checkpoint checks, alarms, and the acknowledgement.
+
+Rules (../shared/reference/time-and-durability.md §3):
+- The key is (device, log_id, seq); insert-or-ignore, so a resend is harmless. The same key with a different
+  hash is an edit after delivery: the first version stays, an alarm is raised.
+- A batch says which records the terminal holds after `after_seq`: a seq it skips is a deletion on the
+  terminal, stored as missing with an alarm, so it never blocks the acknowledgement.
+- A record whose hash does not match its content, or that does not link to its predecessor, is kept and
+  flagged (alarm) rather than refused: a poison record must not stall the queue.
+- `acked_through` is the highest seq up to which every seq is stored or known missing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from terminal import chain, identity
+
+from .storage import PUNCH_COLUMNS, Store
+
+INT_FIELDS = ("seq", "monoraw_ns", "boottime_ns", "realtime_ns")
+STR_FIELDS = ("log_id", "employee", "method", "boot_id", "prev_hash", "hash")
+DERIVED = ("utc", "earliest", "latest", "basis")
+WALK_BATCH = 5000
+MAX_ITEMS = 10_000  # records, times or events per request (as documented)
+MAX_SKIP = 50_000  # seqs a batch may skip that are tracked one by one (beyond: one coarse alarm)
+HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+
+
+class BadBatch(ValueError):
+    """The request is malformed (HTTP 400); the message says which field."""
+
+
+def validate_record(rec, i: int) -> None:
+    if not isinstance(rec, dict):
+        raise BadBatch(f"records[{i}] is not an object")
+    for k in INT_FIELDS:
+        if not isinstance(rec.get(k), int) or isinstance(rec.get(k), bool):
+            raise BadBatch(f"records[{i}].{k} must be an integer")
+    for k in STR_FIELDS:
+        if not isinstance(rec.get(k), str):
+            raise BadBatch(f"records[{i}].{k} must be a string")
+    if not (HEX64.match(rec["prev_hash"]) and HEX64.match(rec["hash"])):
+        raise BadBatch(f"records[{i}].hash and prev_hash must be 64 lowercase hex digits")
+    if not 1 <= rec["seq"] <= 2**62 or any(abs(rec[k]) >= 2**63 for k in INT_FIELDS):
+        raise BadBatch(f"records[{i}] has an integer out of range")
+    for k in ("latitude", "longitude"):
+        v = rec.get(k)
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not -180 <= v <= 180):
+            raise BadBatch(f"records[{i}].{k} must be a number of degrees (-180 to 180) or null")
+    for k in ("kind", "photo_sha256"):
+        if rec.get(k) is not None and not isinstance(rec[k], str):
+            raise BadBatch(f"records[{i}].{k} must be a string or null")
+    if not isinstance(rec.get("flags") or [], list):
+        raise BadBatch(f"records[{i}].flags must be a list")
+    for k in ("timex_status", "maxerror_us"):
+        v = rec.get(k)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or abs(v) >= 2**63):
+            raise BadBatch(f"records[{i}].{k} must be a 64-bit integer or null")
+    if rec["seq"] < 1:
+        raise BadBatch(f"records[{i}].seq must be at least 1")
+    if not isinstance(rec.get("details", {}), (dict, str)):
+        raise BadBatch(f"records[{i}].details must be an object")
+    for k in DERIVED:
+        if rec.get(k) is not None and not isinstance(rec[k], str):
+            raise BadBatch(f"records[{i}].{k} must be a string or null")
+
+
+def _int_in(value, lo: int, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def validate_batch(body) -> tuple[str, int, list[dict], list[dict]]:
+    if not isinstance(body, dict):
+        raise BadBatch("the body must be a JSON object")
+    log_id, after, records = body.get("log_id"), body.get("after_seq"), body.get("records")
+    checkpoints = body.get("checkpoints", [])
+    if "after_seq" in body and after is None:
+        raise BadBatch("after_seq must be a non-negative integer (or left out)")
+    if not isinstance(log_id, str) or not log_id:
+        raise BadBatch("log_id must be a non-empty string")
+    if not isinstance(records, list) or len(records) > MAX_ITEMS:
+        raise BadBatch(f"records must be a list of at most {MAX_ITEMS}")
+    if after is not None and (not isinstance(after, int) or isinstance(after, bool) or after < 0):
+        raise BadBatch("after_seq must be a non-negative integer")
+    if not isinstance(checkpoints, list):
+        raise BadBatch("checkpoints must be a list")
+    for i, rec in enumerate(records):
+        validate_record(rec, i)
+    for i, cp in enumerate(checkpoints):
+        if not isinstance(cp, dict) or not _int_in(cp.get("seq"), 1, 2**62) or not all(
+                isinstance(cp.get(k), str) for k in ("log_id", "hash", "signature")):
+            raise BadBatch(f"checkpoints[{i}] needs log_id, seq (1 to 2^62), hash and signature")
+        if "public_key" in cp and not isinstance(cp["public_key"], str):
+            raise BadBatch(f"checkpoints[{i}].public_key must be a string")
+        if "signed_realtime_ns" in cp and not _int_in(cp["signed_realtime_ns"], -(2**63 - 1), 2**63 - 1):
+            raise BadBatch(f"checkpoints[{i}].signed_realtime_ns must be a 64-bit integer")
+    return log_id, after, records, checkpoints
+
+
+def ranges(seqs: list[int]) -> str:
+    """[1,2,3,7] -> '1-3, 7' (alarm messages stay short however many records are affected)."""
+    out, seqs = [], sorted(seqs)
+    start = prev = None
+    for s in seqs:
+        if start is None:
+            start = prev = s
+        elif s == prev + 1:
+            prev = s
+        else:
+            out.append(f"{start}-{prev}" if start != prev else str(start))
+            start = prev = s
+    if start is not None:
+        out.append(f"{start}-{prev}" if start != prev else str(start))
+    text = ", ".join(out[:20])
+    return text + (f" … ({len(out) - 20} more ranges)" if len(out) > 20 else "")
+
+
+ALARM_TEXT = {
+    "edited": "record content does not match its hash (edited on the terminal)",
+    "broken-link": "record does not follow its predecessor (a record before it was edited or replaced)",
+    "wrong-log": "record carries another log_id",
+    "missing": "seq skipped by the terminal (deleted from the terminal's database)",
+    "conflict": "a record already delivered arrived again with a different hash (edited after delivery)",
+    "bad-signature": "checkpoint signature is not valid for this device's key",
+    "rewritten": "a signed checkpoint does not match the stored record (the log was rewritten)",
+}
+
+
+def store_batch(store: Store, device_id: str, log_id: str, after_seq: int | None, records: list[dict],
+                checkpoints: list[dict], source: str = "push") -> dict:
+    """Store one batch in one transaction and return {"acked_through", "stored", "duplicates", "flagged"}."""
+    records = sorted(records, key=lambda r: r["seq"])
+    with store.transaction() as cur:
+        store.execute(cur, "INSERT INTO logs (device_id, log_id, acked_through) VALUES (?, ?, 0) "
+                      "ON CONFLICT DO NOTHING", (device_id, log_id))
+        # Several server processes may share one PostgreSQL database: one batch per log at a time.
+        store.rows(cur, "SELECT acked_through FROM logs WHERE device_id=? AND log_id=?" + store.lock_row,
+                   (device_id, log_id))
+        result = {"stored": 0, "duplicates": 0, "flagged": 0}
+        if records:
+            result = _store_records(store, cur, device_id, log_id, after_seq, records, source)
+        _check_checkpoints(store, cur, device_id, log_id, checkpoints)
+        acked = _advance(store, cur, device_id, log_id)
+        store.touch(cur, device_id)
+    return {"acked_through": acked, **result}
+
+
+def _store_records(store, cur, device_id, log_id, after_seq, records, source) -> dict:
+    lo, hi = records[0]["seq"], records[-1]["seq"]
+    if after_seq is not None and hi - after_seq > len(records) + MAX_SKIP:
+        # Too many skipped seqs to account for one by one: alarm, store the records, and leave the
+        # acknowledgement below the gap (nothing is assumed delivered that was not).
+        store.raise_alarm(cur, device_id, log_id, after_seq + 1, "missing",
+                          f"{ALARM_TEXT['missing']}: more than {MAX_SKIP} seqs between {after_seq} and {hi}",
+                          once=True)
+        after_seq = None
+    low = lo - 1 if after_seq is None else min(lo - 1, after_seq + 1)
+    existing = {s: (h, p) for s, h, p in store.rows(
+        cur, "SELECT seq, hash, prev_hash FROM punches WHERE device_id=? AND log_id=? AND seq BETWEEN ? AND ?",
+        (device_id, log_id, low, hi + 1))}
+    problems: dict[str, list[int]] = {}
+    batch_seqs = {r["seq"] for r in records}
+    if after_seq is not None:
+        skipped = [s for s in range(after_seq + 1, hi + 1) if s not in batch_seqs and s not in existing]
+        if skipped:
+            store.executemany(cur, "INSERT INTO missing VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                              [(device_id, log_id, s) for s in skipped])
+            problems["missing"] = skipped
+    hash_at = {s: v[0] for s, v in existing.items()}
+    hash_at.update({r["seq"]: r["hash"] for r in records})
+    rows, dup, now = [], 0, time.time_ns()
+    for rec in records:
+        seq = rec["seq"]
+        flags = _record_problems(rec, log_id, hash_at)
+        following = existing.get(seq + 1)
+        if following and seq + 1 not in batch_seqs and following[1] != rec["hash"]:
+            problems.setdefault("broken-link", []).append(seq + 1)
+        if seq in existing:
+            dup += 1
+            if existing[seq][0] != rec["hash"]:
+                problems.setdefault("conflict", []).append(seq)
+            continue
+        for f in flags:
+            problems.setdefault(f, []).append(seq)
+        rows.append(_row(device_id, rec, flags, source, now))
+    placeholders = ", ".join("?" * len(PUNCH_COLUMNS))
+    store.executemany(cur, f"INSERT INTO punches ({', '.join(PUNCH_COLUMNS)}) VALUES ({placeholders}) "
+                      "ON CONFLICT DO NOTHING", rows)
+    for kind, seqs in problems.items():
+        store.raise_alarm(cur, device_id, log_id, min(seqs), kind,
+                          f"{ALARM_TEXT[kind]}: seq {ranges(seqs)}")
+    flagged = sum(1 for r in rows if r[PUNCH_COLUMNS.index("problems")] != "[]")
+    return {"stored": len(rows), "duplicates": dup, "flagged": flagged}
+
+
+def _record_problems(rec: dict, log_id: str, hash_at: dict) -> list[str]:
+    flags = []
+    if rec["log_id"] != log_id:
+        flags.append("wrong-log")
+    try:
+        if chain.record_hash(rec["prev_hash"], rec) != rec["hash"]:
+            flags.append("edited")
+    except (UnicodeEncodeError, TypeError, ValueError):  # the transaction rolls back: nothing is stored
+        raise BadBatch(f"record seq {rec['seq']} cannot be encoded canonically (invalid Unicode)") from None
+    seq = rec["seq"]
+    expected_prev = chain.GENESIS if seq == 1 else hash_at.get(seq - 1)
+    if expected_prev is not None and rec["prev_hash"] != expected_prev:
+        flags.append("broken-link")
+    return flags
+
+
+def _row(device_id: str, rec: dict, flags: list[str], source: str, now: int) -> tuple:
+    details = rec.get("details", {})
+    derived = rec.get("flags")
+    values = {
+        "device_id": device_id,
+        "details": details if isinstance(details, str) else json.dumps(
+            details or {}, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+        "flags": json.dumps(derived) if derived else "[]",
+        "problems": json.dumps(flags) if flags else "[]",
+        "source": source,
+        "received_ns": now,
+    }
+    get = rec.get
+    return tuple(values[k] if k in values else get(k) for k in PUNCH_COLUMNS)
+
+
+def _check_checkpoints(store, cur, device_id: str, log_id: str, checkpoints: list[dict]) -> None:
+    if not checkpoints:
+        return
+    pinned = store.rows(cur, "SELECT public_key FROM devices WHERE device_id=?", (device_id,))
+    key_b64 = pinned[0][0] if pinned else None
+    if key_b64 is None:  # trust on first use: the device's key is learned from its first checkpoint
+        key_b64 = checkpoints[0].get("public_key")
+        if isinstance(key_b64, str):
+            store.execute(cur, "UPDATE devices SET public_key=? WHERE device_id=?", (key_b64, device_id))
+    try:
+        public_key = identity.public_key_from_b64(key_b64 or "")
+    except ValueError:
+        public_key = None
+    bad: list[int] = []
+    rewritten: list[int] = []
+    for cp in checkpoints:
+        seq = cp["seq"]
+        message = chain.checkpoint_message(cp["log_id"], seq, cp["hash"])
+        valid = (cp["log_id"] == log_id and public_key is not None
+                 and identity.verify_b64(public_key, cp["signature"], message))
+        if not valid:
+            bad.append(seq)
+        stored = store.rows(cur, "SELECT hash FROM punches WHERE device_id=? AND log_id=? AND seq=?",
+                            (device_id, log_id, seq))
+        if valid and stored and stored[0][0] != cp["hash"]:
+            rewritten.append(seq)
+        store.execute(cur, "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                      (device_id, log_id, seq, cp["hash"], cp.get("public_key"), cp["signature"],
+                       cp.get("signed_realtime_ns"), int(valid)))
+    for kind, seqs in (("bad-signature", bad), ("rewritten", rewritten)):
+        if seqs:
+            store.raise_alarm(cur, device_id, log_id, min(seqs), kind,
+                              f"{ALARM_TEXT[kind]}: checkpoint seq {ranges(seqs)}", once=True)
+
+
+def _advance(store, cur, device_id: str, log_id: str) -> int:
+    """Move acked_through over every seq that is stored or known missing, in bounded steps."""
+    acked = store.rows(cur, "SELECT acked_through FROM logs WHERE device_id=? AND log_id=?" + store.lock_row,
+                       (device_id, log_id))[0][0]
+    start = acked
+    while True:
+        seqs = [r[0] for r in store.rows(
+            cur, """SELECT seq FROM (SELECT seq FROM punches WHERE device_id=? AND log_id=? AND seq > ?
+                    UNION SELECT seq FROM missing WHERE device_id=? AND log_id=? AND seq > ?) AS known
+                    ORDER BY seq LIMIT ?""",
+            (device_id, log_id, acked, device_id, log_id, acked, WALK_BATCH))]
+        for s in seqs:
+            if s != acked + 1:
+                break
+            acked = s
+        else:
+            if len(seqs) == WALK_BATCH:
+                continue
+        break
+    if acked != start:
+        store.execute(cur, "UPDATE logs SET acked_through=? WHERE device_id=? AND log_id=?",
+                      (acked, device_id, log_id))
+    return acked
+
+
+def update_times(store: Store, device_id: str, body) -> dict:
+    """C3: update only the derived time columns of stored punches."""
+    if not isinstance(body, dict) or not isinstance(body.get("log_id"), str) or not isinstance(
+            body.get("times"), list) or len(body["times"]) > MAX_ITEMS:
+        raise BadBatch(f"body must be {{\"log_id\": str, \"times\": [at most {MAX_ITEMS}]}}")
+    rows = []
+    for i, t in enumerate(body["times"]):
+        if not isinstance(t, dict) or not isinstance(t.get("seq"), int) or not 1 <= t["seq"] <= 2**62:
+            raise BadBatch(f"times[{i}].seq must be a whole number from 1 to 2^62")
+        for k in DERIVED:
+            if t.get(k) is not None and not isinstance(t[k], str):
+                raise BadBatch(f"times[{i}].{k} must be a string or null")
+        if not isinstance(t.get("flags") or [], list):
+            raise BadBatch(f"times[{i}].flags must be a list")
+        rows.append((t.get("utc"), t.get("earliest"), t.get("latest"), t.get("basis"),
+                     json.dumps(t.get("flags") or []), device_id, body["log_id"], t["seq"]))
+    with store.transaction() as cur:
+        seqs = [r[-1] for r in rows]
+        known = 0
+        for i in range(0, len(seqs), 500):
+            part = seqs[i:i + 500]
+            known += store.rows(cur, "SELECT count(*) FROM punches WHERE device_id=? AND log_id=? AND seq IN "
+                                f"({', '.join('?' * len(part))})", (device_id, body["log_id"], *part))[0][0]
+        store.executemany(cur, "UPDATE punches SET utc=?, earliest=?, latest=?, basis=?, flags=? "
+                          "WHERE device_id=? AND log_id=? AND seq=?", rows)
+        store.touch(cur, device_id)
+    return {"updated": known}
+
+
+def heartbeat(store: Store, device_id: str, body) -> dict:
+    """Store the heartbeat; a head hash that differs from the stored record is a rewrite alarm."""
+    if not isinstance(body, dict):
+        raise BadBatch("the body must be a JSON object")
+    log_id, head = body.get("log_id"), body.get("head", {})
+    if not isinstance(head, dict):
+        raise BadBatch("head must be an object {seq, hash}")
+    seq = head.get("seq", 0)
+    if (not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= 2**62):
+        raise BadBatch("head.seq must be a whole number from 0 to 2^62")
+    if head.get("hash") is not None and not isinstance(head["hash"], str):
+        raise BadBatch("head.hash must be a string or null")
+    for key, kind in (("version", str), ("log_id", str), ("backlog", int), ("acked_seq", int), ("health", dict)):
+        value = body.get(key)
+        if key in body and (not isinstance(value, kind) or isinstance(value, bool)):
+            what = {str: "a string", int: "a whole number", dict: "an object"}[kind]
+            raise BadBatch(f"{key} must be {what}")
+    with store.transaction() as cur:
+        store.touch(cur, device_id, {**body, "received_ns": time.time_ns()})
+        acked = 0
+        if isinstance(log_id, str):
+            row = store.rows(cur, "SELECT acked_through FROM logs WHERE device_id=? AND log_id=?",
+                             (device_id, log_id))
+            acked = row[0][0] if row else 0
+            seq, hash_ = head.get("seq"), head.get("hash")
+            if isinstance(seq, int) and isinstance(hash_, str):
+                stored = store.rows(cur, "SELECT hash FROM punches WHERE device_id=? AND log_id=? AND seq=?",
+                                    (device_id, log_id, seq))
+                if stored and stored[0][0] != hash_:
+                    store.raise_alarm(cur, device_id, log_id, seq, "rewritten",
+                                      f"the terminal's head seq {seq} differs from the delivered record "
+                                      "(the log was rewritten after delivery)", once=True)
+    return {"ok": True, "acked_through": acked, "server_time_ns": time.time_ns()}

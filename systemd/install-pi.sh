@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Install presensi-edge on Raspberry Pi OS (bookworm, 64- or 32-bit) from this source tree:
+#   sudo systemd/install-pi.sh [--uart pl011|miniuart|usb] [--camera csi|usb] [--prefix /opt/presensi]
+# It creates the `presensi` user (groups video, dialout, gpio), a virtual environment with the package,
+# /etc/presensi/presensi.toml (kept if present), the systemd unit and the udev rule, and sets the UART and
+# camera options in the boot files. Running it again is safe. docs/install-pi.md explains every step.
+#
+# --boot-only --root DIR edits only DIR/boot/firmware/{cmdline,config}.txt (used by the tests).
+set -euo pipefail
+
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+PREFIX=/opt/presensi
+UART=pl011
+CAMERA=csi
+ROOT=
+BOOT_ONLY=0
+
+usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+die() { echo "install-pi: error: $*" >&2; exit 1; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --uart) UART=${2:?}; shift 2 ;;
+    --camera) CAMERA=${2:?}; shift 2 ;;
+    --prefix) PREFIX=${2:?}; shift 2 ;;
+    --root) ROOT=${2:?}; shift 2 ;;
+    --boot-only) BOOT_ONLY=1; shift ;;
+    -h|--help) usage 0 ;;
+    *) echo "install-pi: unknown option $1" >&2; usage 2 ;;
+  esac
+done
+case "$UART" in pl011|miniuart|usb) ;; *) die "--uart must be pl011, miniuart or usb (got '$UART')" ;; esac
+case "$CAMERA" in csi|usb) ;; *) die "--camera must be csi or usb (got '$CAMERA')" ;; esac
+
+boot_dir() {
+  # Bookworm mounts the boot partition at /boot/firmware; older releases at /boot.
+  if [ -f "$ROOT/boot/firmware/config.txt" ]; then echo "$ROOT/boot/firmware"
+  elif [ -f "$ROOT/boot/config.txt" ]; then echo "$ROOT/boot"
+  else die "no config.txt under $ROOT/boot/firmware or $ROOT/boot: is this Raspberry Pi OS?"
+  fi
+}
+
+# Edit cmdline.txt and config.txt: no login console on the UART the sensor uses, the UART enabled, the
+# PL011 UART moved to GPIO 14/15 (Bluetooth off) unless the mini UART is chosen, the camera detected.
+# Prints "changed" when a reboot is needed. Idempotent; keeps a .presensi.bak of each file it changes.
+configure_boot() {
+  local dir; dir=$(boot_dir)
+  python3 - "$dir" "$UART" "$CAMERA" <<'PY'
+import re, shutil, sys
+from pathlib import Path
+
+boot, uart, camera = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+changed = False
+
+def save(path: Path, old: str, new: str) -> None:
+    global changed
+    if new != old:
+        bak = path.with_name(path.name + ".presensi.bak")
+        if not bak.exists():
+            shutil.copy2(path, bak)
+        path.write_text(new)
+        changed = True
+
+cmdline = boot / "cmdline.txt"
+if cmdline.exists() and uart != "usb":
+    old = cmdline.read_text()
+    # the kernel's serial console would answer the sensor's packets with login prompts
+    words = [w for w in old.split() if not re.fullmatch(r"console=(serial\d|ttyAMA\d|ttyS\d)(,\d+)?", w)]
+    save(cmdline, old, " ".join(words) + "\n")
+
+config = boot / "config.txt"
+old = config.read_text()
+want = {}  # key -> value that must be active under [all]
+if uart != "usb":
+    want["enable_uart"] = "1"
+overlays = ["disable-bt"] if uart == "pl011" else []
+if camera == "csi":
+    want["camera_auto_detect"] = "1"
+
+lines, section, out = old.splitlines(), "all", []
+for line in lines:
+    s = line.strip()
+    if s.startswith("[") and s.endswith("]"):
+        section = s[1:-1].strip()
+    elif section == "all" and "=" in s and not s.startswith("#"):
+        key, _, value = s.partition("=")
+        key, value = key.strip(), value.strip()
+        if key in want:
+            if value == want[key]:
+                want.pop(key)
+            else:  # e.g. enable_uart=0: switch it, do not add a contradicting second line
+                line = f"{key}={want.pop(key)}"
+        elif key == "dtoverlay" and value in overlays:
+            overlays.remove(value)
+    out.append(line)
+block = [f"{k}={v}" for k, v in want.items()] + [f"dtoverlay={o}" for o in overlays]
+if block:
+    # a trailing [pi4]/[cm4] section would limit our lines to that model: reopen [all] first
+    out += ["", "[all]", "# presensi-edge (systemd/install-pi.sh): fingerprint UART and camera", *block]
+save(config, old, "\n".join(out) + "\n")
+print("changed" if changed else "unchanged")
+PY
+}
+
+if [ "$BOOT_ONLY" = 1 ]; then
+  configure_boot
+  exit 0
+fi
+
+[ "$(id -u)" = 0 ] || die "run as root: sudo $0 $*"
+command -v systemctl >/dev/null || die "systemd is required"
+
+echo "== packages"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+  python3 python3-venv python3-pip sqlite3 libopenblas0 ca-certificates >/dev/null
+
+echo "== user presensi (groups video, dialout, gpio)"
+getent group gpio >/dev/null || groupadd --system gpio
+if ! id presensi >/dev/null 2>&1; then
+  useradd --system --user-group --home-dir /var/lib/presensi --no-create-home --shell /usr/sbin/nologin presensi
+fi
+usermod -a -G video,dialout,gpio presensi
+
+echo "== virtual environment in $PREFIX/venv"
+install -d -m 0755 "$PREFIX"
+[ -x "$PREFIX/venv/bin/python" ] || python3 -m venv "$PREFIX/venv"
+"$PREFIX/venv/bin/pip" install -q --disable-pip-version-check --upgrade pip
+"$PREFIX/venv/bin/pip" install -q --disable-pip-version-check "${SRC}[pi]"
+
+echo "== configuration /etc/presensi/presensi.toml"
+install -d -m 0750 -o root -g presensi /etc/presensi
+if [ ! -f /etc/presensi/presensi.toml ]; then
+  sed -e "s/^id = \"opd-dinkes-01\"/id = \"$(hostname -s)\"/" "$SRC/config/presensi.example.toml" \
+    > /etc/presensi/presensi.toml
+  echo "   created from the example; set [device] id, [central] url and token, then restart"
+fi
+if [ "$UART" = usb ]; then
+  echo "   fingerprint on USB: set [fingerprint] port = \"/dev/presensi-fingerprint\""
+fi
+chown root:presensi /etc/presensi/presensi.toml
+chmod 0640 /etc/presensi/presensi.toml
+
+echo "== udev rule and systemd unit"
+install -m 0644 "$SRC/systemd/60-presensi.rules" /etc/udev/rules.d/60-presensi.rules
+if udevadm control --reload; then
+  udevadm trigger --subsystem-match=tty --subsystem-match=video4linux --subsystem-match=gpio || true
+fi
+sed -e "s#/opt/presensi/venv#$PREFIX/venv#" "$SRC/systemd/presensi.service" > /etc/systemd/system/presensi.service
+chmod 0644 /etc/systemd/system/presensi.service
+systemd-analyze verify /etc/systemd/system/presensi.service || die "the installed unit does not verify"
+
+echo "== serial port and camera ($UART, $CAMERA)"
+reboot_needed=$(configure_boot)
+if [ "$UART" != usb ]; then
+  # a getty on the sensor's UART would fight for the line
+  systemctl disable --now serial-getty@ttyAMA0.service serial-getty@ttyS0.service 2>/dev/null || true
+  if [ "$UART" = pl011 ]; then systemctl disable --now hciuart.service 2>/dev/null || true; fi
+fi
+
+echo "== state directory and first start"
+systemctl daemon-reload
+install -d -m 0700 -o presensi -g presensi /var/lib/presensi
+runuser -u presensi -- env PRESENSI_CONFIG=/etc/presensi/presensi.toml "$PREFIX/venv/bin/presensi" init
+systemctl enable presensi.service
+if [ "$reboot_needed" = changed ]; then
+  echo "The boot configuration changed (UART/camera): reboot now (sudo reboot); presensi starts on boot."
+else
+  systemctl restart presensi.service
+  echo "presensi is running: systemctl status presensi; journalctl -u presensi -f"
+fi

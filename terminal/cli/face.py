@@ -1,0 +1,185 @@
+"""`presensi enroll-photos`, `presensi identify` and `presensi scan` (thin wrappers over terminal.face)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from terminal.cli.common import CommandError, add_command, emit, load_config
+
+
+def register(sub) -> None:
+    p = add_command(sub, "enroll-photos", cmd_enroll_photos,
+                    "enrol employees from DIR/<employee-id>/*.jpg|png (replaces their face templates)")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--add", action="store_true", help="add to the employees' templates instead of replacing")
+
+    p = add_command(sub, "identify", cmd_identify, "identify the faces in still images")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+
+    p = add_command(sub, "scan", cmd_scan, "run the live face pipeline on a camera, video file or frame folder")
+    p.add_argument("--camera", required=True, metavar="SOURCE",
+                   help="device index, /dev/videoN, GStreamer pipeline, video file or folder of frames")
+    p.add_argument("--record", action="store_true", help="record accepted decisions as face punches")
+    p.add_argument("--seconds", type=float, default=None, metavar="S",
+                   help="stop after S seconds (default: run until the file ends or Ctrl-C)")
+    p.add_argument("--fps", type=float, default=None, help="replay rate of a file source (default [camera] fps)")
+
+
+def _face_errors():
+    from terminal.face.detect import DetectorError
+    from terminal.face.enrol import EnrolError
+    from terminal.face.store import TemplateStoreError
+    from terminal.roster import RosterError
+    return (DetectorError, EnrolError, TemplateStoreError, RosterError)
+
+
+def cmd_enroll_photos(args) -> int:
+    from terminal.face import detect, enrol, quality, store
+
+    cfg = load_config(args)
+    try:
+        results = enrol.enroll_photos(Path(args.dir), store.TemplateStore(cfg.state_dir),
+                                      detect.from_config(cfg.face), quality.QualityLimits.from_config(cfg.face),
+                                      replace=not args.add)
+    except _face_errors() as e:
+        raise CommandError(str(e)) from None
+    for r in results:
+        note = "" if r.result == "accepted" else r.message
+        emit(args, r.as_json(), f"{r.result:<13} {r.employee:<20} {r.path}  {note}".rstrip())
+    accepted = sum(r.result == "accepted" for r in results)
+    employees = len({r.employee for r in results if r.result == "accepted"})
+    summary = {"summary": {"photos": len(results), "accepted": accepted, "rejected": len(results) - accepted,
+                           "employees_enrolled": employees}}
+    emit(args, summary, f"{accepted} of {len(results)} photos accepted; {employees} employees enrolled")
+    if not accepted:
+        raise CommandError("no photo was accepted; use sharp, frontal photos with one face of at least "
+                           f"{cfg.face.min_face_px} pixels")
+    return 0
+
+
+def cmd_identify(args) -> int:
+    from terminal.face import detect, stills, store
+    from terminal.face.gallery import Gallery, Rule
+
+    cfg = load_config(args)
+    try:
+        gallery = Gallery(store.all_templates(cfg.state_dir))
+        detector = detect.from_config(cfg.face)
+    except _face_errors() as e:
+        raise CommandError(str(e)) from None
+    if not len(gallery):
+        raise CommandError("nobody is enrolled; run `presensi enroll-photos DIR` first")
+    rule, failed = Rule.from_config(cfg.face), 0
+    from terminal.face import embed
+    embed.warm()  # so each line's "ms" is that image's work, not model loading
+    for path in args.images:
+        t0 = time.perf_counter()
+        try:
+            found = stills.analyse(stills.read_image(path), detector)
+        except stills.ImageError as e:
+            failed += 1
+            line = {"image": path, "error": str(e)}
+            emit(args, line, f"{path}: ERROR {e}")
+            continue
+        matches = gallery.identify([f.embedding for f in found], rule) if found else []
+        faces = [{**m.as_dict(), "box": list(map(int, f.face.box))} for f, m in zip(found, matches, strict=True)]
+        line = {"image": path, "faces": faces, "ms": round((time.perf_counter() - t0) * 1000, 1)}
+        emit(args, line, _identify_text(line))
+    if failed:
+        print(f"presensi: {failed} of {len(args.images)} images could not be read (see the error lines)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _identify_text(line: dict) -> str:
+    if not line["faces"]:
+        return f"{line['image']}: no face"
+    parts = [f"{f['employee'] or 'unknown'} (distance {f['distance']}, margin {f['margin']})" for f in line["faces"]]
+    return f"{line['image']}: " + "; ".join(parts)
+
+
+def _liveness(cfg):
+    if cfg.liveness.mode == "off":
+        from terminal.face.liveness_off import OffLiveness
+        return OffLiveness()
+    try:
+        from terminal.liveness import from_config
+    except ImportError:  # liveness not installed in this tree yet
+        from terminal.face.liveness_off import OffLiveness
+        print("presensi: warning: liveness checks are not available; faces are not checked for photos",
+              file=sys.stderr)
+        return OffLiveness()
+    return from_config(cfg.liveness)
+
+
+def cmd_scan(args) -> int:
+    from drivers import camera as cam
+    from terminal import face
+
+    cfg = load_config(args)
+    log = _open_log(cfg) if args.record else None
+    try:
+        source = cam.open_source(args.camera, cfg.camera.width, cfg.camera.height, args.fps or cfg.camera.fps)
+        pipeline = face.build_pipeline(cfg, liveness=_liveness(cfg))
+    except (cam.SourceError, *_face_errors()) as e:
+        raise CommandError(str(e)) from None
+    if not len(pipeline.gallery):
+        pipeline.close()
+        raise CommandError("nobody is enrolled; run `presensi enroll-photos DIR` first")
+    is_file = not isinstance(source, cam.DeviceSource) or isinstance(source, cam.VideoFileSource)
+    settings = cam.CameraSettings(stall_seconds=cfg.camera.stall_seconds, stop_at_end=is_file,
+                                  lossless=is_file, fps=args.fps or cfg.camera.fps)
+    camera = cam.Camera(source, settings, on_fault=_print_fault, on_recover=_print_recover)
+    try:
+        with camera:
+            _scan_loop(args, cfg, camera, pipeline, log)
+    finally:
+        pipeline.close()
+        if log is not None:
+            log.close()
+    return 0
+
+
+def _scan_loop(args, cfg, camera, pipeline, log) -> None:
+    deadline = time.monotonic() + args.seconds if args.seconds else None
+    seq = 0
+    while deadline is None or time.monotonic() < deadline:
+        frame = camera.latest(after_seq=seq, timeout=0.5)
+        if frame is None:
+            if camera.ended and not camera.running:
+                break
+            continue
+        seq = frame.seq
+        for decision in pipeline.process(frame.image, frame.t):
+            _report(args, cfg, decision, log)
+    for decision in pipeline.finish():
+        _report(args, cfg, decision, log)
+
+
+def _report(args, cfg, decision, log) -> None:
+    line = decision.as_json()
+    if log is not None and decision.accepted:
+        details = {**decision.scores(), "frames": line["frames"], "ms": line["ms"], "liveness": line["liveness"],
+                   "threshold": cfg.face.threshold, "margin_required": cfg.face.margin, "top_k": cfg.face.top_k}
+        log.append(decision.employee, "face", details=details, photo_jpeg=decision.best_frame_jpeg(),
+                   latitude=cfg.device.latitude, longitude=cfg.device.longitude)
+    text = (f"{'ACCEPTED' if decision.accepted else 'refused '} {decision.employee or '-':<20} "
+            f"{decision.reason:<16} frames {decision.frames}  {decision.ms:.0f} ms")
+    emit(args, line, text)
+
+
+def _open_log(cfg):
+    from terminal import punchlog
+    return punchlog.PunchLog(cfg.state_dir, checkpoint_every=cfg.log.checkpoint_every)
+
+
+def _print_fault(fault) -> None:
+    print(json.dumps({"camera_fault": fault.kind, "message": fault.message}), file=sys.stderr, flush=True)
+
+
+def _print_recover(kind: str) -> None:
+    print(json.dumps({"camera_recovered": kind}), file=sys.stderr, flush=True)

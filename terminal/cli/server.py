@@ -1,0 +1,131 @@
+"""`presensi server …`: the reference central server (run, add-device, punches, alarms, import)."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sys
+
+from terminal.cli.common import CommandError, add_command, add_group, emit
+
+DEVICE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+PUNCH_FIELDS = ("device", "log_id", "seq", "employee", "method", "kind", "utc", "earliest", "latest", "basis",
+                "flags")
+
+
+def register(sub) -> None:
+    srv = add_group(sub, "server", "the reference central server (development, tests, small regencies)")
+    p = add_command(srv, "run", cmd_run, "serve the sync API and the read-only status page")
+    _db(p)
+    p.add_argument("--listen", default="127.0.0.1:8800", metavar="HOST:PORT",
+                   help="address to listen on (port 0 = any free port; default 127.0.0.1:8800)")
+    p.add_argument("--threads", type=int, default=4, help="worker threads (default 4)")
+    p = add_command(srv, "add-device", cmd_add_device,
+                    "register a device and print its token and the server key (again for a re-imaged "
+                    "terminal: a new token, and its new key is pinned)")
+    p.add_argument("device_id", metavar="DEVICE_ID")
+    p.add_argument("--public-key", metavar="B64", help="pin the device's Ed25519 public key now "
+                   "(default: learned from its first signed checkpoint)")
+    _db(p)
+    p = add_command(srv, "punches", cmd_punches, "list stored punches, one line each")
+    _db(p)
+    p.add_argument("--device", metavar="DEVICE_ID", help="only this device")
+    p = add_command(srv, "alarms", cmd_alarms, "list alarms (gaps, edits, bad signatures) per device")
+    _db(p)
+    p.add_argument("--device", metavar="DEVICE_ID", help="only this device")
+    p = add_command(srv, "import", cmd_import, "take in an offline export (`presensi export --to DIR`)")
+    p.add_argument("dir", metavar="DIR")
+    _db(p)
+
+
+def _db(p) -> None:
+    p.add_argument("--db", required=True, metavar="PATH",
+                   help="SQLite file of the server (created if missing) or a postgresql:// URL")
+
+
+def _store(args):
+    from sync.server.storage import open_store
+
+    try:
+        return open_store(args.db)
+    except Exception as e:  # sqlite3/psycopg errors: say which database and what to check
+        raise CommandError(f"cannot open the server database {args.db}: {e}; check the path or URL "
+                           "and permissions") from None
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise CommandError(f"--listen {text!r}: use HOST:PORT, e.g. 127.0.0.1:8800")
+    return host.strip("[]"), int(port)
+
+
+def cmd_run(args) -> int:
+    from sync.server.app import CentralServer, serve
+
+    host, port = _listen(args.listen)
+    app = CentralServer(_store(args))
+
+    def ready(url: str) -> None:
+        print(f"listening on {url}", flush=True)
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        serve(app, host, port, on_ready=ready, threads=max(1, args.threads))
+    except OSError as e:
+        raise CommandError(f"cannot listen on {args.listen}: {e.strerror or e}; choose another port") from None
+    return 0
+
+
+def cmd_add_device(args) -> int:
+    from sync.server.app import add_device
+
+    if not DEVICE_ID.match(args.device_id):
+        raise CommandError(f"device id {args.device_id!r} is not valid: use 1-64 letters, digits, '.', '_' or '-'")
+    result = add_device(_store(args), args.device_id, args.public_key)
+    emit(args, result, f"device     {result['device']}\ntoken      {result['token']}\n"
+                       f"server_key {result['server_key']}\n"
+                       "put token and server_key into the terminal's [central] section")
+    return 0
+
+
+def cmd_punches(args) -> int:
+    store = _store(args)
+    for p in store.iter_punches(args.device):
+        row = {"device": p["device_id"], **{k: p[k] for k in PUNCH_FIELDS[1:-1]},
+               "flags": json.loads(p["flags"] or "[]") + json.loads(p["problems"] or "[]")}
+        if getattr(args, "json", False):
+            print(json.dumps(row, ensure_ascii=False))
+        else:
+            print("\t".join("-" if row[k] is None else (",".join(row[k]) or "-") if k == "flags" else str(row[k])
+                            for k in PUNCH_FIELDS))
+    return 0
+
+
+def cmd_alarms(args) -> int:
+    alarms = list(reversed(_store(args).alarms(args.device, limit=100000)))
+    if getattr(args, "json", False):
+        for a in alarms:
+            print(json.dumps(a, ensure_ascii=False))
+        return 0
+    from terminal.status import format_ns
+
+    if not alarms:
+        print("no alarms")
+    for a in alarms:
+        print(f"{format_ns(a['created_ns'])}  {a['device_id']}  {a['kind']:<13} {a['message']}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from sync import offline
+
+    try:
+        result = offline.import_dir(_store(args), args.dir)
+    except offline.ImportRefused as e:
+        raise CommandError(f"import refused: {e}") from None
+    emit(args, result, f"imported {result['stored']} new punches from {result['device']} "
+                       f"({result['duplicates']} already delivered, {result['flagged']} flagged); "
+                       f"acked through seq {result['acked_through']}")
+    return 0

@@ -1,0 +1,74 @@
+"""`presensi server publish-roster FILE --db PATH`: sign a roster from the staff's employee list and photos
+and publish it to the terminals (added to the `server` group of terminal/cli/server.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from terminal.cli.common import CommandError, add_command, emit
+
+
+def register(sub) -> None:
+    server = sub.choices.get("server")
+    if server is None:  # the server commands are not installed: nothing to add to
+        return
+    group = next(a for a in server._actions if isinstance(a, argparse._SubParsersAction))
+    if "publish-roster" in group.choices:  # the server module has its own now
+        return
+    p = add_command(group, "publish-roster", cmd_publish_roster,
+                    "sign and publish a roster from a CSV/JSON list of employees plus photos")
+    p.add_argument("employees", metavar="CSV_OR_JSON",
+                   help="employees: CSV with id,name[,uid][,pin_allowed][,finger_templates] or a JSON list")
+    p.add_argument("--photos", metavar="DIR", help="enrolment photos: DIR/<id>/*.jpg or DIR/<id>.jpg")
+    p.add_argument("--schedule", metavar="FILE", help="work schedule (JSON object)")
+    p.add_argument("--holidays", metavar="FILE", help='holidays (JSON list of {"date": "YYYY-MM-DD", "name"})')
+    p.add_argument("--version", type=int, metavar="N", help="roster version (default: the latest + 1)")
+    p.add_argument("--output", "-o", metavar="FILE", help="also write the bundle to FILE (for `roster import`)")
+    p.add_argument("--db", required=True, metavar="PATH", help="the server's SQLite file or postgresql:// URL")
+
+
+def _json_file(path: str | None, kind: type, what: str):
+    if path is None:
+        return kind()
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CommandError(f"{path}: cannot read the {what} ({e}); it must be a JSON file") from None
+    if not isinstance(value, kind):
+        raise CommandError(f"{path}: the {what} must be a JSON {'object' if kind is dict else 'list'}")
+    return value
+
+
+def cmd_publish_roster(args) -> int:
+    from sync import rosterbundle
+    from sync.server.storage import open_store
+
+    store = open_store(args.db)
+    latest = store.latest_roster()
+    previous = []
+    if latest is not None:  # keep every employee's uid (ZKTeco user number) from the last roster
+        previous = rosterbundle.verify_bundle(latest["bundle"], store.server_key().public_key(), 0)["employees"]
+    version = args.version or (latest["version"] + 1 if latest else 1)
+    if latest is not None and version <= latest["version"]:
+        raise CommandError(f"--version {version} is not newer than the published version {latest['version']}; "
+                           "terminals would refuse it")
+    try:
+        employees = rosterbundle.publish_from_files(args.employees, args.photos, previous=previous)
+        bundle = rosterbundle.build_bundle(store.server_key(), version, employees,
+                                           _json_file(args.schedule, dict, "schedule"),
+                                           _json_file(args.holidays, list, "holidays"))
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    except rosterbundle.BundleRejected as e:
+        raise CommandError(f"the roster would be refused by the terminals ({e.code}): {e.reason}") from None
+    store.publish_roster(version, bundle)
+    if args.output:
+        Path(args.output).write_bytes(bundle)
+    result = {"version": version, "employees": len(employees), "bytes": len(bundle),
+              "face_photos": sum(len(e["face_photos"]) for e in employees),
+              "finger_templates": sum(len(e["finger_templates"]) for e in employees), "output": args.output}
+    emit(args, result, f"published roster version {version}: {len(employees)} employees, "
+                       f"{result['face_photos']} photos, {len(bundle)} bytes")
+    return 0

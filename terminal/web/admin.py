@@ -1,0 +1,284 @@
+"""The admin pages under /admin/: login, the gate every other page passes, the dashboard, recent punches
+and the operator PIN punch. Fault reports, enrolment, export and diagnostics are in admin_tools.py.
+
+Gate: no session → HTML pages redirect to the login page, API paths (/admin/api/…) answer 401. Every
+POST must carry the session's CSRF token (form field `csrf` or header X-CSRF-Token) and, when the browser
+sends an Origin, come from this very host. Every action an admin takes is written to the audit table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+from http.cookies import CookieError, SimpleCookie
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from terminal import punchlog
+from terminal.web import auth, forms
+from terminal.web.pages import esc, redirect, render
+from terminal.wsgi import HTTPError, Request, Response
+
+log = logging.getLogger("presensi.web")
+
+COOKIE = "presensi_admin"
+LOGIN_COOKIE = "presensi_login"  # double-submit token for the login form (there is no session yet)
+NAV = (("/admin/", "Kesehatan"), ("/admin/punches", "Presensi"), ("/admin/faults", "Lapor kerusakan"),
+       ("/admin/enrol", "Daftar wajah"), ("/admin/export", "Ekspor USB"))
+PUNCH_LIMIT = 50
+
+
+def cookie_header(name: str, value: str, req: Request, max_age: int | None = None) -> str:
+    parts = [f"{name}={value}", "Path=/", "HttpOnly", "SameSite=Strict"]
+    if req.environ.get("wsgi.url_scheme") == "https":
+        parts.append("Secure")
+    if max_age is not None:
+        parts.append(f"Max-Age={max_age}")
+    return "; ".join(parts)
+
+
+def read_cookie(req: Request, name: str) -> str | None:
+    try:
+        jar = SimpleCookie(req.header("Cookie") or "")
+    except CookieError:
+        return None
+    return jar[name].value if name in jar else None
+
+
+class Admin:
+    def __init__(self, daemon, slots):
+        from terminal.web.admin_tools import Tools
+
+        self.daemon, self.cfg = daemon, daemon.cfg
+        self.sessions = auth.Sessions()
+        self.tools = Tools(self, slots)
+
+    # -- routing and the gate --------------------------------------------------------------------------
+
+    def register(self, router) -> None:
+        router.add("GET", "/admin", lambda req: redirect("/admin/"))
+        router.add("GET", "/admin/login", self.login_page)
+        router.add("POST", "/admin/login", self.login)
+        router.add("POST", "/admin/logout", self.gate(self.logout))
+        router.add("GET", "/admin/", self.gate(self.dashboard))
+        router.add("GET", "/admin/punches", self.gate(self.punches))
+        router.add("POST", "/admin/punches", self.gate(self.pin_punch))
+        self.tools.register(router)
+
+    def session(self, req: Request) -> auth.Session | None:
+        sess = self.sessions.get(read_cookie(req, COOKIE))
+        if sess is not None and sess.data.get("stamp") != auth.password_stamp(self.cfg.state_dir):
+            self.sessions.end(sess.token)  # the password was changed since this login: log in again
+            return None
+        return sess
+
+    def gate(self, handler):
+        """Wrap a handler: a valid session, and for POST a valid CSRF token and same-origin request."""
+        def guarded(req: Request):
+            sess = self.session(req)
+            if sess is None:
+                if req.path.startswith("/admin/api/"):
+                    raise HTTPError(401, "log in at /admin/login first", {"WWW-Authenticate": "Session"})
+                return redirect("/admin/login")
+            form, files = ({}, {})
+            if req.method == "POST":
+                _check_origin(req)
+                if (req.header("Content-Type") or "").startswith("application/json"):
+                    form = req.json() if req.body() else {}
+                    form = form if isinstance(form, dict) else {}
+                else:
+                    form, files = forms.parse(req)
+                token = req.header("X-CSRF-Token") or form.get("csrf")
+                if not auth.tokens_equal(token, sess.csrf):
+                    self.audit(sess.user, "csrf-refused", {"path": req.path, "client": req.remote_addr})
+                    raise HTTPError(403, "missing or wrong CSRF token: reload the page and try again")
+            return handler(req, sess, form, files)
+        return guarded
+
+    def audit(self, actor: str, action: str, details: dict | None = None) -> None:
+        """Append to the audit table through this thread's own connection (never share one for writes)."""
+        try:
+            with punchlog.PunchLog(self.cfg.state_dir) as plog:
+                plog.audit(actor, action, details or {})
+        except Exception:  # the action itself already happened; losing its audit line must be visible
+            log.exception("could not write the audit entry for %s %s", actor, action)
+
+    def layout(self, sess: auth.Session, title: str, body: str, status_code: int = 200) -> Response:
+        nav = "".join(f"<a href='{href}'>{esc(label)}</a>" for href, label in NAV)
+        return render("admin.html", status_code, title=esc(title), nav=nav, body=body, csrf=esc(sess.csrf),
+                      user=esc(sess.user), device=esc(self.cfg.device.name or self.cfg.device.id))
+
+    # -- login ----------------------------------------------------------------------------------------
+
+    def login_page(self, req: Request, message: str = "", status_code: int = 200) -> Response:
+        token = read_cookie(req, LOGIN_COOKIE)
+        headers = {}
+        if not token:
+            token = secrets.token_urlsafe(32)
+            headers["Set-Cookie"] = cookie_header(LOGIN_COOKIE, token, req, max_age=3600)
+        note = f"<p class='error' role='alert'>{esc(message)}</p>" if message else ""
+        return render("login.html", status_code, headers, csrf=esc(token), message=note,
+                      device=esc(self.cfg.device.name or self.cfg.device.id))
+
+    def login(self, req: Request) -> Response:
+        _check_origin(req)
+        client = req.remote_addr
+        form, _ = forms.parse(req)
+        if not auth.tokens_equal(form.get("csrf"), read_cookie(req, LOGIN_COOKIE)):
+            raise HTTPError(403, "missing or wrong CSRF token: reload the login page and try again")
+        wait = self.sessions.locked(client)
+        if wait:
+            self.audit("-", "login-locked", {"client": client})
+            return self.login_page(req, f"Terlalu banyak percobaan gagal. Coba lagi dalam {int(wait // 60) + 1} "
+                                        "menit.", 429)
+        try:
+            ok = auth.verify_password(self.cfg.state_dir, form.get("password", ""))
+        except auth.PasswordError as e:
+            return self.login_page(req, str(e), 503)
+        if not ok:
+            self.sessions.failed(client)
+            self.audit("-", "login-failed", {"client": client})
+            return self.login_page(req, "Kata sandi salah.", 401)
+        self.sessions.succeeded(client)
+        sess = self.sessions.create(auth.ADMIN_USER)
+        sess.data["stamp"] = auth.password_stamp(self.cfg.state_dir)
+        self.audit(sess.user, "login", {"client": client})
+        return redirect("/admin/", {"Set-Cookie": cookie_header(COOKIE, sess.token, req)})
+
+    def logout(self, req, sess, form, files) -> Response:
+        self.sessions.end(sess.token)
+        self.audit(sess.user, "logout", {})
+        return redirect("/admin/login", {"Set-Cookie": cookie_header(COOKIE, "", req, max_age=0)})
+
+    # -- dashboard ------------------------------------------------------------------------------------
+
+    def dashboard(self, req, sess, form, files) -> Response:
+        from terminal.web.admin_tools import health_report
+
+        report = health_report(self.daemon)
+        rows = "".join(
+            f"<tr class='{esc(p['level'])}'><td>{esc(name)}</td><td>{esc(p['level'])}</td>"
+            f"<td>{esc(p['message'])}</td></tr>" for name, p in report["parts"].items())
+        faults = "".join(
+            f"<tr><td>{esc(_local(f['realtime_ns'], self.cfg))}</td><td>{esc(f['part'])}</td>"
+            f"<td>{esc(f['message'])}</td></tr>" for f in report["open_faults"]) or \
+            "<tr><td colspan='3'>Tidak ada gangguan terbuka.</td></tr>"
+        ind = report["indicators"]
+        summary = (f"<ul class='summary'><li>Waktu: {esc(_when({'utc': ind.get('utc')}, self.cfg))} "
+                   f"({'terverifikasi' if ind.get('time_verified') else 'BELUM terverifikasi'})</li>"
+                   f"<li>Server pusat: {esc(_online(ind))}</li><li>Antrean kirim: {esc(report['backlog'])}</li>"
+                   f"<li>Kontak terakhir: {esc(_contact(report, self.cfg))}</li></ul>")
+        body = (f"<h1>Kesehatan terminal</h1>{summary}<h2>Bagian</h2><table id='parts'><tr><th>Bagian</th>"
+                f"<th>Status</th><th>Keterangan</th></tr>{rows}</table><h2>Gangguan terbuka</h2>"
+                f"<table id='faults'><tr><th>Sejak</th><th>Bagian</th><th>Keterangan</th></tr>{faults}</table>"
+                "<p><a class='button' href='/admin/diagnostics.zip'>Unduh paket diagnostik</a></p>")
+        return self.layout(sess, "Kesehatan", body)
+
+    # -- punches --------------------------------------------------------------------------------------
+
+    def punches(self, req, sess, form, files, message: str = "") -> Response:
+        records = self._recent_punches()
+        names = self._names()
+        rows = "".join(
+            f"<tr><td>{r['seq']}</td><td>{esc(_when(r, self.cfg))}</td><td>{esc(r['employee'])}</td>"
+            f"<td>{esc(names.get(r['employee'], ''))}</td><td>{esc(r['method'])}</td><td>{esc(r['kind'] or '-')}</td>"
+            f"<td>{esc((r['details'] or {}).get('minutes_late') or 0)}</td></tr>" for r in reversed(records)) \
+            or "<tr><td colspan='7'>Belum ada presensi.</td></tr>"
+        note = f"<p class='notice' role='status'>{esc(message)}</p>" if message else ""
+        body = (f"<h1>Presensi terbaru</h1>{note}<form method='post' action='/admin/punches' class='inline'>"
+                f"<input type='hidden' name='csrf' value='{esc(sess.csrf)}'><label>Presensi PIN oleh operator: "
+                "NIP <input name='employee' required pattern='[A-Za-z0-9._\\-]{1,64}'></label>"
+                "<button type='submit'>Catat</button></form>"
+                "<table id='punches'><tr><th>No</th><th>Waktu</th><th>NIP</th><th>Nama</th><th>Cara</th>"
+                f"<th>Jenis</th><th>Terlambat (menit)</th></tr>{rows}</table>")
+        return self.layout(sess, "Presensi", body)
+
+    def _recent_punches(self) -> list[dict]:
+        """The last punches with their corrected times (terminal.timeline), read on this request's own
+        connection; without the time service they show the terminal's clock, marked as such."""
+        with punchlog.PunchLog(self.cfg.state_dir) as plog:
+            head = plog.head()[0]
+            records = list(plog.records(after_seq=max(0, head - PUNCH_LIMIT), limit=PUNCH_LIMIT))
+            try:
+                from terminal import timeline
+
+                return timeline.annotate(plog.conn, records)
+            except Exception as e:  # show the list anyway
+                log.warning("corrected times unavailable for the punch list: %s", e)
+                return records
+
+    def _names(self) -> dict[str, str]:
+        from terminal import roster as roster_mod
+
+        try:
+            with roster_mod.Roster.open(self.cfg.state_dir) as r:
+                return {p["id"]: p.get("name") or "" for p in r.people()}
+        except Exception as e:  # a damaged roster must not hide the punches
+            log.warning("roster unavailable for the punch list: %s", e)
+            return {}
+
+    def pin_punch(self, req, sess, form, files) -> Response:
+        employee = (form.get("employee") or "").strip()
+        if not employee or len(employee) > 64 or not all(c.isalnum() or c in "._-" for c in employee):
+            raise HTTPError(400, "employee id: 1-64 letters, digits, '.', '_' or '-'")
+        refusal = self._pin_refusal(employee)
+        if refusal:
+            self.audit(sess.user, "pin-punch-refused", {"employee": employee, "reason": refusal})
+            return self.punches(req, sess, form, files, message=refusal)
+        outcome = self.daemon.punches.punch(employee, "pin", details={"operator": sess.user})
+        self.audit(sess.user, "pin-punch", {"employee": employee, "recorded": outcome.recorded,
+                                            "seq": (outcome.record or {}).get("seq")})
+        return self.punches(req, sess, form, files, message=outcome.message)
+
+
+    def _pin_refusal(self, employee: str) -> str | None:
+        """The roster decides who may punch by PIN; a terminal without any roster yet accepts everyone."""
+        from terminal import roster as roster_mod
+
+        with roster_mod.Roster.open(self.cfg.state_dir) as r:
+            if r.version == 0:
+                return None
+            person = r.employee(employee)
+        if person is None:
+            return f"Ditolak: NIP {employee} tidak ada di daftar pegawai terminal ini"
+        if not person.get("pin_allowed"):
+            return f"Ditolak: {person.get('name') or employee} tidak diizinkan presensi dengan PIN"
+        return None
+
+
+def _check_origin(req: Request) -> None:
+    origin = req.header("Origin")
+    if origin and origin != "null" and urlsplit(origin).netloc != (req.header("Host") or ""):
+        raise HTTPError(403, "cross-site request refused")
+    if origin == "null":
+        raise HTTPError(403, "cross-site request refused")
+
+
+def _online(ind: dict) -> str:
+    if not ind.get("central"):
+        return "tidak dipakai"
+    return {True: "terhubung", False: "tidak terhubung", None: "belum dicoba"}[ind.get("online")]
+
+
+def _when(record: dict, cfg) -> str:
+    """Corrected office-local time, or the terminal's own clock marked '(jam terminal)'."""
+    utc = record.get("utc")
+    if utc:
+        when = dt.datetime.fromisoformat(utc.replace("Z", "+00:00")).astimezone(ZoneInfo(cfg.device.timezone))
+        return when.strftime("%Y-%m-%d %H.%M.%S") + ("" if "review" not in (record.get("flags") or []) else " (?)")
+    ns = record.get("realtime_ns")
+    return _local(ns, cfg) + " (jam terminal)" if ns else "-"
+
+
+def _contact(report: dict, cfg) -> str:
+    ns = report["sync"].get("last_contact_ns")
+    return _local(ns, cfg) + " (jam terminal)" if ns else report["last_contact"]
+
+
+def _local(ns: int | None, cfg) -> str:
+    if not ns:
+        return "-"
+    when = dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).astimezone(ZoneInfo(cfg.device.timezone))
+    return when.strftime("%Y-%m-%d %H.%M.%S")
+

@@ -1,0 +1,115 @@
+// The kiosk screen: the daemon pushes decisions, liveness prompts and status over Server-Sent Events.
+"use strict";
+(function () {
+  const tz = document.body.dataset.tz || "Asia/Jakarta";
+  const ZONES = {"Asia/Jakarta": "WIB", "Asia/Makassar": "WITA", "Asia/Jayapura": "WIT"};
+  const IDLE = "Hadapkan wajah ke kamera atau tempelkan jari";
+  const SHOW_MS = 6000;
+  const $ = (id) => document.getElementById(id);
+  const timeFmt = new Intl.DateTimeFormat("id-ID", {timeZone: tz, hour: "2-digit", minute: "2-digit", hourCycle: "h23"});
+  const dateFmt = new Intl.DateTimeFormat("id-ID", {timeZone: tz, weekday: "long", day: "numeric", month: "long", year: "numeric"});
+  let offsetMs = 0;  // corrected UTC minus this browser's clock (both run on the terminal)
+  let clearTimer = null;
+  window.__kiosk = {shown: [], status: null};
+
+  function tick() {
+    const now = new Date(Date.now() + offsetMs);
+    $("time").textContent = timeFmt.format(now).replace(":", ".");
+    $("date").textContent = dateFmt.format(now);
+    $("zone").textContent = ZONES[tz] || tz;
+  }
+
+  function fit(el, maxPx, minPx) {
+    // Long names must fit the 800x480 screen: shrink the text until it fits its box.
+    let size = maxPx;
+    el.style.fontSize = size + "px";
+    while (size > minPx && (el.scrollHeight > el.clientHeight + 1 || el.scrollWidth > el.clientWidth + 1)) {
+      size -= 2;
+      el.style.fontSize = size + "px";
+    }
+  }
+
+  function show(text, cls, holdMs) {
+    const box = $("result"), msg = $("message");
+    box.className = cls;
+    msg.textContent = text;
+    fit(msg, cls === "idle" ? 26 : 32, 16);
+    if (clearTimer) clearTimeout(clearTimer);
+    clearTimer = holdMs ? setTimeout(() => show(IDLE, "idle", 0), holdMs) : null;
+    requestAnimationFrame(() => {
+      window.__kiosk.shown.push({text: text, cls: cls, at: performance.timeOrigin + performance.now()});
+      if (window.__kiosk.shown.length > 50) window.__kiosk.shown.shift();
+    });
+  }
+
+  function chip(id, value, okText, badText, okCls, badCls) {
+    const el = $(id);
+    if (value === null || value === undefined) { el.hidden = true; return; }
+    el.hidden = false;
+    el.textContent = value ? okText : badText;
+    el.className = "chip " + (value ? okCls : badCls);
+  }
+
+  function status(s) {
+    window.__kiosk.status = s;
+    if (s.utc) {
+      const t = Date.parse(s.utc);
+      if (!isNaN(t)) offsetMs = t - Date.now();
+    }
+    $("unverified").hidden = !!s.time_verified;
+    chip("ind-network", s.central ? s.online : null, "Terhubung", "Luring", "ok", "bad");
+    const pending = $("ind-pending");
+    if (s.pending === null || s.pending === undefined) { pending.hidden = true; }
+    else { pending.hidden = false; pending.textContent = "Antrean " + s.pending; pending.className = "chip " + (s.pending ? "warn" : "ok"); }
+    chip("ind-finger", s.fingerprint, "Sidik jari siap", "Sidik jari mati", "ok", "bad");
+    chip("ind-camera", s.camera, "Kamera siap", "Kamera mati", "ok", "bad");
+    cameraState(s.camera);
+    tick();
+  }
+
+  function decision(d) {
+    if (!d.accepted) { show(d.message || "Tidak dikenali", "bad", SHOW_MS); return; }
+    show(d.message, d.recorded ? "ok" : "repeat", SHOW_MS);
+  }
+
+  function prompt(p) {
+    if (p.text) show(p.text, "prompt", 0);
+    else if ($("result").className === "prompt") show(IDLE, "idle", 0);
+  }
+
+  function connect() {
+    const es = new EventSource("/events");
+    es.addEventListener("status", (e) => status(JSON.parse(e.data)));
+    es.addEventListener("decision", (e) => decision(JSON.parse(e.data)));
+    es.addEventListener("prompt", (e) => prompt(JSON.parse(e.data)));
+    es.onopen = () => { window.__kiosk.connected = true; };
+    es.onerror = () => { window.__kiosk.connected = false; };
+  }
+
+  let cameraUp = null;
+  function cameraState(up) {
+    // A dead camera shows as such (not as a frozen last picture); a camera that returns is reconnected.
+    const img = $("preview"), off = $("camera-off");
+    if (up === false) { img.hidden = true; off.hidden = false; }
+    if (up === true && cameraUp === false) { img.hidden = false; img.src = img.dataset.src + "?t=" + Date.now(); }
+    cameraUp = up;
+  }
+
+  function preview() {
+    const img = $("preview"), off = $("camera-off");
+    img.addEventListener("error", () => {
+      off.hidden = false;
+      setTimeout(() => { img.src = "/camera.mjpg?t=" + Date.now(); }, 5000);
+    });
+    img.addEventListener("load", () => { off.hidden = true; });
+    // The preview never finishes loading (it is a stream): start it after the page's load event.
+    window.addEventListener("load", () => { img.src = img.dataset.src; });
+  }
+
+  preview();
+  show(IDLE, "idle", 0);
+  tick();
+  setInterval(tick, 1000);
+  fetch("/kiosk/state").then((r) => r.json()).then((s) => status(s.indicators)).catch(() => {});
+  connect();
+})();

@@ -1,0 +1,154 @@
+"""sync/timeservice.py end to end over real HTTP on 127.0.0.1: a small WSGI app (terminal/wsgi.py served by
+waitress) mounts answer_time_request the way the reference server does, in honest and dishonest modes."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+
+import pytest
+import requests
+import waitress
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from sync import timeservice
+from terminal import identity, punchlog, timeline
+from terminal.wsgi import HTTPError, Request, Response, Router
+
+
+class TimeServer:
+    """POST /api/v1/time answered by answer_time_request; `mode` makes it misbehave."""
+
+    def __init__(self):
+        self.key = Ed25519PrivateKey.generate()
+        self.mode = "ok"
+        self.ports: list[str] = []
+        self.first_answer = None
+        self.slow_first = 0  # answers delayed on the way back (after t3), like a slow downlink
+        router = Router()
+        router.add("POST", "/api/v1/time", self.time)
+        self.server = waitress.create_server(router, host="127.0.0.1", port=0, threads=2)
+        self.url = f"http://127.0.0.1:{self.server.effective_port}"
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def time(self, req: Request) -> Response:
+        t2 = time.time_ns()
+        self.ports.append(req.environ.get("REMOTE_PORT"))
+        if self.mode == "missing":
+            raise HTTPError(404, "no such resource")
+        if req.header("Authorization") != "Bearer tok":
+            raise HTTPError(401, "bad token")
+        try:
+            key = Ed25519PrivateKey.generate() if self.mode == "wrong-key" else self.key
+            answer = timeservice.answer_time_request(key, req.json(), t2, error_bound_ns=1_000_000)
+        except ValueError as e:
+            raise HTTPError(400, str(e)) from None
+        if self.mode == "replay":
+            self.first_answer = self.first_answer or answer
+            answer = self.first_answer
+        if self.mode == "tamper":
+            answer = {**answer, "t2_ns": answer["t2_ns"] + 3600 * 10**9, "t3_ns": answer["t3_ns"] + 3600 * 10**9}
+        if self.slow_first > 0:
+            self.slow_first -= 1
+            time.sleep(0.25)
+        return Response.json(answer)
+
+
+@pytest.fixture
+def server():
+    srv = TimeServer()
+    srv.thread.start()
+    yield srv
+    srv.server.close()
+    srv.thread.join(timeout=5)
+
+
+@pytest.fixture
+def log(tmp_path):
+    punchlog.init(tmp_path / "state")
+    with punchlog.PunchLog(tmp_path / "state") as lg:
+        yield lg
+
+
+def pub(srv: TimeServer) -> str:
+    return identity.public_key_b64(srv.key)
+
+
+def test_signed_exchange_keeps_the_lowest_delay_on_one_keep_alive_connection(server, log):
+    server.slow_first = 3  # the first three answers take 250 ms longer on the way back
+    with requests.Session() as session:
+        s = timeservice.fetch_time_sample(session, server.url, "dev-1", "tok", pub(server), log.conn, exchanges=6)
+    assert len(server.ports) == 6 and len(set(server.ports)) == 1, "all exchanges on one keep-alive connection"
+    assert s["source"] == "server-signed" and s["status"] == "accepted"
+    assert s["evidence"]["delay_ns"] < 200_000_000, "a 250 ms exchange was kept instead of a fast one"
+    assert s["evidence"]["nonce"] and s["evidence"]["signature"]
+    assert s["monoraw_ns"] - s["sent_monoraw_ns"] < 200_000_000
+    # the signed evidence verifies against the pinned key later, too
+    assert identity.verify_b64(server.key.public_key(), s["evidence"]["signature"],
+                               timeservice.signed_message(s["evidence"]))
+    now = timeline.now(log.conn)
+    truth = time.time_ns()  # the server's clock is this machine's clock: it is the truth here
+    assert now["verified"] and now["basis"] == "server-signed"
+    assert timeline.parse_iso(now["earliest"]) - 50_000_000 <= truth <= timeline.parse_iso(now["latest"]) + 50_000_000
+    assert now["uncertainty_s"] < 0.1
+
+
+@pytest.mark.parametrize("mode, message", [
+    ("wrong-key", "signature does not match the pinned"),
+    ("tamper", "signature does not match the pinned"),
+    ("replay", "nonce or device differs"),
+])
+def test_answers_that_fail_verification_record_nothing(server, log, mode, message):
+    server.mode = mode
+    with requests.Session() as session, pytest.raises(timeservice.TimeSyncError, match=message):
+        timeservice.sync_time(session, server.url, "dev-1", "tok", pub(server), log.conn)
+    assert log.conn.execute("SELECT count(*) FROM time_samples").fetchone()[0] == 0
+
+
+def test_missing_time_endpoint_falls_back_to_the_http_date_header(server, log):
+    server.mode = "missing"
+    with requests.Session() as session:
+        result = timeservice.sync_time(session, server.url, "dev-1", "tok", pub(server), log.conn)
+    s = result["sample"]
+    assert result["method"] == "http-date" and s["source"] == "http-date" and "HTTP 404" in result["signed_error"]
+    assert s["uncertainty_ns"] == 500_000_000 and "GMT" in s["evidence"]["date"]
+    now = timeline.now(log.conn)
+    truth = time.time_ns()
+    assert timeline.parse_iso(now["earliest"]) <= truth <= timeline.parse_iso(now["latest"])
+    assert now["uncertainty_s"] < 0.7  # ±0.5 s + RTT/2 (tighter if this host's kernel is NTP-synchronised)
+
+
+def test_refused_token_and_unreachable_server_give_clear_errors(server, log):
+    with requests.Session() as session:
+        with pytest.raises(timeservice.TimeSyncError, match="token was refused"):
+            timeservice.fetch_time_sample(session, server.url, "dev-1", "wrong", pub(server), log.conn)
+        with pytest.raises(timeservice.TimeSyncError, match="cannot reach the central server"):
+            timeservice.fetch_time_sample(session, "http://127.0.0.1:9", "dev-1", "tok", pub(server), log.conn,
+                                          timeout=2)
+        with pytest.raises(timeservice.TimeSyncError, match="server_key is not set"):
+            timeservice.fetch_time_sample(session, server.url, "dev-1", "tok", "", log.conn)
+
+
+NONCE = base64.b64encode(b"n" * 16).decode()
+
+
+@pytest.mark.parametrize("request_body", [
+    None, [], {}, {"nonce": NONCE}, {"nonce": "not base64!", "device_id": "d"},
+    {"nonce": base64.b64encode(b"short").decode(), "device_id": "d"},
+    {"nonce": NONCE, "device_id": ""}, {"nonce": NONCE, "device_id": "d", "chain_head": {"seq": -1, "hash": "0"}},
+    {"nonce": NONCE, "device_id": "d", "chain_head": "abc"},
+])
+def test_malformed_time_requests_raise_value_error(request_body):
+    with pytest.raises(ValueError):
+        timeservice.answer_time_request(Ed25519PrivateKey.generate(), request_body, time.time_ns())
+
+
+def test_answer_signs_what_the_terminal_checks():
+    key = Ed25519PrivateKey.generate()
+    head = {"seq": 7, "hash": "a" * 64}
+    t2 = time.time_ns()
+    answer = timeservice.answer_time_request(key, {"nonce": NONCE, "device_id": "d", "chain_head": head}, t2)
+    assert answer["t2_ns"] == t2 <= answer["t3_ns"] and answer["chain_head"] == head
+    assert answer["error_bound_ns"] > 0 and isinstance(answer["server_clock_synced"], bool)
+    assert timeservice.check_answer(answer, {"nonce": NONCE, "device_id": "d"}, key.public_key()) == answer
