@@ -536,17 +536,10 @@ def _csv(tmp_path) -> Path:
 
 
 def test_server_publish_roster_command(tmp_path, capsys, server_key):
-    pytest.importorskip("terminal.cli.server", reason="reference server commands not present")
-    import argparse
-
-    from terminal.cli import server as server_cli
-    from terminal.cli import server_roster
+    from terminal.cli import build_parser
     from terminal.cli.common import run_command
 
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    server_cli.register(sub)
-    server_roster.register(sub)
+    parser = build_parser()
     db, out = tmp_path / "central.db", tmp_path / "r.roster.gz"
     (tmp_path / "holidays.json").write_text('[{"date": "2026-08-17", "name": "HUT RI"}]')
     argv = ["server", "publish-roster", str(_csv(tmp_path)), "--db", str(db), "--json"]

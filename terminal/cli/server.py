@@ -7,6 +7,7 @@ import re
 import signal
 import sys
 
+from terminal.cli import server_roster
 from terminal.cli.common import CommandError, add_command, add_group, emit
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -37,6 +38,7 @@ def register(sub) -> None:
     p = add_command(srv, "import", cmd_import, "take in an offline export (`presensi export --to DIR`)")
     p.add_argument("dir", metavar="DIR")
     _db(p)
+    server_roster.register(srv)
 
 
 def _db(p) -> None:

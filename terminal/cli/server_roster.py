@@ -1,22 +1,16 @@
 """`presensi server publish-roster FILE --db PATH`: sign a roster from the staff's employee list and photos
-and publish it to the terminals (added to the `server` group of terminal/cli/server.py)."""
+and publish it to the terminals (a sub-command of the `server` group in terminal/cli/server.py)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 from terminal.cli.common import CommandError, add_command, emit
 
 
-def register(sub) -> None:
-    server = sub.choices.get("server")
-    if server is None:  # the server commands are not installed: nothing to add to
-        return
-    group = next(a for a in server._actions if isinstance(a, argparse._SubParsersAction))
-    if "publish-roster" in group.choices:  # the server module has its own now
-        return
+def register(group) -> None:
+    """Adds `publish-roster` to the `server` group (called by terminal/cli/server.py)."""
     p = add_command(group, "publish-roster", cmd_publish_roster,
                     "sign and publish a roster from a CSV/JSON list of employees plus photos")
     p.add_argument("employees", metavar="CSV_OR_JSON",
