@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
+from terminal import durable
 from terminal.secretbox import SecretBox
 
 DB_FILE = "roster.db"
@@ -292,7 +293,7 @@ def _write_file(state_dir: Path, meta: dict, employees: list[dict]) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, final)
-        _fsync_dir(state_dir)
+        durable.fsync_dir(state_dir)
     except OSError as e:
         raise RosterError(f"{final}: could not write the new roster ({e.strerror or e}); the previous "
                           "roster is still in use. Free disk space and pull again") from None
@@ -350,13 +351,6 @@ def _merge(old: dict | None, update: dict, other_uids: set[int]) -> dict:
     merged["pin_allowed"] = bool(merged["pin_allowed"])
     return merged
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def status_part(cfg) -> dict:

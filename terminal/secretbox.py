@@ -21,6 +21,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from terminal import durable
+
 KEY_FILE = "template.key"
 KEY_BYTES = 32
 MAGIC = b"PSB1"
@@ -57,7 +59,7 @@ def load_or_create_key(state_dir: Path) -> bytes:
             pass
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    durable.fsync_dir(path.parent)
     return _read_key(path)
 
 
@@ -103,10 +105,3 @@ class SecretBox:
     def open(self, blob: bytes, aad: bytes = b"") -> bytes:
         return open_(self.key, blob, aad)
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
