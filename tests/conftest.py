@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,6 +46,20 @@ def presensi_json(*args: str, config: Path | None = None, **kw):
     result = presensi(*args, "--json", config=config, **kw)
     assert result.returncode == 0, f"presensi {' '.join(args)} failed: {result.stderr}"
     return json.loads(result.stdout)
+
+
+@contextmanager
+def serve_wsgi(app, threads: int = 4):
+    """Serve a WSGI app with waitress on 127.0.0.1 (any free port) in a thread; yields its base URL."""
+    from waitress.server import create_server
+
+    server = create_server(app, host="127.0.0.1", port=0, threads=threads)
+    threading.Thread(target=server.run, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.effective_port}"
+    finally:
+        server.close()
+        server.task_dispatcher.shutdown()
 
 
 @pytest.fixture

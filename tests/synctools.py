@@ -11,11 +11,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
+
+from conftest import serve_wsgi
 
 from terminal import config as config_mod
 from terminal import punchlog
@@ -52,18 +53,7 @@ def presensi(*args, timeout: float = 120, check: bool = True, **kw) -> subproces
     return proc
 
 
-@contextmanager
-def serve_in_thread(app):
-    from waitress.server import create_server
-
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.effective_port}"
-    finally:
-        server.close()
-        server.task_dispatcher.shutdown()
+serve_in_thread = serve_wsgi  # the shared helper (tests/conftest.py)
 
 
 class ServerProcess:

@@ -7,13 +7,10 @@ from __future__ import annotations
 import json
 import re
 import socket
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import SHARED, presensi
-from waitress.server import create_server
+from conftest import SHARED, presensi, serve_wsgi
 
 from terminal.liveness import modelfiles
 
@@ -38,16 +35,7 @@ def static_app(root: Path, corrupt: set[str] = frozenset()):
     return app
 
 
-@contextmanager
-def serving(app):
-    server = create_server(app, host="127.0.0.1", port=0, threads=2)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.effective_port}"
-    finally:
-        server.close()
-        server.task_dispatcher.shutdown()
+serving = serve_wsgi  # the shared helper (tests/conftest.py)
 
 
 def fetch(dest: Path, base_url: str, *extra: str):
