@@ -211,7 +211,8 @@ class Daemon:
             self.stop_event.wait(self.cfg.health.interval)
 
     def on_roster_change(self) -> None:
-        """A new roster was installed: refresh names, face gallery and fingerprint slots."""
+        """A new roster was installed: refresh schedule and holidays, face gallery and fingerprint slots."""
+        self.punches.reload_schedule()
         face = self.workers.get("face")
         if face is not None:
             face.reload_gallery()

@@ -109,7 +109,7 @@ def checkpoint(ctx: JobContext) -> dict:
 JOBS = {
     "push": (push, lambda cfg: cfg.central.push_interval, True),
     "time_sample": (time_sample, lambda cfg: 3600.0, True),
-    "roster_refresh": (roster_refresh, lambda cfg: 900.0, True),
+    "roster_refresh": (roster_refresh, lambda cfg: cfg.roster.pull_interval, True),
     "photo_retention": (photo_retention, lambda cfg: 3600.0, False),
     "integrity_check": (integrity_check, lambda cfg: 86400.0, False),
     "checkpoint": (checkpoint, lambda cfg: 900.0, False),

@@ -52,12 +52,29 @@ class PunchService:
                  feedback: list[Feedback] | None = None):
         self.cfg = cfg
         self.log = punch_log
-        self.schedule = schedule.Schedule.from_config(cfg)
+        self.schedule = self.load_schedule()
         self.names = names or (lambda employee: employee)
         self.feedback: list[Feedback] = list(feedback or [])
         # Face, fingerprint and web threads punch through one service: deciding (the repeat check reads the
         # log) and appending must happen as one step, or two quick reads of one finger could both record.
         self._lock = threading.Lock()
+
+    def load_schedule(self) -> schedule.Schedule:
+        """The config's windows, with the installed roster's schedule and holidays taking precedence."""
+        from terminal import roster
+
+        try:
+            with roster.Roster.open(self.cfg.state_dir) as r:
+                return schedule.Schedule.from_config(self.cfg, roster=r)
+        except roster.RosterError as e:
+            log.error("roster unreadable (%s); punch kinds follow [schedule] in the configuration", e)
+            return schedule.Schedule.from_config(self.cfg)
+
+    def reload_schedule(self) -> None:
+        """After a roster swap: new holidays and windows apply from the next punch on."""
+        new = self.load_schedule()
+        with self._lock:
+            self.schedule = new
 
     def punch(self, employee: str, method: str, *, details: dict | None = None,
               photo_jpeg: bytes | None = None, reading: clock.ClockReading | None = None) -> PunchOutcome:

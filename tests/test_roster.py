@@ -536,18 +536,17 @@ def _csv(tmp_path) -> Path:
 
 
 def test_server_publish_roster_command(tmp_path, capsys, server_key):
-    from terminal.cli import build_parser
-    from terminal.cli.common import run_command
-
-    parser = build_parser()
+    pytest.importorskip("terminal.cli.server", reason="reference server commands not present")
     db, out = tmp_path / "central.db", tmp_path / "r.roster.gz"
     (tmp_path / "holidays.json").write_text('[{"date": "2026-08-17", "name": "HUT RI"}]')
     argv = ["server", "publish-roster", str(_csv(tmp_path)), "--db", str(db), "--json"]
-    assert run_command(parser.parse_args(argv + ["--holidays", str(tmp_path / "holidays.json"), "-o", str(out)])) == 0
+    assert cli_main(argv + ["--holidays", str(tmp_path / "holidays.json"), "-o", str(out)]) == 0
     first = json.loads(capsys.readouterr().out)
     assert first["version"] == 1 and first["employees"] == 2
-    assert run_command(parser.parse_args(argv)) == 0
+    assert cli_main(argv) == 0
     assert json.loads(capsys.readouterr().out)["version"] == 2
+    assert cli_main(argv + ["--version", "2"]) == 1
+    assert "not newer than the published version 2" in capsys.readouterr().err
     from sync.server.storage import open_store
 
     store = open_store(db)
