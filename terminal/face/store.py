@@ -1,7 +1,7 @@
-"""Face templates at rest: one AES-256-GCM encrypted file, the key in a separate 0600 file.
+"""Face templates at rest: one AES-256-GCM encrypted file, sealed with the terminal's template key.
 
-    state_dir/face/templates.enc   b"PFT1" + 12-byte nonce + AES-GCM(JSON), the magic as associated data
-    state_dir/face/templates.key   32 random bytes, mode 0600
+    state_dir/face/templates.enc   terminal/secretbox.py's sealed JSON, "presensi-face-templates" as AAD
+    state_dir/template.key         the key shared with the roster and fingerprint stores (0600)
 
 A wrong key or a modified file is refused with a clear error; writes are atomic (temp file, fsync,
 rename), so a power cut leaves either the old or the new set. Templates are never logged.
@@ -12,17 +12,15 @@ from __future__ import annotations
 import base64
 import json
 import os
-import secrets
 from pathlib import Path
 
 import numpy as np
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from terminal import durable, secretbox
 from terminal.face.embed import EMBEDDING_DIM
 from terminal.face.gallery import Gallery
 
-MAGIC = b"PFT1"
+AAD = b"presensi-face-templates"
 MAX_TEMPLATES_PER_EMPLOYEE = 10
 
 
@@ -35,32 +33,7 @@ class TemplateStore:
         self.state_dir = Path(state_dir)
         self.dir = Path(state_dir) / "face"
         self.path = self.dir / "templates.enc"
-        self.key_path = self.dir / "templates.key"
-
-    def _key(self, create: bool) -> bytes | None:
-        try:
-            key = self.key_path.read_bytes()
-        except FileNotFoundError:
-            if not create:
-                return None
-            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            key = AESGCM.generate_key(bit_length=256)
-            try:
-                fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:  # another process created it first: use theirs
-                return self._key(create=False)
-            with os.fdopen(fd, "wb") as f:
-                f.write(key)
-                f.flush()
-                os.fsync(f.fileno())
-            return key
-        except PermissionError:
-            raise TemplateStoreError(f"{self.key_path}: permission denied; run as the presensi user") from None
-        if len(key) != 32:
-            raise TemplateStoreError(f"{self.key_path}: not a 32-byte key; restore it from backup or re-enrol")
-        if self.key_path.stat().st_mode & 0o077:
-            os.chmod(self.key_path, 0o600)  # the key must never be readable by others
-        return key
+        self.key_path = secretbox.key_path(self.state_dir)
 
     def load(self) -> dict[str, list[np.ndarray]]:
         """employee id -> templates; empty when nobody is enrolled yet."""
@@ -68,15 +41,12 @@ class TemplateStore:
             blob = self.path.read_bytes()
         except FileNotFoundError:
             return {}
-        key = self._key(create=False)
-        if key is None:
+        if not self.key_path.exists():
             raise TemplateStoreError(f"{self.key_path}: key file missing, {self.path} cannot be decrypted; "
                                      "restore the key or delete the template file and re-enrol")
-        if len(blob) < len(MAGIC) + 12 + 16 or blob[:4] != MAGIC:
-            raise TemplateStoreError(f"{self.path}: not a presensi template file; restore it or re-enrol")
         try:
-            plain = AESGCM(key).decrypt(blob[4:16], blob[16:], MAGIC)
-        except InvalidTag:
+            plain = secretbox.open_(self._key(), blob, AAD)
+        except secretbox.SecretBoxError:
             raise TemplateStoreError(f"{self.path}: cannot be decrypted (wrong key or the file was modified); "
                                      "restore both files from backup or re-enrol") from None
         data = json.loads(plain)
@@ -84,28 +54,19 @@ class TemplateStore:
                 for emp, ts in data["employees"].items()}
 
     def save(self, templates: dict[str, list[np.ndarray]]) -> None:
-        key = self._key(create=True)
         payload = {"version": 1, "employees": {
             emp: [base64.b64encode(np.asarray(t, dtype="<f4").reshape(EMBEDDING_DIM).tobytes()).decode()
                   for t in ts]
             for emp, ts in sorted(templates.items()) if ts}}
-        nonce = secrets.token_bytes(12)
-        blob = MAGIC + nonce + AESGCM(key).encrypt(nonce, json.dumps(payload).encode(), MAGIC)
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        blob = secretbox.seal(self._key(), json.dumps(payload).encode(), AAD)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        durable.write_atomic(self.path, blob)
+
+    def _key(self) -> bytes:
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        dfd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+            return secretbox.load_or_create_key(self.state_dir)
+        except secretbox.SecretBoxError as e:
+            raise TemplateStoreError(str(e)) from None
 
     def add(self, employee: str, embeddings: list[np.ndarray], replace: bool = False) -> int:
         """Add templates for one employee (keeping the newest MAX_TEMPLATES_PER_EMPLOYEE); returns the count."""
