@@ -90,19 +90,73 @@ class TemplateStore:
 
 
 def roster_templates(state_dir) -> dict[str, list[np.ndarray]]:
-    """Face templates the central server published in the roster (contract C4), 128 floats each.
-
-    (Roster enrolment photos are not embedded here yet; enrol them with `presensi enroll-photos`.)"""
+    """The installed roster's face templates; for employees the central server sent enrolment photos instead,
+    templates computed here from those photos (cached by photo hash, so each photo is embedded once)."""
     from terminal import roster
 
     out: dict[str, list[np.ndarray]] = {}
+    cache = PhotoEmbeddings(state_dir)
     with roster.Roster.open(state_dir) as r:
         for e in r.employees():
             vecs = [np.asarray(t, dtype=np.float32) for t in e.get("face_templates") or []]
             vecs = [v for v in vecs if v.shape == (EMBEDDING_DIM,) and np.isfinite(v).all()]
+            vecs += [v for v in (cache.embedding(photo) for photo in e.get("face_photos") or []) if v is not None]
             if vecs:
                 out[e["id"]] = vecs
+    cache.save()
     return out
+
+
+class PhotoEmbeddings:
+    """sha256 of an enrolment photo -> its template (or "no usable face"), sealed like the templates."""
+
+    def __init__(self, state_dir):
+        self.store = TemplateStore(state_dir)
+        self.path = self.store.dir / "photo-templates.enc"
+        self.entries: dict[str, list[float] | None] | None = None
+        self.changed = False
+        self._detector = None
+
+    def _load(self) -> dict:
+        if self.entries is None:
+            try:
+                blob = self.path.read_bytes()
+                self.entries = json.loads(secretbox.open_(self.store._key(), blob, AAD + b"-photos"))
+            except (FileNotFoundError, secretbox.SecretBoxError, ValueError):
+                self.entries = {}  # unreadable cache: recompute
+        return self.entries
+
+    def embedding(self, photo: bytes) -> np.ndarray | None:
+        import hashlib
+
+        entries = self._load()
+        key = hashlib.sha256(photo).hexdigest()
+        if key not in entries:
+            entries[key] = self._embed(photo)
+            self.changed = True
+        value = entries[key]
+        return None if value is None else np.asarray(value, dtype=np.float32)
+
+    def _embed(self, photo: bytes) -> list[float] | None:
+        from terminal.config import Face
+        from terminal.face import detect, quality, stills
+
+        if self._detector is None:
+            self._detector = detect.from_config(Face())
+        try:
+            image = stills.decode_image(photo)
+        except stills.ImageError:
+            return None
+        found = stills.analyse(image, self._detector, quality.QualityLimits.from_config(Face()))
+        best = stills.central_face([f for f in found if f.quality.ok], image.shape)
+        return None if best is None else [float(x) for x in best.embedding]
+
+    def save(self) -> None:
+        if self.changed:
+            self.store.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            blob = secretbox.seal(self.store._key(), json.dumps(self.entries).encode(), AAD + b"-photos")
+            durable.write_atomic(self.path, blob)
+            self.changed = False
 
 
 def all_templates(state_dir) -> dict[str, list[np.ndarray]]:
