@@ -166,6 +166,15 @@ def test_daemon_records_all_methods_survives_sigkill_and_stops_on_sigterm(termin
     assert any("STOPPING=1" in m for m in messages(sock))
 
 
+def test_the_demo_completes_with_nothing_but_the_installed_package(tmp_path):
+    """The README's first command ends in `presensi demo`: it must work without ../shared or hardware."""
+    result = presensi("demo", "--state-dir", str(tmp_path / "demo"), "--json", timeout=180)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["verified"] and summary["punches"] == 3 and summary["delivered"] == 3
+    assert summary["kiosk"].startswith("http://127.0.0.1:")
+
+
 def test_daemon_runs_with_no_hardware_and_refuses_a_damaged_database(tmp_path):
     cfg = tmp_path / "presensi.toml"
     state = tmp_path / "state"
