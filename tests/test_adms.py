@@ -270,9 +270,10 @@ def test_commands_reach_the_terminal_and_clear_log_keeps_the_log(pair):
     queue(server, "clear_logs", {})
     queue(server, "query_attlog", {"start": "2026-04-06 00:00:00", "end": "2026-04-06 23:59:59"})
     queue(server, "info", {})
-    rows = wait_for(lambda: finished_commands(server, 6))
+    rows = wait_for(lambda: finished_commands(server, 6), timeout=60)
     assert rows == [["add_user", "succeeded", 0], ["add_user", "succeeded", 0], ["delete_user", "succeeded", 0],
-                    ["clear_logs", "succeeded", 0], ["query_attlog", "succeeded", 0], ["info", "succeeded", 0]]
+                    ["clear_logs", "succeeded", 0], ["query_attlog", "succeeded", 0], ["info", "succeeded", 0]], \
+        f"commands as the server sees them: {finished_commands(server, 0) or _all_commands(server)}"
     assert len(server.punches()) == 3  # the re-sent range was deduplicated by the server
     from zk import ZK  # the same process serves ZK pulls: the new user is there too
 
@@ -335,6 +336,11 @@ def queue(server: DjangoAdms, command: str, payload: dict) -> None:
         queue_command(Device.objects.get(serial_number='{SN}'), '{command}', {payload!r})
         result = None
         """)
+
+
+def _all_commands(server: DjangoAdms) -> list:
+    return [list(r) for r in server.query(
+        "SELECT command_type, status, return_code FROM fingerprint_attendance_devicecommand ORDER BY id")]
 
 
 def finished_commands(server: DjangoAdms, n: int):
