@@ -67,3 +67,16 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} is absent: the shared test data lives beside the repository")
     return SHARED
+
+
+@pytest.fixture(scope="module")
+def pg():
+    """A throwaway PostgreSQL cluster (Debian's postgresql, started as the postgres user); skipped with the
+    reason when it cannot run here. Yields a function that creates a new database and returns its URL."""
+    from synctools import postgres_cluster, postgres_unavailable
+
+    reason = postgres_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with postgres_cluster() as new_db:
+        yield new_db

@@ -117,23 +117,17 @@ def test_import_refuses_altered_or_foreign_exports(central, tmp_path):
     assert json.loads(presensi("server", "import", stick, "--db", db, "--json").stdout)["stored"] == 1
 
 
-def test_server_commands_on_postgresql(tmp_path):
-    from synctools import postgres_cluster, postgres_unavailable
-
-    reason = postgres_unavailable()
-    if reason:
-        pytest.skip(reason)
-    with postgres_cluster() as new_db:
-        db = new_db()
-        reg = json.loads(presensi("server", "add-device", "kab-bkpsdm-01", "--db", db, "--json").stdout)
-        server = ServerProcess(db, free_port())
-        url = server.start()
-        try:
-            cfg, _ = make_terminal(tmp_path, url, reg["token"], device="kab-bkpsdm-01")
-            presensi("-c", cfg, "punch", "--employee", "198501012010011001", "--method", "pin")
-            presensi("-c", cfg, "sync", "now")
-        finally:
-            server.stop()
-        rows = [json.loads(r) for r in presensi("server", "punches", "--db", db, "--json").stdout.splitlines()]
-        assert [(r["device"], r["seq"], r["employee"]) for r in rows] == [("kab-bkpsdm-01", 1, "198501012010011001")]
-        assert presensi("server", "alarms", "--db", db).stdout.strip() == "no alarms"
+def test_server_commands_on_postgresql(tmp_path, pg):
+    db = pg()
+    reg = json.loads(presensi("server", "add-device", "kab-bkpsdm-01", "--db", db, "--json").stdout)
+    server = ServerProcess(db, free_port())
+    url = server.start()
+    try:
+        cfg, _ = make_terminal(tmp_path, url, reg["token"], device="kab-bkpsdm-01")
+        presensi("-c", cfg, "punch", "--employee", "198501012010011001", "--method", "pin")
+        presensi("-c", cfg, "sync", "now")
+    finally:
+        server.stop()
+    rows = [json.loads(r) for r in presensi("server", "punches", "--db", db, "--json").stdout.splitlines()]
+    assert [(r["device"], r["seq"], r["employee"]) for r in rows] == [("kab-bkpsdm-01", 1, "198501012010011001")]
+    assert presensi("server", "alarms", "--db", db).stdout.strip() == "no alarms"

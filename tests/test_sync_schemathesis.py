@@ -12,21 +12,12 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import negative_data_rejection, positive_data_acceptance
-from synctools import postgres_cluster, postgres_unavailable, serve_in_thread
+from synctools import serve_in_thread
 
 from sync.server.app import add_device, make_app
 from sync.server.openapi import document
 
 OPERATIONS = [(path, method) for path, ops in document()["paths"].items() for method in ops]
-
-
-@pytest.fixture(scope="module")
-def pg():
-    reason = postgres_unavailable()
-    if reason:
-        pytest.skip(reason)
-    with postgres_cluster() as new_db:
-        yield new_db
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

@@ -11,20 +11,11 @@ import time
 import pytest
 import requests
 import synthlog
-from synctools import make_terminal, postgres_cluster, postgres_unavailable, serve_in_thread
+from synctools import make_terminal, serve_in_thread
 
 from sync import push
 from sync.server.app import add_device, make_app
 from terminal import chain, punchlog
-
-
-@pytest.fixture(scope="module")
-def pg():
-    reason = postgres_unavailable()
-    if reason:
-        pytest.skip(reason)
-    with postgres_cluster() as new_db:
-        yield new_db
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
