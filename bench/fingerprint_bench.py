@@ -27,9 +27,9 @@ from drivers.fingerprint.capture import CaptureLoop  # noqa: E402
 from drivers.fingerprint.emulator import REALISTIC_LATENCY, FingerprintEmulator  # noqa: E402
 from drivers.fingerprint.sensor import FingerprintSensor  # noqa: E402
 from drivers.fingerprint.sensorsim import INSTRUCTION_NAMES, Settings, synthetic_template  # noqa: E402
-from terminal import punchlog  # noqa: E402
-from terminal.fingerpunch import capture_handler  # noqa: E402
-from terminal.fingerslots import SlotMap, sync_slots  # noqa: E402
+from terminal.finger.punch import capture_handler  # noqa: E402
+from terminal.finger.slots import SlotMap, sync_slots  # noqa: E402
+from terminal.log import punchlog  # noqa: E402
 
 
 def summary(samples: list[float]) -> dict:

@@ -22,8 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from terminal import config, punchlog  # noqa: E402
-from terminal.daemon import Daemon  # noqa: E402
+from terminal import config  # noqa: E402
+from terminal.app.daemon import Daemon  # noqa: E402
+from terminal.log import punchlog  # noqa: E402
 
 
 def start_daemon(state: Path) -> Daemon:

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import requests  # noqa: E402
 
-from terminal import config, punchlog  # noqa: E402
+from terminal import config  # noqa: E402
+from terminal.log import punchlog  # noqa: E402
 
 TOKEN = "bench-token"
 
@@ -42,7 +43,7 @@ def make_log(state: Path, n: int) -> float:
 
 
 def serve(state: str, port_q, annotate: bool) -> None:
-    from sync import pullapi
+    from sync.device import pullapi
 
     if not annotate:  # measure the API without the time engineer's derived-time annotation
         pullapi.timeline = None
@@ -106,7 +107,7 @@ def main() -> None:
     ap.add_argument("--punches", type=int, default=100_000)
     ap.add_argument("--limits", default="100,1000,5000")
     ap.add_argument("--annotate", choices=["on", "off", "both"], default="both",
-                    help="derived time fields via terminal.timeline.annotate (on), without (off), or both")
+                    help="derived time fields via terminal.timing.timeline.annotate (on), without (off), or both")
     ap.add_argument("--dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
                     help="where to build the punch log (tmpfs keeps set-up fast; the reads are what is measured)")
     args = ap.parse_args()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from terminal import punchlog  # noqa: E402
+from terminal.log import punchlog  # noqa: E402
 
 
 def percentiles(samples: list[float]) -> dict:

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
-from sync import rosterbundle  # noqa: E402
-from terminal import roster  # noqa: E402
+from sync.wire import rosterbundle  # noqa: E402
+from terminal.punch import roster  # noqa: E402
 
 
 def employees(n: int, templates: int) -> list[dict]:

@@ -21,7 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from terminal import clock, config, punchlog, schedule  # noqa: E402
+from terminal import config  # noqa: E402
+from terminal.log import punchlog  # noqa: E402
+from terminal.punch import history, rules  # noqa: E402
+from terminal.timing import clock  # noqa: E402
 
 
 def fill(log: punchlog.PunchLog, punches: int, employees: int) -> None:
@@ -44,7 +47,7 @@ def measure(log, sched, employees: int, lookups: int, reading=None) -> dict:
     for _ in range(lookups):
         emp = f"19900{rng.randrange(employees):04d}"
         t0 = time.perf_counter()
-        schedule.decide_for_log(sched, log.conn, emp, "Pegawai", now, reading)
+        history.decide_for_log(sched, log.conn, emp, "Pegawai", now, reading)
         times.append((time.perf_counter() - t0) * 1000)
     times.sort()
     return {"median_ms": round(statistics.median(times), 3), "p95_ms": round(times[int(len(times) * 0.95)], 3)}
@@ -57,7 +60,7 @@ def main() -> None:
     ap.add_argument("--lookups", type=int, default=300)
     args = ap.parse_args()
     cfg = config.from_dict({"device": {"id": "bench"}, "paths": {"state_dir": "/nonexistent"}})
-    sched = schedule.Schedule.from_config(cfg)
+    sched = rules.Schedule.from_config(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         punchlog.init(Path(tmp))
         with punchlog.PunchLog(Path(tmp)) as log:
@@ -65,7 +68,7 @@ def main() -> None:
             # a terminal up since before today (the usual case): its punches are placed by the monotonic clock
             up_for_days = dataclasses.replace(clock.read(), boottime_ns=3 * 86400 * 10**9)
             indexed = measure(log, sched, args.employees, args.lookups, up_for_days)
-            # just rebooted: earlier boots' punches need terminal.timeline's annotation
+            # just rebooted: earlier boots' punches need terminal.timing.timeline's annotation
             after_reboot = measure(log, sched, args.employees, max(10, args.lookups // 10),
                                    dataclasses.replace(clock.read(), boot_id="new-boot", boottime_ns=60 * 10**9))
             log.conn.execute("DROP INDEX punches_employee_seq")

@@ -1,4 +1,4 @@
-"""Backlog drain rate and peak memory of the push client (sync/push.py) against the reference central server
+"""Backlog drain rate and peak memory of the push client (sync/device/push.py) against the reference central server
 (`presensi server run`, SQLite, synchronous=FULL) over loopback, for 10k, 100k and optionally 1M punches.
 
 Each size gets a fresh terminal log (written fast by tests/synthlog.py, not timed) and a fresh server. The
@@ -30,12 +30,12 @@ sys.path.insert(0, str(REPO))
 
 import synthlog  # noqa: E402
 
-from terminal import punchlog  # noqa: E402
+from terminal.log import punchlog  # noqa: E402
 
 PUSHER = """
 import json, sys, time
 from terminal import config
-from sync import push
+from sync.device import push
 cfg = config.load(sys.argv[1])
 p = push.Pusher(cfg.state_dir, push.Settings.from_config(cfg))
 t = time.perf_counter()

@@ -1,4 +1,4 @@
-"""How fast terminal.timeline.annotate runs in the push client's batches (it is called for every record the
+"""How fast terminal.timing.timeline.annotate runs in the push client's batches (it is called for every record the
 push client, the pull API and the ZK server send), and how long one re-anchoring (record_sample) takes.
 
 Run: python bench/time_annotate.py [--punches N] — prints JSON. The punches are inserted directly (the hash
@@ -17,8 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from terminal import punchlog, timeline  # noqa: E402
-from terminal.clock import TIME_ERROR, ClockReading  # noqa: E402
+from terminal.log import punchlog  # noqa: E402
+from terminal.timing import timeline  # noqa: E402
+from terminal.timing.clock import TIME_ERROR, ClockReading  # noqa: E402
 
 S = 1_000_000_000
 T0 = 1_795_000_000 * S

@@ -5,8 +5,8 @@ at its own rate (crystal error, with a daily temperature wander), whose wall clo
 scenario's way (1970 at boot, days behind, stepped by hand), and which boots, punches and takes time samples
 (signed server exchanges with asymmetric network delays, HTTP Date headers, a lying ZK server). Punches go
 through the real punch log (PunchLog.append with the synthetic readings), samples through
-terminal.timeline.record_sample (built by sync.timeservice's own sample_from_answer/sample_from_date_header),
-and every check reads terminal.timeline.annotate / now and the stored punch_times.
+terminal.timing.timeline.record_sample (built by sync.device.time_client's own sample_from_answer and
+sample_from_date_header), and every check reads terminal.timing.timeline.annotate / now and the stored punch_times.
 
 Checked in every scenario, after every sample (re-anchoring) and at the end: each punch's true time lies
 inside [earliest, latest]; the stored punch_times equal annotate(); when a boot's drift is measured (two or
@@ -31,9 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sync import timeservice  # noqa: E402
-from terminal import punchlog, timeline  # noqa: E402
-from terminal.clock import TIME_ERROR, ClockReading  # noqa: E402
+from sync.device import time_client  # noqa: E402
+from terminal.log import punchlog  # noqa: E402
+from terminal.timing import timeline  # noqa: E402
+from terminal.timing.clock import TIME_ERROR, ClockReading  # noqa: E402
 
 S = 1_000_000_000
 H = 3600 * S
@@ -184,17 +185,17 @@ class Sim:
             t2 = t1 + up
             answer = {"t2_ns": t2, "t3_ns": t2 + SERVER_HOLD, "error_bound_ns": 5_000_000}
             sent, received = boot.reading(t1), boot.reading(t2 + SERVER_HOLD + down)
-            delay = timeservice.exchange_delay(sent, received, answer)
+            delay = time_client.exchange_delay(sent, received, answer)
             if best is None or delay < best[0]:
                 best = (delay, sent, received, answer, t2)
         _, sent, received, answer, t2 = best
         if self.sc.sample_kind == "http-date":
             date = _http_date(t2)
-            kwargs = timeservice.sample_from_date_header(date, sent, received)
+            kwargs = time_client.sample_from_date_header(date, sent, received)
         else:
             answer = {**answer, **{k: None for k in ("protocol", "nonce", "device_id", "chain_head",
                                                       "server_clock_synced")}, "signature": ""}
-            kwargs = timeservice.sample_from_answer(sent, received, answer)
+            kwargs = time_client.sample_from_answer(sent, received, answer)
         timeline.record_sample(self.conn, params=self.params, **kwargs)
         self.last_anchor_head = self.log.head()[0]
         self.sample_times.setdefault(boot.boot_id, []).append(t)

@@ -21,7 +21,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from terminal import chain, clock, config, punchlog  # noqa: E402
+from terminal import config  # noqa: E402
+from terminal.log import chain, punchlog  # noqa: E402
+from terminal.timing import clock  # noqa: E402
 
 KINDS = ("masuk", "pulang", "istirahat", "istirahat_kembali", "lembur_masuk", "lembur_pulang", "")
 METHODS = ("face", "finger", "pin")
@@ -86,8 +88,8 @@ def download(port: int, udp: bool) -> dict:
 
 def server_encode_seconds(cfg_path: Path, n: int) -> dict:
     """Our side alone: encoding every record of a download (DB read, corrected time, 40-byte records)."""
-    from sync.zk.data import TerminalView
-    from sync.zk.session import ReadBuffer
+    from sync.device.zk.data import TerminalView
+    from sync.device.zk.session import ReadBuffer
 
     cfg = config.load(cfg_path)
     out = {}
@@ -113,7 +115,7 @@ def main() -> None:
         cfg_path = make_terminal(Path(tmp), args.records, args.employees)
         fill_s = time.perf_counter() - t0
         # the server in its own process, as on a terminal: client and server do not share a GIL
-        server = subprocess.Popen([sys.executable, "-m", "sync.zk.server", "-c", str(cfg_path)],
+        server = subprocess.Popen([sys.executable, "-m", "sync.device.zk.server", "-c", str(cfg_path)],
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
         try:
             port = int(server.stdout.readline().rsplit(":", 1)[1])

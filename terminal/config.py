@@ -224,7 +224,7 @@ DEFAULT_WINDOWS = {"masuk": "05:30-07:30-10:00", "pulang": "14:00-16:00-23:30"}
 
 @dataclass(frozen=True)
 class Schedule:
-    """Punch kinds and lateness (terminal/schedule.py checks the windows; the roster's schedule wins)."""
+    """Punch kinds and lateness (terminal/punch/rules.py checks the windows; the roster's schedule wins)."""
 
     enabled: bool = _f(True, "Classify punches as masuk/istirahat/pulang/apel and compute lateness.")
     repeat_minutes: float = _f(
@@ -247,7 +247,7 @@ class Schedule:
                        "workday = true|false, <kind> = 'OPEN-DUE-CLOSE'} (e.g. Ramadan hours, cuti bersama).")
 
     def __post_init__(self):
-        from terminal.schedule import validate_section  # lazy: schedule imports this module
+        from terminal.punch.rules import validate_section  # lazy: schedule imports this module
 
         validate_section(self)
 

@@ -1,18 +1,17 @@
 """The device's identity: its Ed25519 signing key, kept in state_dir with mode 0600.
 
 Checkpoints, offline-export manifests and anything else the device vouches for are signed with this key;
-the central server learns the public key when the device is registered or from its first checkpoint.
+the central server learns the public key when the device is registered or from its first checkpoint. How keys
+and signatures are encoded (base64 Ed25519) is defined once, in terminal/log/chain.py, shared with the server.
 """
 
 from __future__ import annotations
 
-import base64
 import os
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from terminal import durable
 
@@ -59,30 +58,3 @@ def load_key(state_dir: Path) -> Ed25519PrivateKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyError_(f"{path}: not an Ed25519 key")
     return key
-
-
-def public_key_b64(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
-    pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
-    raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return base64.b64encode(raw).decode()
-
-
-def public_key_from_b64(text: str) -> Ed25519PublicKey:
-    try:
-        raw = base64.b64decode(text, validate=True)
-        return Ed25519PublicKey.from_public_bytes(raw)
-    except ValueError as e:
-        raise ValueError(f"not a base64 Ed25519 public key ({e})") from None
-
-
-def sign_b64(key: Ed25519PrivateKey, message: bytes) -> str:
-    return base64.b64encode(key.sign(message)).decode()
-
-
-def verify_b64(public_key: Ed25519PublicKey, signature_b64: str, message: bytes) -> bool:
-    try:
-        public_key.verify(base64.b64decode(signature_b64, validate=True), message)
-        return True
-    except (InvalidSignature, ValueError):
-        return False
-

@@ -19,7 +19,7 @@ from pathlib import Path
 from conftest import serve_wsgi
 
 from terminal import config as config_mod
-from terminal import punchlog
+from terminal.log import punchlog
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,8 @@ import time
 import uuid
 from pathlib import Path
 
-from terminal import chain, identity, punchlog
+from terminal import identity
+from terminal.log import chain, punchlog
 
 COLUMNS = ("seq", "log_id", "employee", "method", "kind", "details", "boot_id", "monoraw_ns", "boottime_ns",
            "realtime_ns", "timex_status", "maxerror_us", "latitude", "longitude", "photo_path", "photo_sha256",
@@ -18,7 +19,7 @@ COLUMNS = ("seq", "log_id", "employee", "method", "kind", "details", "boot_id", 
 def fill(state_dir: Path, n: int, *, checkpoint_every: int = 100, chunk: int = 20000) -> tuple[int, str]:
     """Append n punches to an initialised log; returns the new head (seq, hash)."""
     key = identity.load_key(state_dir)
-    pub = identity.public_key_b64(key)
+    pub = chain.public_key_b64(key)
     boot = str(uuid.uuid4())
     with punchlog.PunchLog(state_dir) as log:
         seq, prev = log.head()
@@ -39,7 +40,7 @@ def fill(state_dir: Path, n: int, *, checkpoint_every: int = 100, chunk: int = 2
                 rows.append(tuple(rec[c] for c in COLUMNS))
                 if seq % checkpoint_every == 0:
                     cps.append((log_id, seq, prev, now, pub,
-                                identity.sign_b64(key, chain.checkpoint_message(log_id, seq, prev))))
+                                chain.sign_b64(key, chain.checkpoint_message(log_id, seq, prev))))
             remaining -= len(rows)
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(f"INSERT INTO punches ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",

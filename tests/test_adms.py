@@ -20,7 +20,8 @@ import pytest
 pytest.importorskip("fingerprint_attendance", reason="django-fingerprint-attendance (dev extra) not installed")
 pytest.importorskip("django")
 
-from terminal import clock, punchlog  # noqa: E402
+from terminal.log import punchlog  # noqa: E402
+from terminal.timing import clock  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WIB = dt.timezone(dt.timedelta(hours=7))
@@ -283,7 +284,7 @@ def test_commands_reach_the_terminal_and_clear_log_keeps_the_log(pair):
     assert zk_users.get("199201012022011001") == "Siti Aminah" and "199305052023021002" not in zk_users
     terminal.kill()
 
-    from terminal import roster
+    from terminal.punch import roster
 
     with roster.Roster.open(terminal.state) as r:
         person = r.employee("199201012022011001")

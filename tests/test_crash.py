@@ -15,7 +15,8 @@ import time
 
 from conftest import REPO, presensi
 
-from terminal import config, punchlog
+from terminal import config
+from terminal.log import punchlog
 
 TOTAL = 1000
 KILLED = 200

@@ -20,7 +20,8 @@ from conftest import REPO, presensi
 from drivers.fingerprint.emulator import FingerprintEmulator
 from drivers.fingerprint.sensorsim import Settings, synthetic_template
 from sync.server.storage import open_store
-from terminal import demo, punchlog
+from terminal.app import demo
+from terminal.log import punchlog
 
 pytest.importorskip("skimage", reason="the sample face comes from scikit-image (the demo extra)")
 

@@ -311,7 +311,7 @@ class TwoFrameLiveness:
                 outer.fed.append((frame.shape, face))
                 if len(outer.fed) < 2:
                     return None
-                from terminal.face.liveness_off import LivenessResult
+                from terminal.liveness.off import LivenessResult
                 return LivenessResult(outer.passed, "test verdict", {"test": {"score": 0.1}})
 
         return Session()
@@ -339,8 +339,8 @@ def test_liveness_hook_runs_after_identification_and_decides(hog, templates, pas
 
 
 def test_templates_published_in_the_roster_join_the_gallery(tmp_path, templates):
-    from terminal import roster
     from terminal.face.store import all_templates
+    from terminal.punch import roster
 
     TemplateStore(tmp_path).save({"emp-bill": templates["emp-bill"]})
     boris = [[float(v) for v in t] for t in templates["emp-boris"]]

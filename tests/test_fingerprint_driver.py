@@ -15,9 +15,9 @@ from drivers.fingerprint.capture import CaptureLoop
 from drivers.fingerprint.emulator import FAULTS, FingerprintEmulator
 from drivers.fingerprint.sensor import FingerprintSensor, SensorError
 from drivers.fingerprint.sensorsim import Settings, synthetic_template
-from terminal import punchlog
-from terminal.fingerpunch import capture_handler
-from terminal.fingerslots import SlotMap, template_hash
+from terminal.finger.punch import capture_handler
+from terminal.finger.slots import SlotMap, template_hash
+from terminal.log import punchlog
 
 EMPLOYEE = "198501012010011001"
 
@@ -207,7 +207,7 @@ def test_the_service_punches_gives_feedback_and_blinks_red_while_the_sensor_is_i
 
     from drivers.gpio import Feedback
     from terminal.config import Fingerprint
-    from terminal.fingerservice import FingerprintService
+    from terminal.finger.service import FingerprintService
 
     state = tmp_path / "state"
     state.mkdir()
@@ -248,7 +248,7 @@ def test_the_r503_ring_led_command_goes_through_the_unmodified_library(emulator)
 def test_through_the_punch_service_a_finger_punch_gets_its_kind_and_a_repeat_is_not_recorded_twice(
         emulator, tmp_path):
     from terminal import config as config_mod
-    from terminal.punching import PunchService
+    from terminal.punch.service import PunchService
 
     state = tmp_path / "state"
     state.mkdir()

@@ -12,7 +12,7 @@ from drivers.fingerprint.emulator import FingerprintEmulator
 from drivers.fingerprint.enrol import EnrolmentError
 from drivers.fingerprint.sensor import FingerprintSensor
 from drivers.fingerprint.sensorsim import Settings, synthetic_template
-from terminal.fingerslots import SlotMap, enroll_employee, sync_slots
+from terminal.finger.slots import SlotMap, enroll_employee, sync_slots
 
 
 def roster(n: int, start: int = 0) -> list[tuple[str, list[bytes]]]:
@@ -111,8 +111,9 @@ def test_more_templates_than_slots_gives_a_capacity_fault_naming_who(rig):
     assert "38 fingerprint template(s) did not fit" in report.fault and "capacity 162" in report.fault
     assert "TWO024 (2)" in report.fault
 
-    from terminal import faults, punchlog
-    from terminal.fingerslots import report_sync_fault
+    from terminal.finger.slots import report_sync_fault
+    from terminal.log import punchlog
+    from terminal.ops import faults
 
     state = slots.state_dir / "state"
     punchlog.init(state)
@@ -166,8 +167,8 @@ def test_cli_sync_loads_the_installed_roster_and_status_reports_the_slots(tmp_pa
     from conftest import presensi, write_config
 
     from terminal import config as config_mod
-    from terminal import roster as roster_mod
-    from terminal.fingerslots import status_part
+    from terminal.finger.slots import status_part
+    from terminal.punch import roster as roster_mod
 
     with FingerprintEmulator(Settings(capacity=162), link=tmp_path / "fp", paced=False) as emu:
         cfg = write_config(tmp_path / "presensi.toml", tmp_path / "state",
@@ -207,8 +208,8 @@ def test_a_sync_broken_by_a_line_fault_resumes_where_it_stopped(rig, fault):
 
 
 def test_the_demo_helper_punches_each_employee_by_finger_and_refuses_a_stranger(tmp_path):
-    from terminal import punchlog
-    from terminal.fingerdemo import run_fingerprint_demo
+    from terminal.app.demo_finger import run_fingerprint_demo
+    from terminal.log import punchlog
 
     state = tmp_path / "state"
     state.mkdir()

@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 from conftest import presensi, presensi_json, write_config
 
-from terminal import config, faults, health, punchlog
+from terminal import config
 from terminal.errors import StorageFull
+from terminal.log import punchlog
+from terminal.ops import faults, health
 
 
 @pytest.fixture

@@ -97,7 +97,7 @@ def test_refusals_are_logged_without_the_face(attacks, caplog, tmp_path):
     """A refused attempt is logged with the candidate, reason and scores, and audited in the punch log."""
     from liveness_support import simulate_replay
 
-    from terminal import punchlog
+    from terminal.log import punchlog
 
     punchlog.init(tmp_path)
     name, o = attacks["outcomes"][0]

@@ -10,8 +10,10 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from sync import pullapi
-from terminal import chain, config, identity, punchlog
+from sync.device import pullapi
+from terminal import config
+from terminal.log import chain, punchlog
+from terminal.ops import faults
 
 TOKEN = "pull-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -25,15 +27,10 @@ def _make_state(tmp_path_factory, n=N_PUNCHES):
         for i in range(n):
             plog.append(f"1980{i % 5:04d}", ["face", "finger", "pin"][i % 3], kind="masuk",
                         details={"score": i})
-    try:
-        from terminal import faults
-
-        with punchlog.PunchLog(state) as plog:
-            faults.raise_fault(plog.conn, "camera:0", part="camera", category="camera", message="no frames",
-                               diagnostics={"seconds": 12})
-            faults.clear_fault(plog.conn, "camera:0")
-    except ImportError:
-        pass
+    with punchlog.PunchLog(state) as plog:
+        faults.raise_fault(plog.conn, "camera:0", part="camera", category="camera", message="no frames",
+                           diagnostics={"seconds": 12})
+        faults.clear_fault(plog.conn, "camera:0")
     return state
 
 
@@ -85,7 +82,7 @@ def test_paging_with_cursor_returns_every_record_once_and_verifies(served):
     assert list(chain.check_records(seen, body["log_id"])) == []
     cp = body["checkpoint"]
     assert cp["seq"] == 30 and seen[29]["hash"] == cp["hash"]
-    assert identity.verify_b64(identity.public_key_from_b64(cp["public_key"]), cp["signature"],
+    assert chain.verify_b64(chain.public_key_from_b64(cp["public_key"]), cp["signature"],
                                chain.checkpoint_message(cp["log_id"], cp["seq"], cp["hash"]))
     assert seen[0]["details"] == {"score": 0} and seen[0]["method"] == "face"
     if pullapi.timeline is not None:  # the time engineer's module is there: derived times go out too

@@ -6,8 +6,10 @@ import datetime as dt
 
 import pytest
 
-from terminal import config, punchlog, roster
-from terminal.punching import PunchService
+from terminal import config
+from terminal.log import punchlog
+from terminal.punch import roster
+from terminal.punch.service import PunchService
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import stat
 
 import pytest
 
-from terminal import chain, identity, punchlog
+from terminal import identity
+from terminal.log import chain, punchlog
 
 
 @pytest.fixture
@@ -83,7 +84,7 @@ def test_checkpoints_signed_periodically_and_on_demand(state):
         assert cp["seq"] == 12
         assert log.checkpoint()["seq"] == 12  # nothing new: no second checkpoint
         pub = identity.load_key(state).public_key()
-        assert identity.verify_b64(pub, cp["signature"], chain.checkpoint_message(log.log_id, 12, cp["hash"]))
+        assert chain.verify_b64(pub, cp["signature"], chain.checkpoint_message(log.log_id, 12, cp["hash"]))
         assert log.verify() == []
 
 

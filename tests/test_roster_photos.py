@@ -8,8 +8,9 @@ import json
 import pytest
 from conftest import presensi, write_config
 
-from terminal import punchlog, roster
 from terminal.face import store
+from terminal.log import punchlog
+from terminal.punch import roster
 
 
 def person_with_photos(shared_dir, n=2):

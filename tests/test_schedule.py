@@ -7,7 +7,10 @@ import datetime as dt
 
 import pytest
 
-from terminal import clock, config, punchlog, schedule
+from terminal import config
+from terminal.log import punchlog
+from terminal.punch import history, rules
+from terminal.timing import clock
 
 OFFSETS = {"Asia/Jakarta": 7, "Asia/Makassar": 8, "Asia/Jayapura": 9}
 
@@ -71,8 +74,8 @@ WEEK = [
 
 @pytest.mark.parametrize("tz", sorted(OFFSETS))
 def test_a_week_of_punches_in_each_timezone(tz):
-    sched = schedule.Schedule.from_config(make_config(tz))
-    recorded: dict[str, list[schedule.RecentPunch]] = {}
+    sched = rules.Schedule.from_config(make_config(tz))
+    recorded: dict[str, list[rules.RecentPunch]] = {}
     for seq, (day, hhmm, emp, expected) in enumerate(WEEK, 1):
         utc = at(tz, day, hhmm)
         d = sched.decide(f"Pegawai {emp}", utc, recorded.get(emp, []))
@@ -84,30 +87,30 @@ def test_a_week_of_punches_in_each_timezone(tz):
         if d.record:
             assert d.message.startswith(f"Berhasil — Pegawai {emp}, ")
             assert d.details["minutes_late"] == late and d.details["timezone"] == tz
-            recorded.setdefault(emp, []).append(schedule.RecentPunch(d.kind, utc, seq))
+            recorded.setdefault(emp, []).append(rules.RecentPunch(d.kind, utc, seq))
 
 
 def test_same_instant_is_later_further_east():
     utc = dt.datetime(2026, 11, 24, 0, 40, tzinfo=dt.UTC)  # 07:40 WIB = 08:40 WITA = 09:40 WIT
-    lates = {tz: schedule.Schedule.from_config(make_config(tz)).decide("X", utc).minutes_late for tz in OFFSETS}
+    lates = {tz: rules.Schedule.from_config(make_config(tz)).decide("X", utc).minutes_late for tz in OFFSETS}
     assert lates == {"Asia/Jakarta": 10, "Asia/Makassar": 70, "Asia/Jayapura": 130}
 
 
 def test_local_midnight_decides_the_day_not_utc():
     # 2026-11-24 23:30 UTC is already Wednesday 25th (a holiday) in WITA, still Tuesday in UTC
-    d = schedule.Schedule.from_config(make_config("Asia/Makassar")).decide("X", at("Asia/Makassar",
+    d = rules.Schedule.from_config(make_config("Asia/Makassar")).decide("X", at("Asia/Makassar",
                                                                                  "2026-11-25", "07:30"))
     assert (d.kind, d.workday, d.day_name) == ("lembur_masuk", False, "Hari Guru Nasional")
 
 
 def test_zk_states_follow_the_kind():
-    sched = schedule.Schedule.from_config(make_config("Asia/Jakarta"))
+    sched = rules.Schedule.from_config(make_config("Asia/Jakarta"))
     states = {d.kind: d.zk_state for d in (sched.decide("X", at("Asia/Jakarta", "2026-11-24", t))
                                            for t in ("07:00", "12:30", "16:30"))}
     assert states == {"masuk": 0, "istirahat": 2, "pulang": 1}
     first = sched.decide("X", at("Asia/Jakarta", "2026-11-28", "08:00"))
     second = sched.decide("X", at("Asia/Jakarta", "2026-11-28", "12:00"),
-                          [schedule.RecentPunch("lembur_masuk", at("Asia/Jakarta", "2026-11-28", "08:00"))])
+                          [rules.RecentPunch("lembur_masuk", at("Asia/Jakarta", "2026-11-28", "08:00"))])
     assert (first.zk_state, second.zk_state) == (4, 5)  # overtime in, overtime out
 
 
@@ -119,20 +122,20 @@ def test_roster_schedule_and_holidays_take_precedence():
         def holidays(self):
             return ["2026-11-24"]
 
-    sched = schedule.Schedule.from_config(make_config("Asia/Jakarta"), roster=Roster())
+    sched = rules.Schedule.from_config(make_config("Asia/Jakarta"), roster=Roster())
     assert sched.decide("X", at("Asia/Jakarta", "2026-11-23", "07:50")).minutes_late == 0  # due 08:00 now
     assert sched.decide("X", at("Asia/Jakarta", "2026-11-24", "07:50")).kind == "lembur_masuk"
     assert sched.decide("X", at("Asia/Jakarta", "2026-11-25", "07:50")).kind == "lembur_masuk"  # config holiday kept
 
 
 def test_disabled_schedule_records_hadir():
-    sched = schedule.Schedule.from_config(make_config("Asia/Jakarta", {"enabled": False}))
+    sched = rules.Schedule.from_config(make_config("Asia/Jakarta", {"enabled": False}))
     d = sched.decide("Budi Santoso", at("Asia/Jakarta", "2026-11-24", "09:00"))
     assert (d.kind, d.minutes_late, d.message) == ("hadir", 0, "Berhasil — Budi Santoso, Hadir 09.00")
 
 
 def test_naive_time_is_refused():
-    sched = schedule.Schedule.from_config(make_config("Asia/Jakarta"))
+    sched = rules.Schedule.from_config(make_config("Asia/Jakarta"))
     with pytest.raises(ValueError, match="aware"):
         sched.decide("X", dt.datetime(2026, 11, 24, 7, 0))
 
@@ -178,23 +181,23 @@ def test_repeat_is_found_in_the_real_log_even_with_the_wall_clock_in_1970(tmp_pa
     """The daemon's path: the log is read, the decision is made from corrected time, a repeat is not
     recorded. The Pi's wall clock says 1970; the same-boot monotonic clock places the earlier punch."""
     punchlog.init(tmp_path)
-    sched = schedule.Schedule.from_config(make_config("Asia/Jakarta"))
+    sched = rules.Schedule.from_config(make_config("Asia/Jakarta"))
     first_utc = at("Asia/Jakarta", "2026-11-24", "07:02")
     with punchlog.PunchLog(tmp_path) as log:
         r1 = reading_at("boot-1", 100.0, 5_000_000_000)  # wall clock: 1970
-        d1 = schedule.decide_for_log(sched, log.conn, "199001", "Budi Santoso", first_utc, r1)
+        d1 = history.decide_for_log(sched, log.conn, "199001", "Budi Santoso", first_utc, r1)
         assert d1.record and d1.message == "Berhasil — Budi Santoso, Masuk 07.02"
         log.append("199001", "face", kind=d1.kind, details=d1.details, reading=r1)
         log.append("199002", "face", kind="masuk", reading=reading_at("boot-1", 110.0, 5_010_000_000))
 
         r2 = reading_at("boot-1", 100.0 + 5 * 60, 5_300_000_000)
-        d2 = schedule.decide_for_log(sched, log.conn, "199001", "Budi Santoso",
+        d2 = history.decide_for_log(sched, log.conn, "199001", "Budi Santoso",
                                      first_utc + dt.timedelta(minutes=5), r2)
         assert (d2.record, d2.message) == (False, "Sudah tercatat masuk pukul 07.02")
         assert d2.repeat_of["seq"] == 1
 
         r3 = reading_at("boot-1", 100.0 + 9 * 3600, 5_000_000_000 + 9 * 3600 * 10**9)
-        d3 = schedule.decide_for_log(sched, log.conn, "199001", "Budi Santoso",
+        d3 = history.decide_for_log(sched, log.conn, "199001", "Budi Santoso",
                                      first_utc + dt.timedelta(hours=9), r3)
         assert (d3.record, d3.kind, d3.minutes_early) == (True, "pulang", 0)
         assert log.head()[0] == 2  # the repeat added nothing
@@ -202,23 +205,23 @@ def test_repeat_is_found_in_the_real_log_even_with_the_wall_clock_in_1970(tmp_pa
 
 def test_zk_states_agree_with_the_zk_servers_state_map():
     zk = config.Zk()
-    assert {k: zk.state_map.get(k, zk.unknown_state) for k in schedule.ZK_STATES} == schedule.ZK_STATES
+    assert {k: zk.state_map.get(k, zk.unknown_state) for k in rules.ZK_STATES} == rules.ZK_STATES
 
 
 def test_repeat_across_a_reboot_uses_the_earlier_boots_time(tmp_path):
     """Power cut at 07:03, back at 07:05: the punch before the cut is found through the time service's
     annotation (or the wall clock), not the new boot's monotonic clock."""
     punchlog.init(tmp_path)
-    sched = schedule.Schedule.from_config(make_config("Asia/Makassar"))
+    sched = rules.Schedule.from_config(make_config("Asia/Makassar"))
     first_utc = at("Asia/Makassar", "2026-11-24", "07:02")
     with punchlog.PunchLog(tmp_path) as log:
         before = reading_at("boot-A", 50.0, int(first_utc.timestamp() * 1e9))
         log.append("199001", "finger", kind="masuk", reading=before)
         after = reading_at("boot-B", 30.0, int(first_utc.timestamp() * 1e9) + 240 * 10**9)
-        d = schedule.decide_for_log(sched, log.conn, "199001", "Siti", first_utc + dt.timedelta(minutes=4), after)
+        d = history.decide_for_log(sched, log.conn, "199001", "Siti", first_utc + dt.timedelta(minutes=4), after)
         assert (d.record, d.message) == (False, "Sudah tercatat masuk pukul 07.02")
         # two mornings later (the 25th is a holiday) the same employee's punch is a fresh masuk
-        d2 = schedule.decide_for_log(sched, log.conn, "199001", "Siti", first_utc + dt.timedelta(days=2),
+        d2 = history.decide_for_log(sched, log.conn, "199001", "Siti", first_utc + dt.timedelta(days=2),
                                      reading_at("boot-B", 2 * 86400.0, 0))
         assert (d2.record, d2.kind) == (True, "masuk")
 
@@ -231,21 +234,21 @@ def test_a_malformed_roster_schedule_falls_back_to_the_configuration():
         def holidays(self):
             return ["2026-11-24"]
 
-    sched = schedule.Schedule.from_config(make_config("Asia/Jakarta"), roster=BadRoster())
+    sched = rules.Schedule.from_config(make_config("Asia/Jakarta"), roster=BadRoster())
     assert sched.source == "config" and "seven o'clock" in sched.problem
     d = sched.decide("X", at("Asia/Jakarta", "2026-11-24", "07:40"))
     assert (d.kind, d.minutes_late) == ("masuk", 10)  # the configured windows, punches go on
 
 
 def test_schedule_and_holidays_from_an_installed_roster(tmp_path):
-    """C4: the roster the central server published (terminal/roster.py) decides the windows and holidays."""
-    roster = pytest.importorskip("terminal.roster", reason="terminal/roster.py (C4) is absent")
+    """C4: the roster the central server published (terminal/punch/roster.py) decides the windows and holidays."""
+    roster = pytest.importorskip("terminal.punch.roster", reason="terminal/punch/roster.py (C4) is absent")
     roster.install(tmp_path, version=3, employees=[{"id": "199001", "name": "Budi Santoso", "uid": 1}],
                    schedule={"default": {"masuk": "06:00-08:00-10:00", "pulang": "14:00-16:30-23:00"},
                              "fri": {"pulang": "11:00-11:30-23:00"}},
                    holidays=[{"date": "2026-11-24", "name": "Cuti bersama"}])
     with roster.Roster.open(tmp_path) as r:
-        sched = schedule.Schedule.from_config(make_config("Asia/Jayapura"), roster=r)
+        sched = rules.Schedule.from_config(make_config("Asia/Jayapura"), roster=r)
     assert sched.source == "roster"
     assert sched.decide("Budi", at("Asia/Jayapura", "2026-11-23", "08:05")).minutes_late == 5
     assert sched.decide("Budi", at("Asia/Jayapura", "2026-11-24", "08:05")).day_name == "Cuti bersama"

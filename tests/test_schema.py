@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from terminal import punchlog, schema
+from terminal.log import punchlog, schema
 
 
 @pytest.mark.parametrize("start", range(0, schema.LATEST))

@@ -14,7 +14,7 @@ import uuid
 import pytest
 from conftest import REPO
 
-from terminal import sdnotify
+from terminal.app import sdnotify
 
 
 class FakeSystemd:
@@ -153,7 +153,7 @@ def test_a_process_started_with_notify_socket_reports_ready(tmp_path):
     """The environment systemd gives a service: a separate process finds the socket by itself."""
     fake = FakeSystemd(str(tmp_path / "n.sock"))
     try:
-        code = ("from terminal import sdnotify; n = sdnotify.Notifier(); "
+        code = ("from terminal.app import sdnotify; n = sdnotify.Notifier(); "
                 "import sys; sys.exit(0 if n.ready('ok') and n.watchdog() else 1)")
         env = {**os.environ, "NOTIFY_SOCKET": fake.path, "WATCHDOG_USEC": "1000000"}
         result = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, timeout=30,

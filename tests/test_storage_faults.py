@@ -13,7 +13,8 @@ import time
 import pytest
 from conftest import REPO, presensi, write_config
 
-from terminal import config, punchlog
+from terminal import config
+from terminal.log import punchlog
 
 
 @pytest.fixture
@@ -123,7 +124,7 @@ def test_damaged_page_is_found_at_start(config_file):
 
 HOLD_LOCK = """
 import sys, time
-from terminal import punchlog
+from terminal.log import punchlog
 log = punchlog.PunchLog(sys.argv[1])
 with log._lock.hold():
     print("holding", flush=True)

@@ -24,7 +24,7 @@ import synthlog
 from synctools import REPO, ServerProcess, free_port, make_terminal, presensi
 
 from sync.server.storage import open_store
-from terminal import chain
+from terminal.log import chain
 
 # 20,000 keeps CI fast; the 100,000: PRESENSI_CHAOS_PUNCHES=100000 pytest tests/test_sync_chaos.py
 N_PUNCHES = int(os.environ.get("PRESENSI_CHAOS_PUNCHES", "20000"))

@@ -13,9 +13,9 @@ import requests
 import synthlog
 from synctools import make_terminal, serve_in_thread
 
-from sync import push
+from sync.device import push
 from sync.server.app import add_device, make_app
-from terminal import chain, punchlog
+from terminal.log import chain, punchlog
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -217,7 +217,7 @@ def test_retry_after_is_honoured_and_backoff_is_jittered(tmp_path):
 
 
 def test_fault_events_and_their_photos_are_pushed_after_punches(server, tmp_path):
-    faults = pytest.importorskip("terminal.faults", reason="the fault events table (C5) is not installed")
+    faults = pytest.importorskip("terminal.ops.faults", reason="the fault events table (C5) is not installed")
     app, url, reg = server
     pusher, cfg = _pusher(tmp_path, url, reg)
     synthlog.fill(cfg.state_dir, 20)
@@ -296,9 +296,8 @@ def test_forged_checkpoint_signature_raises_an_alarm(server, tmp_path):
     # Someone re-signs checkpoint 200 with a key of their own (the server pinned the device's key at 100).
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from terminal import identity
 
-    forged = identity.sign_b64(Ed25519PrivateKey.generate(), b"anything")
+    forged = chain.sign_b64(Ed25519PrivateKey.generate(), b"anything")
     _tamper(cfg.state_dir, "UPDATE checkpoints SET signature=? WHERE seq=200", (forged,))
     assert pusher.drain(time.monotonic() + 30)["done"]
     alarms = [a for a in app.store.alarms("dev-01") if a["kind"] == "bad-signature"]

@@ -8,7 +8,8 @@ import sqlite3
 import pytest
 from conftest import presensi
 
-from terminal import chain, config, punchlog
+from terminal import config
+from terminal.log import chain, punchlog
 
 
 @pytest.fixture

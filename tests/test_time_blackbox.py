@@ -90,7 +90,7 @@ def punch_under_faketime(cfg: Path, employee: str) -> tuple[dict, int, int]:
 
 
 def _ns(text: str) -> int:
-    from terminal.timeline import parse_iso
+    from terminal.timing.timeline import parse_iso
 
     return parse_iso(text)
 

@@ -1,4 +1,4 @@
-"""terminal/timeline.py on a real punch log: samples, intervals, re-anchoring, contradictions, sanity states.
+"""terminal/timing/timeline.py on a real punch log: samples, intervals, re-anchoring, contradictions, sanity states.
 
 Readings are synthetic ClockReadings (a chosen boot, raw clock and wall clock) so the true time is known;
 everything else (SQLite, migrations, the punch log, the estimation) is the real code.
@@ -11,9 +11,10 @@ import json
 
 import pytest
 
-from sync import timeservice
-from terminal import punchlog, timeline
-from terminal.clock import TIME_ERROR, ClockReading
+from sync.device import time_client
+from terminal.log import punchlog
+from terminal.timing import timeline
+from terminal.timing.clock import TIME_ERROR, ClockReading
 
 S = 1_000_000_000
 H = 3600 * S
@@ -169,7 +170,7 @@ def test_http_date_sample_is_half_a_second_plus_half_the_round_trip(log):
     p = punch(log, T0 + 10 * S)
     sent, received = reading(T0 + 12 * S), reading(T0 + 12 * S + 200_000_000)
     date = email.utils.formatdate((T0 + 12 * S) // S, usegmt=True)  # "Wed, 18 Nov 2026 11:06:52 GMT"
-    kwargs = timeservice.sample_from_date_header(date, sent, received)
+    kwargs = time_client.sample_from_date_header(date, sent, received)
     assert kwargs["utc_ns"] % S == 500_000_000 and kwargs["uncertainty_ns"] == 500_000_000
     timeline.record_sample(log.conn, **kwargs)
     rec = timeline.annotate(log.conn, [p])[0]
@@ -177,7 +178,7 @@ def test_http_date_sample_is_half_a_second_plus_half_the_round_trip(log):
     assert rec["basis"] == "http-date" and lo <= T0 + 10 * S <= hi
     assert 1.19 * S <= hi - lo <= 1.22 * S  # 2 × (0.5 s + 0.1 s) plus the drift allowance over 2 s
     with pytest.raises(ValueError, match="not an HTTP date"):
-        timeservice.sample_from_date_header("yesterday", sent, received)
+        time_client.sample_from_date_header("yesterday", sent, received)
 
 
 def test_pending_times_track_revisions_until_marked_pushed(log):

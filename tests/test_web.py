@@ -1,4 +1,4 @@
-"""The kiosk screen and the admin pages, served by a real daemon (terminal.daemon.Daemon in a thread, camera
+"""The kiosk screen and the admin pages, served by a real daemon (terminal.app.daemon.Daemon in a thread, camera
 from a frame folder) with the reference central server on 127.0.0.1, driven through headless Chromium
 (tests/browser_support.py) where a browser matters, and through plain HTTP for the refusals."""
 
@@ -25,9 +25,12 @@ from conftest import REPO, SHARED, presensi, write_config
 
 from sync.server.app import add_device
 from sync.server.app import make_app as central_app
-from terminal import config, faults, identity, punchlog, roster
-from terminal.daemon import Daemon
+from terminal import config, identity
+from terminal.app.daemon import Daemon
 from terminal.face.store import TemplateStore
+from terminal.log import chain, punchlog
+from terminal.ops import faults
+from terminal.punch import roster
 from terminal.web import auth, ensure_admin_password
 from terminal.web.app import MAX_STREAMS, WebApp
 
@@ -74,7 +77,7 @@ class Terminal:
         self.feeding = threading.Event()
         punchlog.init(self.state)
         self.password = ensure_admin_password(self.state)
-        reg = add_device(central.app.store, DEVICE, identity.public_key_b64(identity.load_key(self.state)))
+        reg = add_device(central.app.store, DEVICE, chain.public_key_b64(identity.load_key(self.state)))
         roster.install(self.state, version=1, employees=[
             {"id": BUDI, "name": "Budi Santoso", "uid": 1, "pin_allowed": True},
             {"id": LONG_NAME_ID, "name": LONG_NAME, "uid": 2, "pin_allowed": True},
@@ -237,7 +240,7 @@ def _wsgi(app, method: str, path: str, body: bytes = b"", headers: dict | None =
 
 
 def test_repeated_wrong_passwords_lock_the_login(terminal):
-    app = WebApp(terminal.daemon)  # its own sessions and counters: the module's browser is not locked out
+    app = WebApp(terminal.app.daemon)  # its own sessions and counters: the module's browser is not locked out
     cookie = "presensi_login=tok123"
 
     def attempt(password: str, addr: str = "10.1.2.3"):
@@ -256,7 +259,7 @@ def test_repeated_wrong_passwords_lock_the_login(terminal):
 
 
 def test_live_streams_are_only_for_the_terminal_itself_or_an_admin(terminal):
-    app = WebApp(terminal.daemon)
+    app = WebApp(terminal.app.daemon)
     assert _wsgi(app, "GET", "/")[0] == 200  # the kiosk page itself is public
     assert _wsgi(app, "GET", "/events")[0] == 403  # names of employees: not for the office network
     assert _wsgi(app, "GET", "/camera.mjpg")[0] == 403  # faces: likewise
@@ -282,7 +285,7 @@ def test_changing_the_password_ends_sessions(terminal):
 
 
 def test_events_are_streamed_without_buffering(terminal):
-    conn = http.client.HTTPConnection("127.0.0.1", terminal.daemon.web_port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", terminal.app.daemon.web_port, timeout=10)
     conn.request("GET", "/events")
     resp = conn.getresponse()
     assert resp.status == 200 and resp.getheader("Content-Type").startswith("text/event-stream")
@@ -292,7 +295,7 @@ def test_events_are_streamed_without_buffering(terminal):
     delays = []
     for i in range(5):
         sent = time.monotonic()
-        terminal.daemon.events.publish("prompt", {"text": f"uji {i}"})
+        terminal.app.daemon.events.publish("prompt", {"text": f"uji {i}"})
         buf = b""
         while f"uji {i}".encode() not in buf:
             buf += resp.read1(65536)
@@ -300,19 +303,19 @@ def test_events_are_streamed_without_buffering(terminal):
     conn.close()
     # waitress writes each yielded event at once (send_bytes = 1): milliseconds, not its 1 s poll or a buffer
     assert max(delays) < 0.5, delays
-    terminal.daemon.events.publish("prompt", {"text": None})
+    terminal.app.daemon.events.publish("prompt", {"text": None})
 
 
 def test_live_streams_are_bounded_and_given_back(terminal):
     """Each stream holds a server thread: beyond the limit new ones get 503; closed ones free their slot."""
     deadline = time.monotonic() + 15  # streams of earlier tests end at their next keep-alive write
-    while terminal.daemon.events.subscriber_count and time.monotonic() < deadline:
+    while terminal.app.daemon.events.subscriber_count and time.monotonic() < deadline:
         time.sleep(0.2)
-    baseline = terminal.daemon.events.subscriber_count
+    baseline = terminal.app.daemon.events.subscriber_count
     assert baseline == 0
 
     def open_stream(path="/events"):
-        conn = http.client.HTTPConnection("127.0.0.1", terminal.daemon.web_port, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", terminal.app.daemon.web_port, timeout=10)
         conn.request("GET", path)
         resp = conn.getresponse()
         if resp.status == 200:
@@ -327,9 +330,9 @@ def test_live_streams_are_bounded_and_given_back(terminal):
     for conn, _ in opened:
         conn.close()
     deadline = time.monotonic() + 20  # a closed client is noticed at the next keep-alive write
-    while terminal.daemon.events.subscriber_count > baseline and time.monotonic() < deadline:
+    while terminal.app.daemon.events.subscriber_count > baseline and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert terminal.daemon.events.subscriber_count == baseline
+    assert terminal.app.daemon.events.subscriber_count == baseline
     conn, status = open_stream("/camera.mjpg")
     conn.close()
     assert status == 200
@@ -394,7 +397,7 @@ def test_kiosk_shows_decisions_in_indonesian_within_200_ms(terminal, browser):
     for i, employee in enumerate([BUDI, LONG_NAME_ID, BUDI, LONG_NAME_ID, BUDI]):
         count = browser.js("window.__kiosk.shown.length")
         before_ms = time.time() * 1000
-        outcome = terminal.daemon.punches.punch(employee, "pin", details={"operator": "test"})
+        outcome = terminal.app.daemon.punches.punch(employee, "pin", details={"operator": "test"})
         shown = _shown_after(browser, count)
         latencies.append(shown["at"] - before_ms)
         assert shown["text"] == outcome.message
@@ -407,7 +410,7 @@ def test_kiosk_shows_decisions_in_indonesian_within_200_ms(terminal, browser):
     assert statistics.median(latencies) < 200, latencies  # from before the punch's commit to the painted frame
     count = browser.js("window.__kiosk.shown.length")
     worst = f"Berhasil — {LONG_NAME} bin {LONG_NAME}, Apel Pagi 07.02, terlambat 125 menit"
-    terminal.daemon.events.publish("decision", {"accepted": True, "recorded": True, "message": worst})
+    terminal.app.daemon.events.publish("decision", {"accepted": True, "recorded": True, "message": worst})
     assert _shown_after(browser, count)["text"] == worst
     assert browser.js(OVERFLOW_JS) == [], "the longest message does not fit the 800x480 screen"
     browser.screenshot(ARTIFACTS / "kiosk-longest-message.png")
@@ -419,25 +422,25 @@ def test_kiosk_shows_refusals_prompts_and_unverified_time(terminal, browser):
         browser.navigate(terminal.base + "/")
         browser.wait_for("window.__kiosk.connected")
     count = browser.js("window.__kiosk.shown.length")
-    terminal.daemon.events.publish("decision", {"accepted": False, "method": "face",
+    terminal.app.daemon.events.publish("decision", {"accepted": False, "method": "face",
                                                 "message": "Wajah tidak dikenali — silakan gunakan sidik jari"})
     shown = _shown_after(browser, count)
     assert shown["text"] == "Wajah tidak dikenali — silakan gunakan sidik jari" and shown["cls"] == "bad"
     browser.screenshot(ARTIFACTS / "kiosk-unknown-face.png")
-    terminal.daemon.events.publish("prompt", {"text": "Tengok ke kiri"})
+    terminal.app.daemon.events.publish("prompt", {"text": "Tengok ke kiri"})
     shown = _shown_after(browser, count + 1)
     assert shown == {**shown, "text": "Tengok ke kiri", "cls": "prompt"}
     # the daemon's status says whether a trusted source has verified the clock; the page follows it
-    real = terminal.daemon.indicators()
-    terminal.daemon.events.publish("status", {**real, "time_verified": False})
+    real = terminal.app.daemon.indicators()
+    terminal.app.daemon.events.publish("status", {**real, "time_verified": False})
     browser.wait_for("!document.getElementById('unverified').hidden", 5)
     assert "Waktu belum terverifikasi" in browser.js("document.body.innerText")
     assert browser.js(OVERFLOW_JS) == []
     browser.screenshot(ARTIFACTS / "kiosk-prompt-unverified.png")
-    terminal.daemon.events.publish("status", {**real, "time_verified": True})
+    terminal.app.daemon.events.publish("status", {**real, "time_verified": True})
     browser.wait_for("document.getElementById('unverified').hidden", 5)
-    terminal.daemon.events.publish("status", real)
-    terminal.daemon.events.publish("prompt", {"text": None})
+    terminal.app.daemon.events.publish("status", real)
+    terminal.app.daemon.events.publish("prompt", {"text": None})
 
 
 # -- the admin pages in a browser -------------------------------------------------------------------------
@@ -547,7 +550,7 @@ def test_pages_work_with_the_central_server_down(terminal, browser, central):
     browser.navigate(terminal.base + "/")
     browser.wait_for("window.__kiosk.connected")
     count = browser.js("window.__kiosk.shown.length")
-    outcome = terminal.daemon.punches.punch(LONG_NAME_ID, "pin", details={"operator": "test"})
+    outcome = terminal.app.daemon.punches.punch(LONG_NAME_ID, "pin", details={"operator": "test"})
     assert _shown_after(browser, count)["text"] == outcome.message
     _browser_login(terminal, browser)
     browser.navigate(terminal.base + "/admin/faults")

@@ -20,9 +20,11 @@ zk_lib = pytest.importorskip("zk", reason="pyzk (dev extra) is not installed: pi
 from zk import ZK  # noqa: E402
 from zk.exception import ZKErrorResponse  # noqa: E402
 
-from sync.zk import codec  # noqa: E402
-from sync.zk.server import serve_zk  # noqa: E402
-from terminal import clock, config, punchlog  # noqa: E402
+from sync.device.zk import codec  # noqa: E402
+from sync.device.zk.server import serve_zk  # noqa: E402
+from terminal import config  # noqa: E402
+from terminal.log import punchlog  # noqa: E402
+from terminal.timing import clock  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
@@ -118,7 +120,7 @@ def test_pyzk_reads_users_and_punches_exactly(terminal, udp, key):
 
 
 def test_users_come_from_the_roster_when_there_is_one(terminal, tmp_path):
-    roster = pytest.importorskip("terminal.roster")
+    roster = pytest.importorskip("terminal.punch.roster")
     roster.install(tmp_path / "state", version=3, employees=[
         {"id": "198501012010011001", "name": "Dewi Lestari", "uid": 501, "pin_allowed": True},
         {"id": "199912312025011009", "name": "Agus Salim", "uid": 502, "pin_allowed": False},
@@ -200,7 +202,7 @@ def test_set_time_is_a_sample_and_audit_not_a_rewrite(terminal):
         details = entries[0]["details"]
         assert details["peer_local_time"] == "2031-01-01T08:00:00"
         assert details["utc_ns"] == int(dt.datetime(2031, 1, 1, 1, tzinfo=dt.UTC).timestamp()) * 10**9
-        timeline = pytest.importorskip("terminal.timeline")
+        timeline = pytest.importorskip("terminal.timing.timeline")
         assert details["recorded_as_sample"] is True
         assert list(log.records()) == raw_before and log.verify() == []  # no punch rewritten
         # what ZK serves is the timeline's corrected time of each punch, in WIB
@@ -346,7 +348,7 @@ def server_process(tmp_path):
     cfg_path = tmp_path / "presensi.toml"
     cfg_path.write_text(f'[device]\nid = "fuzz-01"\n[paths]\nstate_dir = "{tmp_path / "state"}"\n'
                         '[zk]\nlisten = "127.0.0.1:0"\nsession_idle_seconds = 1.5\nmax_sessions = 8\n')
-    proc = subprocess.Popen([sys.executable, "-m", "sync.zk.server", "-c", str(cfg_path)],
+    proc = subprocess.Popen([sys.executable, "-m", "sync.device.zk.server", "-c", str(cfg_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     line = proc.stdout.readline()
     assert "listening on" in line, proc.stderr.read()
@@ -455,7 +457,7 @@ def test_fuzzed_packets_get_error_replies_or_closed_connections(server_process):
 
 
 def test_config_mappings_are_validated(tmp_path):
-    from sync.zk.data import check_mappings
+    from sync.device.zk.data import check_mappings
 
     cfg = config.from_dict({"device": {"id": "x"}, "paths": {"state_dir": str(tmp_path)},
                             "zk": {"state_map": {"masuk": 300}}}, "p.toml")

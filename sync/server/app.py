@@ -6,16 +6,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import html
-import importlib
 import json
 import re
 import secrets
 import time
 import zlib
 
-from terminal import status as status_fmt
+from sync.wire import timesample
+from terminal.timing import clock
 from terminal.wsgi import HTTPError, Request, Response, Router
 
 from . import ingest, openapi
@@ -42,12 +43,19 @@ def add_device(store: Store, device_id: str, public_key: str | None = None) -> d
     return {"device": device_id, "token": token, "server_key": store.server_public_key()}
 
 
-def _optional(module: str):
-    """Other engineers' modules (time service, roster bundles) are mounted when they exist."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        return None
+UNSYNCED_ERROR_NS = 100_000_000  # the clock error the server claims when its kernel cannot say
+
+
+def _utc_text(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def server_clock_error() -> tuple[int, bool]:
+    """(error bound in ns, synchronised) of this server's own clock, from the kernel's NTP status."""
+    reading = clock.read()
+    if reading.kernel_synced and reading.maxerror_us is not None:
+        return reading.maxerror_us * 1000, True
+    return UNSYNCED_ERROR_NS, False
 
 
 # Fields stored in text columns: they must be storable by both databases (PostgreSQL text holds no NUL).
@@ -215,14 +223,13 @@ class CentralServer:
     def time(self, req: Request) -> Response:
         t2_ns = time.time_ns()
         device = self._token_device(req)
-        service = _optional("sync.timeservice")
-        if service is None or not hasattr(service, "answer_time_request"):
-            raise HTTPError(503, "the time service is not installed on this server")
         body = self._json_body(req)
         if isinstance(body, dict) and isinstance(body.get("device_id"), str) and body["device_id"] != device:
             raise HTTPError(403, f"this token belongs to device {device!r}, not {body['device_id']!r}")
         try:
-            return Response.json(service.answer_time_request(self.store.server_key(), body, t2_ns))
+            error_bound_ns, synced = server_clock_error()
+            return Response.json(timesample.answer_time_request(self.store.server_key(), body, t2_ns,
+                                                                error_bound_ns=error_bound_ns, synced=synced))
         except ValueError as e:
             raise HTTPError(400, f"malformed time request: {e}") from None
 
@@ -237,7 +244,7 @@ class CentralServer:
                  "<th>acked through</th><th>backlog (heartbeat)</th><th>alarms</th></tr>"]
         for d in self.store.devices():
             hb = d["heartbeat"] or {}
-            last = status_fmt.format_ns(d["last_contact_ns"]) if d["last_contact_ns"] else "never"
+            last = _utc_text(d["last_contact_ns"]) if d["last_contact_ns"] else "never"
             acked = ", ".join(f"{x['log_id'][:8]}: {x['acked_through']}" for x in d["logs"]) or "-"
             cls = " class='bad'" if d["alarms"] else ""
             parts.append(f"<tr><td>{e(d['device_id'])}</td><td>{e(last)}</td><td>{d['punches']}</td>"
@@ -246,7 +253,7 @@ class CentralServer:
         parts.append("</table><h2>Alarms</h2><table><tr><th>when</th><th>device</th><th>kind</th>"
                      "<th>message</th></tr>")
         for a in self.store.alarms(limit=50):
-            parts.append(f"<tr class='bad'><td>{e(status_fmt.format_ns(a['created_ns']))}</td>"
+            parts.append(f"<tr class='bad'><td>{e(_utc_text(a['created_ns']))}</td>"
                          f"<td>{e(a['device_id'])}</td><td>{e(a['kind'])}</td><td>{e(a['message'])}</td></tr>")
         parts.append("</table><h2>Recent punches</h2><table><tr><th>device</th><th>seq</th><th>employee</th>"
                      "<th>method</th><th>kind</th><th>utc</th><th>basis</th><th>problems</th></tr>")

@@ -16,7 +16,7 @@ import json
 import re
 import time
 
-from terminal import chain, identity
+from terminal.log import chain
 
 from .storage import PUNCH_COLUMNS, Store
 
@@ -238,7 +238,7 @@ def _check_checkpoints(store, cur, device_id: str, log_id: str, checkpoints: lis
         if isinstance(key_b64, str):
             store.execute(cur, "UPDATE devices SET public_key=? WHERE device_id=?", (key_b64, device_id))
     try:
-        public_key = identity.public_key_from_b64(key_b64 or "")
+        public_key = chain.public_key_from_b64(key_b64 or "")
     except ValueError:
         public_key = None
     bad: list[int] = []
@@ -247,7 +247,7 @@ def _check_checkpoints(store, cur, device_id: str, log_id: str, checkpoints: lis
         seq = cp["seq"]
         message = chain.checkpoint_message(cp["log_id"], seq, cp["hash"])
         valid = (cp["log_id"] == log_id and public_key is not None
-                 and identity.verify_b64(public_key, cp["signature"], message))
+                 and chain.verify_b64(public_key, cp["signature"], message))
         if not valid:
             bad.append(seq)
         stored = store.rows(cur, "SELECT hash FROM punches WHERE device_id=? AND log_id=? AND seq=?",

@@ -156,7 +156,7 @@ def document() -> dict:
             }},
             f"{dev}/roster": {"get": _op(
                 "The latest signed roster bundle newer than `since`", None,
-                {"200": {"description": "a signed bundle (sync/rosterbundle.py format)",
+                {"200": {"description": "a signed bundle (sync/wire/rosterbundle.py format)",
                          "content": {"application/octet-stream": {"schema": {"type": "string",
                                                                              "format": "binary"}}}},
                  "204": {"description": "no roster published yet"},
@@ -165,7 +165,7 @@ def document() -> dict:
                 params=(DEVICE_PARAM, {"name": "since", "in": "query", "required": False,
                                        "schema": {"type": "integer", "minimum": 0, "maximum": 2**62}}))},
             "/api/v1/time": {"post": {
-                "summary": "Signed time answer (see sync/timeservice.py)",
+                "summary": "Signed time answer (see sync/device/time_client.py)",
                 "requestBody": {"required": True, **_json(TIME_REQUEST)},
                 "responses": {"200": {"description": "signed answer", **_json({"type": "object"})},
                               **_errors(400, 401, 403, 413, 503)},

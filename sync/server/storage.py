@@ -18,7 +18,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from terminal import identity
+from terminal.log import chain
 
 PUNCH_COLUMNS = (
     "device_id", "log_id", "seq", "employee", "method", "kind", "details", "boot_id", "monoraw_ns",
@@ -125,7 +125,7 @@ class Store:
         return self._server_key
 
     def server_public_key(self) -> str:
-        return identity.public_key_b64(self.server_key())
+        return chain.public_key_b64(self.server_key())
 
     # -- devices --------------------------------------------------------------------------------------
 

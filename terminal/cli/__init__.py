@@ -15,19 +15,19 @@ from terminal.cli.common import CommandError, common_options, run_command
 
 # Explicit registry: one line per command module (order = order in --help).
 COMMAND_MODULES = [
-    "terminal.cli.log_commands",
+    "terminal.cli.log",
     "terminal.cli.run",
     "terminal.cli.demo",
     "terminal.cli.face",
     "terminal.cli.finger",
-    "terminal.cli.timecmd",
-    "terminal.cli.sync_commands",
-    "terminal.cli.fault_commands",
-    "terminal.cli.roster_commands",
-    "terminal.cli.schedule_commands",
+    "terminal.cli.time",
+    "terminal.cli.sync",
+    "terminal.cli.fault",
+    "terminal.cli.roster",
+    "terminal.cli.schedule",
     "terminal.cli.models",
     "terminal.cli.server",
-    "terminal.cli.admin_commands",
+    "terminal.cli.admin",
 ]
 
 

@@ -16,7 +16,7 @@ def register(sub) -> None:
 
 
 def cmd_demo(args) -> int:
-    from terminal import demo
+    from terminal.app import demo
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     say = (lambda line: None) if getattr(args, "json", False) else print

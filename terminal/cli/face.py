@@ -32,7 +32,7 @@ def _face_errors():
     from terminal.face.detect import DetectorError
     from terminal.face.enrol import EnrolError
     from terminal.face.store import TemplateStoreError
-    from terminal.roster import RosterError
+    from terminal.punch.roster import RosterError
     return (DetectorError, EnrolError, TemplateStoreError, RosterError)
 
 
@@ -104,15 +104,10 @@ def _identify_text(line: dict) -> str:
 
 def _liveness(cfg):
     if cfg.liveness.mode == "off":
-        from terminal.face.liveness_off import OffLiveness
+        from terminal.liveness.off import OffLiveness
         return OffLiveness()
-    try:
-        from terminal.liveness import from_config
-    except ImportError:  # liveness not installed in this tree yet
-        from terminal.face.liveness_off import OffLiveness
-        print("presensi: warning: liveness checks are not available; faces are not checked for photos",
-              file=sys.stderr)
-        return OffLiveness()
+    from terminal.liveness import from_config
+
     return from_config(cfg.liveness)
 
 
@@ -173,7 +168,7 @@ def _report(args, cfg, decision, log) -> None:
 
 
 def _open_log(cfg):
-    from terminal import punchlog
+    from terminal.log import punchlog
     return punchlog.PunchLog(cfg.state_dir, checkpoint_every=cfg.log.checkpoint_every)
 
 

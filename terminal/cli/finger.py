@@ -1,6 +1,6 @@
 """`presensi finger info|scan|enroll|sync|emulator`: talk to the fingerprint sensor.
 
-Thin wrappers over drivers/fingerprint (sensor, enrolment, emulator) and terminal/fingerslots.py. Port,
+Thin wrappers over drivers/fingerprint (sensor, enrolment, emulator) and terminal/finger/slots.py. Port,
 baud, password and address come from [fingerprint]; --port overrides the port, and with --port the
 commands work without a configuration file (scan then cannot name the employee).
 """
@@ -99,7 +99,7 @@ def cmd_scan(args) -> int:
         raise CommandError(f"no finger on the sensor within {args.timeout:g} s; place a finger and run again")
     employee = None
     if cfg is not None and capture.slot is not None:
-        from terminal.fingerslots import SlotMap
+        from terminal.finger.slots import SlotMap
 
         with SlotMap(cfg.state_dir) as slots:
             employee = slots.employee_for(capture.slot)
@@ -113,7 +113,7 @@ def cmd_scan(args) -> int:
 
 def cmd_enroll(args) -> int:
     from drivers.fingerprint.sensor import SensorError
-    from terminal.fingerslots import SlotMap, enroll_employee
+    from terminal.finger.slots import SlotMap, enroll_employee
 
     fp, cfg = _settings(args, need_state=True)
     sensor = _open_sensor(args, fp)
@@ -131,9 +131,9 @@ def cmd_enroll(args) -> int:
 
 def cmd_sync(args) -> int:
     from drivers.fingerprint.sensor import SensorError
-    from terminal.fingerslots import SlotMap, report_sync_fault, sync_slots
-    from terminal.punchlog import PunchLog
-    from terminal.roster import Roster
+    from terminal.finger.slots import SlotMap, report_sync_fault, sync_slots
+    from terminal.log.punchlog import PunchLog
+    from terminal.punch.roster import Roster
 
     fp, cfg = _settings(args, need_state=True)
     with Roster.open(cfg.state_dir) as roster:

@@ -24,6 +24,6 @@ def cmd_run(args) -> int:
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     # `kill -USR1 <pid>` writes every thread's stack to the journal: how IT staff report a hang
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    from terminal.daemon import Daemon
+    from terminal.app.daemon import Daemon
 
     return Daemon(cfg).run()

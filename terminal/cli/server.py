@@ -111,7 +111,7 @@ def cmd_alarms(args) -> int:
         for a in alarms:
             print(json.dumps(a, ensure_ascii=False))
         return 0
-    from terminal.status import format_ns
+    from terminal.ops.status import format_ns
 
     if not alarms:
         print("no alarms")
@@ -121,7 +121,7 @@ def cmd_alarms(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from sync import offline
+    from sync.device import offline
 
     try:
         result = offline.import_dir(_store(args), args.dir)

@@ -36,8 +36,9 @@ def _json_file(path: str | None, kind: type, what: str):
 
 
 def cmd_publish_roster(args) -> int:
-    from sync import rosterbundle
+    from sync.server import rosterfiles
     from sync.server.storage import open_store
+    from sync.wire import rosterbundle
 
     store = open_store(args.db)
     latest = store.latest_roster()
@@ -49,7 +50,7 @@ def cmd_publish_roster(args) -> int:
         raise CommandError(f"--version {version} is not newer than the published version {latest['version']}; "
                            "terminals would refuse it")
     try:
-        employees = rosterbundle.publish_from_files(args.employees, args.photos, previous=previous)
+        employees = rosterfiles.publish_from_files(args.employees, args.photos, previous=previous)
         bundle = rosterbundle.build_bundle(store.server_key(), version, employees,
                                            _json_file(args.schedule, dict, "schedule"),
                                            _json_file(args.holidays, list, "holidays"))

@@ -17,9 +17,9 @@ import numpy as np
 from terminal.face import embed as embed_mod
 from terminal.face.consensus import fuse
 from terminal.face.gallery import Gallery, Match, Rule
-from terminal.face.liveness_off import OffLiveness
 from terminal.face.quality import QualityLimits, assess
 from terminal.face.types import Face
+from terminal.liveness.off import OffLiveness
 
 
 @dataclass(frozen=True)

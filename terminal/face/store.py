@@ -92,7 +92,7 @@ class TemplateStore:
 def roster_templates(state_dir) -> dict[str, list[np.ndarray]]:
     """The installed roster's face templates; for employees the central server sent enrolment photos instead,
     templates computed here from those photos (cached by photo hash, so each photo is embedded once)."""
-    from terminal import roster
+    from terminal.punch import roster
 
     out: dict[str, list[np.ndarray]] = {}
     cache = PhotoEmbeddings(state_dir)

@@ -15,7 +15,7 @@ from http.cookies import CookieError, SimpleCookie
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from terminal import punchlog
+from terminal.log import punchlog
 from terminal.web import auth, forms
 from terminal.web.pages import esc, redirect, render
 from terminal.wsgi import HTTPError, Request, Response
@@ -195,13 +195,13 @@ class Admin:
         return self.layout(sess, "Presensi", body)
 
     def _recent_punches(self) -> list[dict]:
-        """The last punches with their corrected times (terminal.timeline), read on this request's own
+        """The last punches with their corrected times (terminal.timing.timeline), read on this request's own
         connection; without the time service they show the terminal's clock, marked as such."""
         with punchlog.PunchLog(self.cfg.state_dir) as plog:
             head = plog.head()[0]
             records = list(plog.records(after_seq=max(0, head - PUNCH_LIMIT), limit=PUNCH_LIMIT))
             try:
-                from terminal import timeline
+                from terminal.timing import timeline
 
                 return timeline.annotate(plog.conn, records)
             except Exception as e:  # show the list anyway
@@ -209,7 +209,7 @@ class Admin:
                 return records
 
     def _names(self) -> dict[str, str]:
-        from terminal import roster as roster_mod
+        from terminal.punch import roster as roster_mod
 
         try:
             with roster_mod.Roster.open(self.cfg.state_dir) as r:
@@ -234,7 +234,7 @@ class Admin:
 
     def _pin_refusal(self, employee: str) -> str | None:
         """The roster decides who may punch by PIN; a terminal without any roster yet accepts everyone."""
-        from terminal import roster as roster_mod
+        from terminal.punch import roster as roster_mod
 
         with roster_mod.Roster.open(self.cfg.state_dir) as r:
             if r.version == 0:

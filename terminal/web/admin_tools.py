@@ -9,7 +9,8 @@ import logging
 import os
 from pathlib import Path
 
-from terminal import faults, punchlog, syncstate
+from terminal.log import punchlog, syncstate
+from terminal.ops import faults
 from terminal.web import diagnostics, kiosk
 from terminal.web.enrolment import EnrolError, Enrolments
 from terminal.web.pages import esc, render
@@ -151,14 +152,11 @@ class Tools:
         return self.admin.layout(sess, "Ekspor", body, status_code)
 
     def export(self, req, sess, form, files) -> Response:
-        from sync import offline  # the daemon's wiring may use sync/; the terminal core does not
-
         target = Path(form.get("path") or "")
         if not target.is_absolute() or not target.is_dir():
             return self.export_page(req, sess, form, files, f"Folder {target} tidak ada; periksa flashdisk.", 400)
         try:
-            result = offline.export(self.cfg.state_dir, self.cfg.device.id, self.cfg.central.url, target,
-                                    after_seq=0 if form.get("all") else None)
+            result = self.daemon.export_offline(target, after_seq=0 if form.get("all") else None)
         except OSError as e:
             return self.export_page(req, sess, form, files, f"Ekspor gagal: {e.strerror or e}", 500)
         self.admin.audit(sess.user, "export", result)

@@ -13,7 +13,8 @@ import threading
 import time
 import zipfile
 
-from terminal import faults, punchlog, status
+from terminal.log import punchlog
+from terminal.ops import faults
 
 SECRET_WORDS = ("token", "password", "secret", "private")
 LOG_LINES = 2000
@@ -79,7 +80,7 @@ def build(daemon, health: dict) -> bytes:
         audit = plog.audit_entries(200)
     files = {
         "README.txt": README,
-        "status.json": status.collect(cfg),
+        "status.json": daemon.status_report(),
         "health.json": health,
         "config.json": config_dict(cfg),
         "faults.json": recent_faults,

@@ -1,0 +1,118 @@
+"""Offline delivery on a USB stick, the terminal's side: `presensi export --to DIR` (the central server's
+side, `presensi server import DIR`, is sync/server/offline.py; the format both agree on, sync/wire/offline.py).
+The rules let offline offices deliver by the 10th of the next month.
+
+An export is one folder `<device>-<log_id[:8]>-<first>-<last>/` holding punches.jsonl (what the server
+imports), punches.csv (for people), checkpoints.jsonl, manifest.json (counts, seq range, SHA-256 of every
+file, the device's public key) and manifest.sig (Ed25519 signature of manifest.json by the device key).
+The folder is written under a temporary name and renamed when complete, so a pulled stick never holds a
+half export that looks whole. Import checks signature and file hashes, then feeds the records through the
+same ingestion as a push: dedupe against pushed records, chain checks, alarms.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from sync.wire.offline import FILES, FORMAT
+from terminal import durable, identity
+from terminal.log import chain, punchlog, syncstate
+
+from .push import RECORD_FIELDS, TIME_FIELDS, annotate
+
+BATCH = 1000
+
+
+class _HashingWriter:
+    def __init__(self, path: Path):
+        self.f = open(path, "w", encoding="utf-8", newline="")
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, text: str) -> None:
+        data = text.encode("utf-8")
+        self.sha.update(data)
+        self.size += len(data)
+        self.f.write(text)
+
+    def close(self) -> dict:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        return {"sha256": self.sha.hexdigest(), "bytes": self.size}
+
+
+def export(state_dir: Path, device_id: str, central_url: str | None, to_dir: Path,
+           after_seq: int | None = None) -> dict:
+    """Write the punches not yet acknowledged by the central server (or all after `after_seq`)."""
+    to_dir = Path(to_dir)
+    to_dir.mkdir(parents=True, exist_ok=True)
+    with punchlog.PunchLog(state_dir) as log:
+        target = syncstate.target_of(central_url)
+        if after_seq is None:
+            after_seq = syncstate.acked(log.conn, target, "punches", log.log_id) if target else 0
+        head_cp = log.checkpoint()
+        tmp = to_dir / f".partial-{os.getpid()}-{time.time_ns()}"
+        tmp.mkdir()
+        try:
+            info = _write_files(log, tmp, after_seq)
+            key = identity.load_key(state_dir)
+            manifest = {
+                "format": FORMAT, "device": device_id, "log_id": log.log_id, "after_seq": after_seq,
+                **info.pop("range"), "head": {"seq": log.head()[0], "hash": log.head()[1]},
+                "head_checkpoint": head_cp, "created_realtime_ns": time.time_ns(),
+                "public_key": chain.public_key_b64(key), "files": info,
+            }
+            raw = json.dumps(manifest, indent=1, sort_keys=True).encode()
+            _write_synced(tmp / "manifest.json", raw)
+            _write_synced(tmp / "manifest.sig", chain.sign_b64(key, raw).encode())
+            first, last = manifest["first_seq"] or after_seq + 1, manifest["last_seq"] or after_seq
+            final = to_dir / f"{device_id}-{log.log_id[:8]}-{first}-{last}"
+            if final.exists():
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+            durable.fsync_dir(to_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return {"dir": str(final), **{k: manifest[k] for k in ("device", "log_id", "after_seq", "first_seq",
+                                                           "last_seq", "count")}}
+
+
+def _write_files(log: punchlog.PunchLog, tmp: Path, after_seq: int) -> dict:
+    jsonl, csv_out, cps = (_HashingWriter(tmp / name) for name in FILES)
+    fields = RECORD_FIELDS + TIME_FIELDS
+    writer = csv.DictWriter(csv_out, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    first = last = None
+    count, cursor = 0, after_seq
+    while True:
+        batch = [{k: r[k] for k in RECORD_FIELDS} for r in log.records(after_seq=cursor, limit=BATCH, batch=BATCH)]
+        if not batch:
+            break
+        for r in annotate(log.conn, batch):
+            rec = {k: r.get(k) for k in fields}
+            jsonl.write(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
+            writer.writerow({**rec, "details": json.dumps(rec["details"], sort_keys=True, ensure_ascii=False),
+                             "flags": ",".join(rec["flags"] or [])})
+        first = batch[0]["seq"] if first is None else first
+        last, cursor = batch[-1]["seq"], batch[-1]["seq"]
+        count += len(batch)
+    for row in log.conn.execute("SELECT log_id, seq, hash, signed_realtime_ns, public_key, signature "
+                                "FROM checkpoints WHERE seq > ? ORDER BY seq, id", (after_seq,)):
+        cps.write(json.dumps(dict(row), sort_keys=True) + "\n")
+    files = {name: w.close() for name, w in zip(FILES, (jsonl, csv_out, cps), strict=True)}
+    return {**files, "range": {"first_seq": first, "last_seq": last, "count": count}}
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())

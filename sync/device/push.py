@@ -1,0 +1,447 @@
+"""The push client: delivers the punch log (the outbox) to the central server, at least once, in order.
+
+- Outbox: `seq > acked ORDER BY seq LIMIT batch_size` from the punch log; memory is one batch whatever the
+  backlog. Each batch is gzipped JSON to `POST /api/v1/devices/{id}/punches`; the server dedupes on
+  (device, log_id, seq) and answers `{"acked_through": N}`, which is stored in one transaction. A crash
+  anywhere only causes a resend.
+- Failures (connection errors, timeouts, 5xx, 429) back off exponentially with full jitter
+  (sleep = uniform(0, min(cap, base·2^n))) and honour Retry-After. A 401/403 is a configuration problem and
+  is reported as such. A heartbeat thread keeps telling the server the head and backlog while bulk upload
+  fails. Fault events (C5 table) go after the punches, photos last (lowest priority).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import email.utils
+import gzip
+import json
+import logging
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from terminal import __version__
+from terminal.log import punchlog, syncstate
+from terminal.timing import timeline
+
+log = logging.getLogger("presensi.sync")
+
+RECORD_FIELDS = (
+    "log_id", "seq", "employee", "method", "kind", "details", "boot_id", "monoraw_ns", "boottime_ns",
+    "realtime_ns", "timex_status", "maxerror_us", "latitude", "longitude", "photo_sha256", "prev_hash", "hash",
+)
+TIME_FIELDS = ("utc", "earliest", "latest", "basis", "flags")
+PHOTOS_PER_ROUND = 20
+FAULTS_PER_BATCH = 200
+NO_PROGRESS_LIMIT = 5
+
+
+class PushError(Exception):
+    """Delivery cannot go on without someone acting (wrong token, refused data); the message says what."""
+
+
+class TransientError(Exception):
+    """This attempt failed but a later one may succeed."""
+
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None):
+        super().__init__(message)
+        self.retry_after, self.status = retry_after, status
+
+
+@dataclass(frozen=True)
+class Settings:
+    url: str
+    device_id: str
+    token: str
+    timeout: float = 10.0
+    batch_size: int = 500
+    retry_base: float = 1.0
+    max_backoff: float = 900.0
+    heartbeat_interval: float = 60.0
+
+    @classmethod
+    def from_config(cls, cfg) -> Settings:
+        c = cfg.central
+        if not c.url or not c.token:
+            raise PushError("no central server configured: set [central] url and token "
+                            "(the token comes from `presensi server add-device`)")
+        return cls(url=c.url.rstrip("/"), device_id=cfg.device.id, token=c.token, timeout=c.timeout,
+                   batch_size=c.batch_size, retry_base=c.retry_base, max_backoff=c.max_backoff,
+                   heartbeat_interval=c.heartbeat_interval)
+
+
+def backoff_delay(failures: int, base: float, cap: float, retry_after: float | None = None,
+                  rng: random.Random | None = None) -> float:
+    """Full jitter: uniform(0, min(cap, base·2^failures)); never sooner than the server's Retry-After."""
+    ceiling = min(cap, base * (2 ** min(failures, 30)))
+    delay = (rng or random).uniform(0, ceiling)
+    return max(delay, retry_after or 0.0)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def annotate(conn: sqlite3.Connection, records: list[dict]) -> list[dict]:
+    """Derived time fields (terminal.timing.timeline.annotate); if that fails the records still go, flagged,
+    because delivery must never wait on time estimation."""
+    try:
+        return timeline.annotate(conn, records)
+    except Exception:
+        log.exception("time annotation failed; sending punches without corrected times")
+        flag = "time-annotation-failed"
+    return [{**r, "utc": None, "earliest": None, "latest": None, "basis": "unanchored", "flags": [flag]}
+            for r in records]
+
+
+class Client:
+    """HTTP to one central server for one device, with timeouts on every request."""
+
+    def __init__(self, settings: Settings, session: requests.Session | None = None):
+        self.s = settings
+        self.session = session or requests.Session()
+        self.session.headers.update({"Authorization": f"Bearer {settings.token}",
+                                     "User-Agent": f"presensi-edge/{__version__}"})
+        self.base = f"{settings.url}/api/v1/devices/{settings.device_id}"
+
+    def request(self, method: str, path: str, *, data: bytes | None = None, headers: dict | None = None,
+                params: dict | None = None) -> requests.Response:
+        try:
+            resp = self.session.request(method, self.base + path, data=data, headers=headers, params=params,
+                                        timeout=(self.s.timeout, self.s.timeout))
+        except requests.Timeout as e:
+            raise TransientError(
+                f"no answer from {self.s.url} within {self.s.timeout:g} s ({type(e).__name__})") from None
+        except requests.RequestException as e:
+            raise TransientError(f"cannot reach {self.s.url}: {type(e).__name__}: {str(e)[:200]}") from None
+        if resp.status_code in (401, 403):
+            raise PushError(f"the central server refused the device token (HTTP {resp.status_code}: "
+                            f"{_error_text(resp)}); register the device again with `presensi server add-device "
+                            f"{self.s.device_id}` and put the new token in [central] token")
+        if resp.status_code in (408, 425, 429) or resp.status_code >= 500:
+            raise TransientError(f"HTTP {resp.status_code} from {self.s.url}: {_error_text(resp)}",
+                                 parse_retry_after(resp.headers.get("Retry-After")), resp.status_code)
+        return resp
+
+    def post_json(self, path: str, body, *, compress: bool = True) -> dict:
+        raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json"}
+        if compress:
+            raw, headers["Content-Encoding"] = gzip.compress(raw, compresslevel=3), "gzip"
+        resp = self.request("POST", path, data=raw, headers=headers)
+        if resp.status_code == 413:
+            raise TransientError("the batch is too large for the server", status=413)
+        if resp.status_code != 200:
+            raise PushError(f"the central server refused {path} (HTTP {resp.status_code}: {_error_text(resp)})")
+        try:
+            return resp.json()
+        except ValueError:
+            raise TransientError(f"garbled answer from {self.s.url} (not JSON)") from None
+
+
+def _error_text(resp: requests.Response) -> str:
+    try:
+        return str(resp.json().get("error"))[:300]
+    except (ValueError, AttributeError):
+        return (resp.text or resp.reason or "")[:200]
+
+
+class Pusher:
+    """Delivers one terminal's punches, photos and fault events to one central server."""
+
+    def __init__(self, state_dir: Path, settings: Settings, *, health: Callable[[], dict] | None = None,
+                 session: requests.Session | None = None, sleep: Callable[[float], None] = time.sleep):
+        self.state_dir = Path(state_dir)
+        self.s = settings
+        self.log = punchlog.PunchLog(self.state_dir)
+        self.conn = self.log.conn
+        self.target = syncstate.target_of(settings.url)
+        self.client = Client(settings, session)
+        self.health = health or (lambda: {})
+        self.sleep = sleep
+        self.batch_size = settings.batch_size
+        self._built: dict[int, tuple[dict, int]] = {}
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self.log.close()
+
+    # -- punches --------------------------------------------------------------------------------------
+
+    def acked(self) -> int:
+        return syncstate.acked(self.conn, self.target, "punches", self.log.log_id)
+
+    def backlog(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM punches WHERE seq > ?", (self.acked(),)).fetchone()[0]
+
+    def build_batch(self, after: int) -> tuple[dict, int]:
+        """The next batch after `after` and its last seq (0 when nothing is pending)."""
+        records = [{k: r[k] for k in RECORD_FIELDS}
+                   for r in self.log.records(after_seq=after, limit=self.batch_size, batch=self.batch_size)]
+        if not records:
+            return {}, 0
+        last = records[-1]["seq"]
+        if last == self.log.head()[0]:
+            self.log.checkpoint()  # the server can then check a signature over the very head
+        records = [{k: r.get(k) for k in RECORD_FIELDS + TIME_FIELDS} for r in annotate(self.conn, records)]
+        cps = [dict(r) for r in self.conn.execute(
+            "SELECT log_id, seq, hash, signed_realtime_ns, public_key, signature FROM checkpoints "
+            "WHERE seq > ? AND seq <= ? ORDER BY seq, id", (after, last))]
+        return {"log_id": self.log.log_id, "after_seq": after, "records": records, "checkpoints": cps}, last
+
+    def _batch_after(self, after: int) -> tuple[dict, int]:
+        """The batch after `after`, from the two-entry cache (the retry of a failed batch, or the next batch
+        built while the previous one was on the wire), else built now. Memory: two batches at most."""
+        if after not in self._built:
+            self._built = {k: v for k, v in self._built.items() if k > after}
+            while len(self._built) >= 2:
+                self._built.pop(min(self._built))
+            self._built[after] = self.build_batch(after)
+        return self._built[after]
+
+    def push_batch(self) -> int:
+        """Send one batch; returns how many records it carried (0 = nothing pending). Raises on failure.
+        While the batch is on the wire the next one is read and encoded (pipelining both processes)."""
+        after = self.acked()
+        body, last = self._batch_after(after)
+        if not last:
+            self._built.clear()
+            return 0
+        started = time.time_ns()
+        try:
+            future = self._sender().submit(self.client.post_json, "/punches", body)
+            if last not in self._built:
+                self._batch_after(last)
+                self._built[after] = (body, last)
+            reply = future.result()
+            acked = reply.get("acked_through") if isinstance(reply, dict) else None
+            if not isinstance(acked, int) or isinstance(acked, bool) or acked < 0:
+                raise TransientError(f"the server's answer has no valid acked_through: {str(reply)[:200]}")
+        except (TransientError, PushError) as e:
+            if getattr(e, "status", None) == 413 and self.batch_size > 1:
+                self.batch_size = max(1, self.batch_size // 2)
+                self._built.clear()
+            self._attempt("punches", started, False, len(body["records"]), error=str(e),
+                          status=getattr(e, "status", None))
+            raise
+        acked = min(acked, last)  # never believe the server holds more than we sent
+        try:
+            syncstate.set_acked(self.conn, self.target, "punches", self.log.log_id, acked, attempt={
+                "kind": "punches", "started_ns": started, "ok": True, "http_status": 200,
+                "sent": len(body["records"]), "acked_seq": acked})
+        except sqlite3.Error as e:
+            raise PushError(f"the server stored the batch but the terminal cannot record that in its database "
+                            f"({e}); the batch will be sent again (harmless). Check free space on the SD card "
+                            "(`presensi status`)") from None
+        if acked <= after:
+            raise TransientError(f"the server stored the batch but acknowledges only up to seq {acked}; resending")
+        return len(body["records"])
+
+    def _sender(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="presensi-push")
+        return self._executor
+
+    def _attempt(self, kind: str, started: int, ok: bool, sent: int = 0, *, acked: int | None = None,
+                 error: str | None = None, status: int | None = None) -> None:
+        try:
+            syncstate.record_attempt(self.conn, self.target, kind, started_ns=started, ok=ok, http_status=status,
+                                     sent=sent, acked_seq=acked, error=error)
+        except sqlite3.Error:
+            log.exception("could not record the delivery attempt")  # the attempt itself is what matters
+
+    # -- photos and faults (lower priority) -----------------------------------------------------------
+
+    def push_photos(self, limit: int = PHOTOS_PER_ROUND) -> int:
+        """Upload photos of acknowledged punches; a photo removed by retention is skipped."""
+        done_to = syncstate.acked(self.conn, self.target, "photos", self.log.log_id)
+        acked = self.acked()
+        rows = self.conn.execute(
+            "SELECT seq, photo_path, photo_sha256 FROM punches WHERE seq > ? AND seq <= ? "
+            "AND photo_sha256 IS NOT NULL ORDER BY seq LIMIT ?", (done_to, acked, limit)).fetchall()
+        sent = 0
+        for seq, path, sha in rows:
+            self._put_photo(path, sha)
+            sent += 1
+            syncstate.set_acked(self.conn, self.target, "photos", self.log.log_id, seq)
+        if len(rows) < limit and done_to < acked:
+            syncstate.set_acked(self.conn, self.target, "photos", self.log.log_id, acked)
+        return sent
+
+    def _put_photo(self, rel_path: str | None, sha: str) -> None:
+        try:
+            data = (self.state_dir / rel_path).read_bytes() if rel_path else None
+        except OSError:
+            data = None
+        if data is None:
+            log.info("photo %s no longer on the terminal (retention); skipped", sha[:12])
+            return
+        started = time.time_ns()
+        try:
+            resp = self.client.request("PUT", f"/photos/{sha}", data=data, headers={"Content-Type": "image/jpeg"})
+            if resp.status_code in (400, 413):  # this photo is refused (damaged file): skip, never stall on it
+                log.warning("the server refused photo %s: %s; skipped", sha[:12], _error_text(resp))
+                self._attempt("photo", started, False, 1, error=f"refused: {_error_text(resp)}",
+                              status=resp.status_code)
+                return
+            if resp.status_code not in (200, 201):
+                raise PushError(f"the server refused photo {sha[:12]} (HTTP {resp.status_code}: "
+                                f"{_error_text(resp)})")
+        except (TransientError, PushError) as e:
+            self._attempt("photo", started, False, 1, error=str(e), status=getattr(e, "status", None))
+            raise
+        self._attempt("photo", started, True, 1, status=resp.status_code)
+
+    def fault_backlog(self) -> list[dict]:
+        if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE name='fault_events'").fetchone():
+            return []  # the fault table (C5) is not installed
+        hwm = syncstate.acked(self.conn, self.target, "faults", "faults")
+        rows = self.conn.execute("SELECT * FROM fault_events WHERE id > ? ORDER BY id LIMIT ?",
+                                 (hwm, FAULTS_PER_BATCH)).fetchall()
+        events = []
+        for r in rows:
+            e = dict(r)
+            try:
+                e["diagnostics"] = json.loads(e.get("diagnostics") or "null")
+            except ValueError:
+                pass
+            events.append(e)
+        return events
+
+    def push_faults(self) -> int:
+        events = self.fault_backlog()
+        if not events:
+            return 0
+        for e in events:
+            if e.get("photo_sha256") and e.get("photo_path"):
+                self._put_photo(e["photo_path"], e["photo_sha256"])
+        started = time.time_ns()
+        body = {"events": [{k: v for k, v in e.items() if k != "photo_path"} for e in events]}
+        try:
+            self.client.post_json("/faults", body)
+        except (TransientError, PushError) as e:
+            self._attempt("faults", started, False, len(events), error=str(e), status=getattr(e, "status", None))
+            raise
+        top = events[-1]["id"]
+        syncstate.set_acked(self.conn, self.target, "faults", "faults", top)
+        self._attempt("faults", started, True, len(events), acked=top, status=200)
+        return len(events)
+
+    def pending(self) -> dict:
+        photos = self.conn.execute(
+            "SELECT count(*) FROM punches WHERE seq > ? AND photo_sha256 IS NOT NULL",
+            (syncstate.acked(self.conn, self.target, "photos", self.log.log_id),)).fetchone()[0]
+        return {"punches": self.backlog(), "photos": photos, "faults": len(self.fault_backlog())}
+
+    # -- the loops ------------------------------------------------------------------------------------
+
+    def step(self) -> int:
+        """One unit of work in priority order: a punch batch, else fault events, else photos. 0 = done."""
+        return self.push_batch() or self.push_faults() or self.push_photos()
+
+    def drain(self, deadline: float, stop: threading.Event | None = None) -> dict:
+        """Deliver until nothing is pending or the deadline passes. Never raises TransientError."""
+        failures, last_error = 0, None
+        while not (stop and stop.is_set()):
+            try:
+                if self.step() == 0:
+                    return {"done": True, "last_error": None, **self.pending()}
+                failures = 0
+                continue
+            except TransientError as e:
+                failures += 1
+                last_error = str(e)
+                delay = backoff_delay(failures, self.s.retry_base, self.s.max_backoff, e.retry_after)
+            if time.monotonic() + delay > deadline:
+                break
+            log.warning("delivery failed (%s); retrying in %.2f s", last_error, delay)
+            if stop is not None:
+                stop.wait(delay)
+            else:
+                self.sleep(delay)
+        return {"done": False, "last_error": last_error, **self.pending()}
+
+    def run(self, stop: threading.Event, push_interval: float) -> None:
+        """The daemon's delivery loop until `stop` is set; never raises. Pair it with a Heartbeat."""
+        while not stop.is_set():
+            wait = push_interval
+            try:
+                self.drain(time.monotonic() + max(push_interval, self.s.max_backoff), stop)
+            except PushError as e:  # needs a person (token, refused data): retry rarely, keep the outbox
+                log.error("delivery stopped: %s", e)
+                wait = self.s.max_backoff
+            except Exception:  # a bug or a storage error must not end delivery for good
+                log.exception("delivery loop error")
+            stop.wait(wait)
+
+
+class Heartbeat(threading.Thread):
+    """Sends a small heartbeat every interval on its own connection, whatever the bulk upload does."""
+
+    def __init__(self, state_dir: Path, settings: Settings, health: Callable[[], dict] | None = None):
+        super().__init__(name="presensi-heartbeat", daemon=True)
+        self.state_dir, self.s = Path(state_dir), settings
+        self.health = health or (lambda: {})
+        self.stop_event = threading.Event()
+        self.sent = 0
+        self.last_error: str | None = None
+
+    def beat(self) -> dict:
+        conn = punchlog.connect(punchlog.db_path(self.state_dir))
+        try:
+            log_id = conn.execute("SELECT value FROM meta WHERE key='log_id'").fetchone()[0]
+            target = syncstate.target_of(self.s.url)
+            row = conn.execute("SELECT seq, hash FROM punches ORDER BY seq DESC LIMIT 1").fetchone()
+            acked = syncstate.acked(conn, target, "punches", log_id)
+            backlog = conn.execute("SELECT count(*) FROM punches WHERE seq > ?", (acked,)).fetchone()[0]
+            body = {"version": __version__, "log_id": log_id, "acked_seq": acked, "backlog": backlog,
+                    "head": {"seq": row[0] if row else 0, "hash": row[1] if row else None},
+                    "health": self.health()}
+            started = time.time_ns()
+            try:
+                reply = Client(self.s).post_json("/heartbeat", body, compress=False)
+                syncstate.record_attempt(conn, target, "heartbeat", started_ns=started, ok=True, http_status=200)
+                self.sent += 1
+                return reply
+            except (TransientError, PushError) as e:
+                syncstate.record_attempt(conn, target, "heartbeat", started_ns=started, ok=False,
+                                         http_status=getattr(e, "status", None), error=str(e))
+                raise
+        finally:
+            conn.close()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.beat()
+                self.last_error = None
+            except Exception as e:  # keep beating whatever happened; the attempt is recorded
+                self.last_error = str(e)
+            self.stop_event.wait(self.s.heartbeat_interval)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+
+def send_punch_times(settings: Settings, log_id: str, times: list[dict]) -> dict:
+    """C3: send re-anchored derived times of already delivered punches (utc, earliest, latest, basis,
+    flags); the server updates only those columns."""
+    return Client(settings).post_json("/punch-times", {"log_id": log_id, "times": times})

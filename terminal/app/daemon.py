@@ -1,0 +1,311 @@
+"""`presensi run`: one lifecycle for every part of the terminal.
+
+`Daemon.run()` reads as the table of contents: open and check the log, start feedback, the punch service,
+the hardware workers, the network services and health, the periodic jobs; tell systemd READY; then wait
+for SIGTERM. One stop event reaches every loop. A missing or broken device degrades the terminal (face
+only, fingerprint only, PIN only) and is retried; it never stops the daemon.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+from terminal.app import sdnotify
+from terminal.app.events import EventBus
+from terminal.app.jobs import JobContext, schedule_jobs
+from terminal.config import Config
+from terminal.log import punchlog
+from terminal.punch.service import PunchOutcome, PunchService
+
+log = logging.getLogger("presensi.daemon")
+
+RETRY_SECONDS = 10.0  # how often a device that failed to start is tried again
+STOP_BUDGET = 8.0  # seconds each part may take to stop (SIGTERM → exit well within systemd's 10 s)
+
+
+class Daemon:
+    def __init__(self, cfg: Config, *, notifier: sdnotify.Notifier | None = None):
+        self.cfg = cfg
+        self.stop_event = threading.Event()
+        self.events = EventBus()
+        self.notifier = notifier or sdnotify.Notifier()
+        self.watchdog = sdnotify.Watchdog(self.notifier)
+        self.workers: dict[str, object] = {}  # name -> running worker (face, fingerprint)
+        self.wanted: dict[str, float] = {}  # name -> monotonic time of the next start attempt
+        self.services: dict[str, object] = {}
+        self.feedback = None
+        self.jobs = JobContext(cfg)
+        self.scheduler = None
+        self.health = None
+        self.web_port: int | None = None
+
+    # -- the table of contents -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.install_signal_handlers()
+        self.open_log()
+        self.start_feedback()
+        self.start_punch_service()
+        self.start_workers()
+        self.start_network_services()
+        self.start_health()
+        self.start_scheduler()
+        self.notifier.ready(self.summary())
+        self.watchdog.start()
+        log.info("presensi running: %s", self.summary())
+        self.main_loop()
+        return self.shutdown()
+
+    def install_signal_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop_event.set())
+
+    def open_log(self) -> None:
+        """Open the punch log and run quick_check: a damaged database stops the start with the recovery text."""
+        punchlog.init(self.cfg.state_dir)
+        self.log = punchlog.PunchLog(self.cfg.state_dir, checkpoint_every=self.cfg.log.checkpoint_every,
+                                     check=True)
+
+    def start_feedback(self) -> None:
+        if not self.cfg.gpio.enabled:
+            return
+        from drivers.gpio import Feedback, GpioError
+
+        try:
+            self.feedback = Feedback.from_settings(self.cfg.gpio)
+        except GpioError as e:
+            log.error("%s; continuing without LEDs and buzzer", e)
+
+    def start_punch_service(self) -> None:
+        self.punches = PunchService(self.cfg, self.log, names=self._employee_name,
+                                    feedback=[self._show_outcome])
+
+    def start_workers(self) -> None:
+        if self.cfg.camera.enabled:
+            self.wanted["face"] = 0.0
+        if self.cfg.fingerprint.enabled:
+            self.wanted["fingerprint"] = 0.0
+        self._start_due_workers()
+
+    def start_network_services(self) -> None:
+        from terminal.app import web
+
+        self.web_port = web.start(self)
+        if self.cfg.zk.enabled:
+            from sync.device.zk.server import serve_zk
+
+            self.services["zk"] = serve_zk(self.cfg, self.cfg.state_dir, self.stop_event)
+        if self.cfg.adms.enabled:
+            from sync.device.adms import run_adms
+
+            t = threading.Thread(target=run_adms, args=(self.cfg, self.cfg.state_dir, self.stop_event),
+                                 kwargs={"on_reboot": self.stop_event.set}, name="adms", daemon=True)
+            t.start()
+            self.services["adms"] = t
+
+    def start_health(self) -> None:
+        from terminal.ops.health import HealthMonitor
+
+        providers = {name: (lambda n=name: self._worker_health(n)) for name in ("face", "fingerprint")
+                     if name in self.wanted}
+        self.health = HealthMonitor.open(self.cfg, providers=providers)
+        beat = self.watchdog.register("health", max_silence=max(60.0, 6 * self.cfg.health.interval))
+        t = threading.Thread(target=self._health_loop, args=(beat,), name="health", daemon=True)
+        t.start()
+
+    def start_scheduler(self) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self.jobs.state["on_roster_change"] = self.on_roster_change
+        self.scheduler = BackgroundScheduler(daemon=True)
+        names = schedule_jobs(self.scheduler, self.jobs)
+        self.scheduler.start()
+        log.info("periodic jobs: %s", ", ".join(names))
+        if self.cfg.central.url:  # a small sign of life that keeps going while bulk upload fails
+            from sync.device import push
+
+            heartbeat = push.Heartbeat(self.cfg.state_dir, push.Settings.from_config(self.cfg),
+                                       health=self.indicators)
+            heartbeat.start()
+            self.services["heartbeat"] = heartbeat
+
+    def main_loop(self) -> None:
+        beat = self.watchdog.register("main", max_silence=30.0)
+        last_status = 0.0
+        while not self.stop_event.wait(1.0):
+            beat.beat()
+            self._start_due_workers()
+            if time.monotonic() - last_status > 10:
+                self.notifier.status(self.summary())
+                last_status = time.monotonic()
+
+    def shutdown(self) -> int:
+        """Stop everything within STOP_BUDGET seconds in total; the punch in progress finishes first
+        (workers are joined before the log closes)."""
+        log.info("stopping")
+        self.notifier.stopping("stopping")
+        self.watchdog.stop(timeout=2)
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+        stops = {f"worker {name}": w.stop for name, w in self.workers.items()}
+        for name, service in self.services.items():
+            stop = getattr(service, "stop", None) or getattr(service, "close", None)
+            if callable(stop):
+                stops[f"service {name}"] = stop
+        pusher = self.jobs.state.get("pusher")
+        if pusher is not None:
+            stops["push client"] = pusher.close
+        _stop_all(stops, STOP_BUDGET)
+        if self.health is not None:
+            self.health.close()
+        if self.feedback is not None:
+            self.feedback.close()
+        self.log.close()
+        log.info("stopped")
+        return 0
+
+    # -- parts -----------------------------------------------------------------------------------------
+
+    def _start_due_workers(self) -> None:
+        from terminal.app.workers import FaceWorker, start_fingerprint
+
+        now = time.monotonic()
+        for name, due in list(self.wanted.items()):
+            if name in self.workers or now < due:
+                continue
+            try:
+                if name == "face":
+                    beat = self.watchdog.register("face", max_silence=30.0)
+                    self.workers[name] = FaceWorker(self.cfg, self.punches, self.events, beat).start()
+                else:
+                    self.workers[name] = start_fingerprint(self.cfg, self.punches, self.events, self.feedback)
+                    # bring the sensor's slots in line with the installed roster (minutes for a full
+                    # sensor at 57600 baud): in the background, capture keeps running meanwhile
+                    threading.Thread(target=self._sync_fingerprints, name="finger-sync", daemon=True).start()
+                log.info("%s started", name)
+            except Exception as e:  # missing device or model: degrade, report through health, retry
+                self.watchdog.unregister(name)
+                self.wanted[name] = now + RETRY_SECONDS
+                self.jobs.state[f"{name}_error"] = f"{type(e).__name__}: {e}"
+                log.error("%s not available (%s); retrying in %.0f s", name, e, RETRY_SECONDS)
+
+    def _worker_health(self, name: str) -> dict:
+        worker = self.workers.get(name)
+        if worker is None:
+            return {"ok": False, "error": self.jobs.state.get(f"{name}_error", f"{name} not started")}
+        return worker.health()
+
+    def _health_loop(self, beat) -> None:
+        while not self.stop_event.is_set():
+            beat.beat()
+            try:
+                self.health.tick()
+                if self.feedback is not None:
+                    self.feedback.set_fault(any(r.level == "fault" for r in self.health.last.values()))
+            except Exception:
+                log.exception("health check round failed")
+            self.events.publish("status", self.indicators())
+            self.stop_event.wait(self.cfg.health.interval)
+
+    def on_roster_change(self) -> None:
+        """A new roster was installed: refresh schedule and holidays, face gallery and fingerprint slots."""
+        self.punches.reload_schedule()
+        face = self.workers.get("face")
+        if face is not None:
+            face.reload_gallery()
+        self._sync_fingerprints()
+
+    def _sync_fingerprints(self) -> None:
+        finger = self.workers.get("fingerprint")
+        if finger is None:
+            return
+        from terminal.punch import roster as roster_mod
+
+        try:
+            with roster_mod.Roster.open(self.cfg.state_dir) as r:
+                wanted = [(e["id"], e["finger_templates"]) for e in r.employees()]
+            finger.sync(wanted)
+        except Exception as e:  # the sensor may be unplugged: health reports it; a roster change retries
+            log.error("fingerprint slot sync failed: %s", e)
+
+    def _employee_name(self, employee: str) -> str:
+        try:
+            from terminal.punch import roster as roster_mod
+
+            with roster_mod.Roster.open(self.cfg.state_dir) as r:
+                person = r.employee(employee)
+            return (person or {}).get("name") or employee
+        except Exception:
+            return employee
+
+    def _show_outcome(self, outcome: PunchOutcome) -> None:
+        """Feedback only after the punch committed (PunchService calls this after append returned)."""
+        if self.feedback is not None:
+            (self.feedback.success if outcome.acknowledged else self.feedback.failure)()
+        data = {"accepted": outcome.acknowledged, "recorded": outcome.recorded, "method": outcome.method,
+                "employee": outcome.employee, "name": outcome.name, "kind": outcome.kind,
+                "message": outcome.message, "decision": outcome.decision}
+        self.events.publish("decision", data)
+
+    def indicators(self) -> dict:
+        """What the kiosk shows in its corner: network, pending sync, sensor, time verification."""
+        from terminal.timing import timeline
+
+        last_push = self.jobs.state.get("last_push") or {}
+        try:  # its own connection: this runs in the health and heartbeat threads, not the punch writer's
+            conn = punchlog.connect(self.log.path)
+            try:
+                clock_state = timeline.now(conn)
+            finally:
+                conn.close()
+        except Exception:
+            clock_state = {"verified": False}
+        return {
+            "central": bool(self.cfg.central.url),
+            "online": bool(last_push.get("done")) if self.cfg.central.url else None,
+            "pending": last_push.get("punches"),
+            "fingerprint": self._worker_health("fingerprint").get("ok") if "fingerprint" in self.wanted else None,
+            "camera": self._worker_health("face").get("ok") if "face" in self.wanted else None,
+            "time_verified": bool(clock_state.get("verified")),
+            "utc": clock_state.get("utc"),
+        }
+
+    def status_report(self) -> dict:
+        """`presensi status` of this terminal (the admin's diagnostics bundle includes it)."""
+        from terminal.app import status
+
+        return status.collect(self.cfg)
+
+    def export_offline(self, to_dir, after_seq: int | None = None) -> dict:
+        """The USB export the admin page starts: unacknowledged punches (or all after `after_seq`)."""
+        from sync.device import offline
+
+        return offline.export(self.cfg.state_dir, self.cfg.device.id, self.cfg.central.url, to_dir,
+                              after_seq=after_seq)
+
+    def summary(self) -> str:
+        parts = [f"log seq {self.log.head()[0]}"]
+        for name in ("face", "fingerprint"):
+            if name in self.wanted:
+                parts.append(f"{name} {'up' if name in self.workers else 'DOWN'}")
+        if self.web_port:
+            parts.append(f"web :{self.web_port}")
+        return ", ".join(parts)
+
+
+def _stop_all(stops: dict, budget: float) -> None:
+    """Run every stop function in parallel and wait at most `budget` seconds for all of them."""
+    threads = []
+    for what, fn in stops.items():
+        t = threading.Thread(target=fn, name=f"stop-{what}", daemon=True)
+        t.start()
+        threads.append((what, t))
+    deadline = time.monotonic() + budget
+    for what, t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+        if t.is_alive():
+            log.warning("%s did not stop within %.0f s; leaving it", what, budget)

@@ -1,0 +1,57 @@
+"""The fingerprint part of `presensi demo`: an emulated sensor, the roster's templates synced into its
+slots, and a few touches on the glass that go through the real driver, capture loop and punch path.
+
+    from terminal.app.demo_finger import run_fingerprint_demo
+    lines = run_fingerprint_demo(state_dir, punch_service_or_log, ["1985...", "1990..."], say=print)
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from drivers.fingerprint.capture import CaptureLoop
+from drivers.fingerprint.emulator import REALISTIC_LATENCY, FingerprintEmulator
+from drivers.fingerprint.sensor import FingerprintSensor
+from drivers.fingerprint.sensorsim import Settings, synthetic_template
+from terminal.finger.punch import FingerDecision, capture_handler
+from terminal.finger.slots import SlotMap, sync_slots
+
+
+def run_fingerprint_demo(state_dir: str | Path, sink, employees: list[str], *,
+                         say: Callable[[str], None] = print, min_score: int = 50) -> list[FingerDecision]:
+    """Each employee touches the sensor once, then an unknown finger does. Returns the decisions."""
+    people = [(emp, [synthetic_template(f"demo:{emp}")]) for emp in employees]
+    with tempfile.TemporaryDirectory(prefix="presensi-finger-") as tmp, \
+            FingerprintEmulator(Settings(capacity=162), link=Path(tmp) / "ttyFP", latency=REALISTIC_LATENCY) as emu, \
+            SlotMap(state_dir) as slots:
+        sensor = FingerprintSensor(emu.path)
+        info = sensor.info()
+        say(f"fingerprint      emulated sensor on {emu.path}: capacity {info['capacity']}, baud {info['baud']}")
+        report = sync_slots(sensor, slots, people)
+        say(f"fingerprint      {len(report.added)} templates synced into sensor slots")
+        decisions: list[FingerDecision] = []
+        decided = threading.Event()
+
+        def on_decision(decision: FingerDecision) -> None:
+            decisions.append(decision)
+            decided.set()
+
+        loop = CaptureLoop(sensor, capture_handler(sink, slots, min_score, on_decision=on_decision))
+        loop.start()
+        try:
+            for template in [t[0] for _, t in people] + [synthetic_template("demo:stranger")]:
+                decided.clear()
+                emu.place_finger(template, score=140)
+                decided.wait(10)
+                emu.remove_finger()
+                threading.Event().wait(0.3)  # the finger is lifted before the next touch
+                d = decisions[-1] if decisions else None
+                if d is not None:
+                    say(f"fingerprint      {d.reason:<12} slot {d.slot}  score {d.score}  {d.employee or ''}".rstrip())
+        finally:
+            loop.stop()
+            sensor.close()
+        return decisions

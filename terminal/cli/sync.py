@@ -1,0 +1,120 @@
+"""`presensi sync now|status` and `presensi export --to DIR` (offline delivery)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from terminal.cli.common import CommandError, add_command, add_group, emit, load_config
+from terminal.log import punchlog, syncstate
+from terminal.ops import status
+
+
+def register(sub) -> None:
+    grp = add_group(sub, "sync", "push everything pending to the central server, or show the sync state")
+    p = add_command(grp, "now", cmd_sync_now,
+                    "push every pending punch, photo and fault event; exit 0 only when all are acknowledged")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="give up (exit 1, nothing lost) after this long (default 300)")
+    add_command(grp, "status", cmd_sync_status, "backlog, acknowledged seq, last contact and last error")
+    p = add_command(sub, "export", cmd_export,
+                    "offline export (USB stick) of unacknowledged punches with a manifest signed by the device")
+    p.add_argument("--to", required=True, metavar="DIR", help="folder to write the export into (e.g. the stick)")
+    p.add_argument("--after-seq", type=int, default=None, metavar="N",
+                   help="export every punch after seq N instead of those not yet acknowledged")
+
+
+# Parts of `presensi status` the heartbeat summarises: the cheap ones (no model loading in a background
+# thread of a short-lived command).
+HEARTBEAT_PARTS = ("database", "health", "faults", "time", "roster", "fingerprint")
+
+
+def _health(cfg):
+    """A compact health summary for the heartbeat: ok/summary per part (computed once per run)."""
+    cache: dict = {}
+
+    def health() -> dict:
+        if not cache:
+            from terminal.app import status as app_status
+
+            report = app_status.collect_parts(cfg, HEARTBEAT_PARTS)
+            for name in HEARTBEAT_PARTS:
+                part = report.get(name)
+                if isinstance(part, dict):
+                    cache[name] = {"ok": bool(part.get("ok", True)),
+                                   "summary": str(part.get("summary") or part.get("error") or "")[:300]}
+        return cache
+    return health
+
+
+def cmd_sync_now(args) -> int:
+    from sync.device import push
+
+    cfg = load_config(args)
+    try:
+        settings = push.Settings.from_config(cfg)
+    except push.PushError as e:
+        raise CommandError(str(e)) from None
+    health = _health(cfg)
+    beat = push.Heartbeat(cfg.state_dir, settings, health)
+    beat.start()
+    pusher = push.Pusher(cfg.state_dir, settings, health=health)
+    try:
+        result = pusher.drain(time.monotonic() + args.timeout)
+        summary = syncstate.summary(pusher.conn, pusher.target, pusher.log.log_id)
+    except push.PushError as e:
+        raise CommandError(f"{e}; nothing was lost: pending punches stay in the log") from None
+    finally:
+        beat.stop()
+        beat.join(settings.timeout * 2 + 5)  # no thread may be mid-request when the process exits
+        pusher.close()
+    result.update(acked_seq=summary["acked_seq"], head_seq=summary["head_seq"])
+    if result["done"]:
+        emit(args, result, f"all delivered: acked seq {result['acked_seq']} of {result['head_seq']} "
+                           f"to {settings.url}")
+        return 0
+    if getattr(args, "json", False):
+        emit(args, result)
+    print(f"presensi: error: not everything was acknowledged within {args.timeout:g} s: {result['punches']} "
+          f"punches, {result['photos']} photos, {result['faults']} fault events pending (last error: "
+          f"{result['last_error']}). Nothing is lost; they stay in the log and are sent when the server is "
+          "reachable. Check the network and [central] url, or use `presensi export --to DIR`", file=sys.stderr)
+    return 1
+
+
+def cmd_sync_status(args) -> int:
+    cfg = load_config(args)
+    with punchlog.PunchLog(cfg.state_dir) as log:
+        result = syncstate.summary(log.conn, syncstate.target_of(cfg.central.url), log.log_id)
+    if getattr(args, "json", False) or not result.get("configured"):
+        emit(args, result, result["summary"])
+        return 0
+    last = status.format_ns(result["last_contact_ns"]) if result["last_contact_ns"] else "never"
+    lines = [f"central    {result['target']}",
+             f"backlog    {result['backlog']} punches (acked seq {result['acked_seq']} of {result['head_seq']})",
+             f"contact    {last}"]
+    if result["last_error"]:
+        when = status.format_ns(result["last_error_ns"])
+        lines.append(f"last error {when}: {result['last_error']}"
+                     + ("" if result["last_attempt_failed"] else " (recovered since)"))
+    emit(args, result, "\n".join(lines))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from sync.device import offline
+
+    cfg = load_config(args)
+    try:
+        result = offline.export(cfg.state_dir, cfg.device.id, cfg.central.url, Path(args.to), args.after_seq)
+    except OSError as e:
+        raise CommandError(f"cannot write the export to {args.to}: {e.strerror or e}; check that the stick "
+                           "is mounted, writable and has space") from None
+    if not result["count"]:
+        emit(args, result, f"nothing to export: no punch after seq {result['after_seq']} is waiting "
+                           f"(an empty export was written to {result['dir']})")
+    else:
+        emit(args, result, f"exported {result['count']} punches (seq {result['first_seq']}-{result['last_seq']}) "
+                           f"to {result['dir']}; import with `presensi server import DIR --db …`")
+    return 0

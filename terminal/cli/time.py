@@ -1,0 +1,86 @@
+"""`presensi time status` (the corrected time now, drift, samples, uncertainty, alarms) and `presensi time
+sync` (take a signed time sample from the central server now and send re-anchored punch times)."""
+
+from __future__ import annotations
+
+from terminal.cli.common import CommandError, add_command, add_group, emit, load_config
+from terminal.log import punchlog
+from terminal.timing import timeline
+
+
+def register(sub) -> None:
+    grp = add_group(sub, "time", "the corrected time: estimate, drift, samples and uncertainty")
+    add_command(grp, "status", cmd_time_status, "the time estimate now, drift in ppm, samples and uncertainty")
+    p = add_command(grp, "sync", cmd_time_sync,
+                    "take a signed time sample from the central server now (HTTP Date as fallback) and send "
+                    "re-anchored punch times; never sets the system clock")
+    p.add_argument("--exchanges", type=int, default=6, choices=range(4, 9), metavar="N",
+                   help="request/answer exchanges; the lowest-delay one is kept (4-8, default 6)")
+    p.add_argument("--no-push", action="store_true", help="do not send re-anchored punch times")
+
+
+def cmd_time_status(args) -> int:
+    cfg = load_config(args)
+    with punchlog.PunchLog(cfg.state_dir) as log:
+        report = timeline.status(log.conn)
+    emit(args, report, _format(report))
+    return 0
+
+
+def _format(r: dict) -> str:
+    now = r["now"]
+    unc = "unbounded" if now["uncertainty_s"] is None else f"±{now['uncertainty_s']:.3f} s"
+    bounds = f"[{now['earliest'] or 'unknown'} … {now['latest'] or 'unknown'}]"
+    lines = [f"state      {now['message']}",
+             f"utc now    {now['utc']}  {bounds}  {unc}  basis {now['basis']}",
+             f"wall clock {now['wall_clock']}" + ("" if now["wall_clock_error_s"] is None
+                                                   else f"  (off by {now['wall_clock_error_s']:+.3f} s)")]
+    if r["drift"]:
+        d = r["drift"]
+        lines.append(f"drift      {d['ppm']:+.3f} ppm ({'measured' if d['measured'] else 'assumed'}; "
+                     f"bounds {d['bound_ppm'][0]:+.1f} … {d['bound_ppm'][1]:+.1f} ppm)")
+    else:
+        lines.append("drift      unknown (no sample this boot)")
+    lines.append(f"samples    {r['samples_this_boot']} this boot, {r['samples_total']} in total; "
+                 f"kernel {'synchronised' if r['kernel']['synced'] else 'not synchronised'}")
+    for s in r["recent_samples"]:
+        rtt = "" if s["round_trip_ms"] is None else f" rtt {s['round_trip_ms']:.1f} ms"
+        lines.append(f"  #{s['id']:<5} {s['source']:<14} {s['utc']} ±{s['uncertainty_ns'] / 1e6:.1f} ms{rtt} "
+                     f"{s['status']}")
+    if r["contradicting_samples"]:
+        lines.append(f"ALARM      {r['contradicting_samples']} time sample(s) contradict the others; they are "
+                     "kept as evidence and not used: check the clocks of the servers that sent them")
+    if r["server_clock_unsynced_samples"]:
+        lines.append(f"note       {r['server_clock_unsynced_samples']} sample(s) this boot came from a central server "
+                     "whose own clock was not NTP-synchronised (error bound assumed 100 ms): configure chrony "
+                     "with rtcsync on the server")
+    if r["unanchored_punches"]:
+        lines.append(f"review     {r['unanchored_punches']} punch(es) from boots without any time sample are "
+                     "bounded by order only")
+    return "\n".join(lines)
+
+
+def cmd_time_sync(args) -> int:
+    import requests
+
+    from sync.device import time_client
+
+    cfg = load_config(args)
+    c = cfg.central
+    if not c.url:
+        raise CommandError("[central] url is not set: the terminal has no central server to take time from")
+    with punchlog.PunchLog(cfg.state_dir) as log, requests.Session() as session:
+        try:
+            result = time_client.sync_time(session, c.url, cfg.device.id, c.token, c.server_key, log.conn,
+                                           exchanges=args.exchanges, timeout=c.timeout)
+            pushed = 0 if args.no_push else time_client.push_punch_times(
+                session, c.url, cfg.device.id, c.token, log.conn, timeout=c.timeout)
+        except time_client.TimeSyncError as e:
+            raise CommandError(str(e)) from None
+        now = timeline.now(log.conn)
+    sample = result["sample"]
+    result.update(punch_times_sent=pushed, now=now)
+    emit(args, result, f"sample #{sample['id']} ({result['method']}, {sample['status']}): utc now {now['utc']} "
+                       f"±{now['uncertainty_s']:.3f} s; wall clock off by {now['wall_clock_error_s']:+.3f} s; "
+                       f"{pushed} re-anchored punch time(s) sent")
+    return 0 if sample["status"] == "accepted" else 1

@@ -1,0 +1,84 @@
+"""The daemon's fingerprint part in one object: sensor, capture loop, slot map, punch, feedback and health.
+
+    service = FingerprintService(cfg.fingerprint, cfg.state_dir, punch_service, feedback=feedback)
+    service.start()                 # capture runs in its own thread from here on
+    service.sync(people)            # [(employee_id, [512-byte templates])], e.g. after a roster swap
+    service.health()                # for terminal.ops.health's providers: {"ok", "error", ...}
+    service.stop()
+
+Decisions reach `on_decision` (the kiosk screen) after the punch was committed; feedback (LEDs, buzzer)
+follows the decision, and the red LED blinks while the sensor is in fault.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from drivers.fingerprint.capture import CaptureLoop
+from drivers.fingerprint.sensor import FingerprintSensor
+from terminal.finger.punch import FingerDecision, capture_handler
+from terminal.finger.slots import SlotMap, SyncReport, enroll_employee, report_sync_fault, sync_slots
+from terminal.log import punchlog
+from terminal.log.punchlog import PunchLog
+from terminal.punch.service import PunchService
+
+log = logging.getLogger(__name__)
+
+
+class FingerprintService:
+    def __init__(self, settings, state_dir: str | Path, sink: PunchLog | PunchService, *, feedback=None,
+                 on_decision: Callable[[FingerDecision], None] | None = None,
+                 on_health: Callable[[dict], None] | None = None):
+        """`settings` is the [fingerprint] section; `sink` the daemon's PunchService (or a bare PunchLog);
+        `feedback` a drivers.gpio.Feedback or None."""
+        self.settings = settings
+        self.feedback = feedback
+        # Its own connection for fault_events: a sqlite3 connection carries one transaction at a time, and
+        # the punch writer's connection is busy in other threads.
+        self._conn = punchlog.connect(punchlog.db_path(state_dir))
+        self._on_decision = on_decision
+        self._on_health = on_health
+        self.slots = SlotMap(state_dir)
+        self.sensor = FingerprintSensor(settings.port, settings.baud, settings.address, settings.password,
+                                        reply_timeout=settings.reply_timeout, on_health=self._health_changed)
+        self.loop = CaptureLoop(self.sensor, capture_handler(sink, self.slots, settings.min_score,
+                                                             on_decision=self._decided))
+
+    def start(self) -> None:
+        self.loop.start()
+
+    def stop(self) -> None:
+        self.loop.stop()
+        self.sensor.close()
+        self.slots.close()
+        self._conn.close()
+
+    def health(self) -> dict:
+        return {"enabled": True, **self.sensor.health()}
+
+    def sync(self, people: list[tuple[str, list[bytes]]]) -> SyncReport:
+        """Slot sync while capture keeps running (they take turns per sensor call)."""
+        report = sync_slots(self.sensor, self.slots, people)
+        if report.fault:
+            log.error("fingerprint slot sync: %s", report.fault)
+        report_sync_fault(self._conn, report)
+        return report
+
+    def enroll(self, employee: str, prompt: Callable[[str], None], timeout: float = 20.0) -> dict:
+        with self.loop.pause():
+            return enroll_employee(self.sensor, self.slots, employee, prompt=prompt, timeout=timeout)
+
+    def _decided(self, decision: FingerDecision) -> None:
+        if self.feedback is not None:
+            stored = decision.accepted and (decision.outcome is None or decision.outcome.acknowledged)
+            (self.feedback.success if stored else self.feedback.failure)()
+        if self._on_decision:
+            self._on_decision(decision)
+
+    def _health_changed(self, health: dict) -> None:
+        if self.feedback is not None:
+            self.feedback.set_fault(health["state"] == "fault")
+        if self._on_health:
+            self._on_health(health)

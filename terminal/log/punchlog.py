@@ -1,0 +1,353 @@
+"""The punch log: an append-only, hash-chained SQLite table that every way of punching ends in.
+
+Durability rules (../shared/reference/time-and-durability.md §2): WAL with synchronous=FULL, set and
+checked on every connection; each punch is one BEGIN IMMEDIATE … COMMIT; evidence files are fsynced before
+the record commits; the caller gives feedback only after `append` returned. There is no code path that
+updates or deletes a punch: administrative actions go to the append-only audit table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from terminal import identity
+from terminal.errors import CorruptDatabase, LogError, NotInitialised, StorageError, StorageFull
+from terminal.log import chain, evidence, schema
+from terminal.log.writelock import WriterLock
+from terminal.timing import clock
+
+DB_FILE = "punches.db"
+LOCK_DIR = "writer.lock.d"
+METHODS = ("face", "finger", "pin")
+SQLITE_SYNCHRONOUS_FULL = 2
+
+
+def db_path(state_dir: Path) -> Path:
+    return Path(state_dir) / DB_FILE
+
+
+def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
+    """Open the punch database with the pragmas durability depends on, and check that they hold."""
+    path = Path(path)
+    if not create and not path.exists():
+        raise NotInitialised(f"{path}: no punch database; run `presensi init` first")
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        sync = conn.execute("PRAGMA synchronous").fetchone()[0]
+    except sqlite3.DatabaseError as e:
+        raise _classify(e, path) from None
+    if mode.lower() != "wal" or sync != SQLITE_SYNCHRONOUS_FULL:
+        conn.close()
+        raise StorageError(
+            f"{path}: SQLite refused journal_mode=WAL/synchronous=FULL (got {mode}/{sync}); "
+            "the file system may not support WAL (use a local ext4 file system)"
+        )
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def _disk_nearly_full(path: Path, margin: int = 256 * 1024) -> bool:
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < margin
+
+
+def _classify(e: sqlite3.DatabaseError, path: Path) -> LogError:
+    msg = str(e).lower()
+    # SQLite reports ENOSPC as SQLITE_FULL or, when the WAL or shm write fails, as a plain I/O error.
+    if "full" in msg or ("disk i/o" in msg and _disk_nearly_full(path)):
+        return StorageFull(
+            f"{path}: the disk is full; the punch was NOT recorded. Free space (old photos, logs) and retry"
+        )
+    if "not a database" in msg or "malformed" in msg or "corrupt" in msg:
+        return CorruptDatabase(
+            f"{path}: the punch database is damaged ({e}). presensi will not write to it. To recover: stop "
+            f"the service, copy the file aside (cp {path} {path}.damaged), run "
+            f"`sqlite3 {path}.damaged .recover | sqlite3 recovered.db`, verify it with "
+            "`presensi log verify`, and report the incident to the central server administrator; "
+            "punches already delivered are safe on the server"
+        )
+    if "disk i/o" in msg or "readonly" in msg or "unable to open" in msg:
+        return StorageError(
+            f"{path}: storage error ({e}); the punch was NOT recorded. Check the SD card and free space; "
+            "the service restarts and checks the database"
+        )
+    return StorageError(f"{path}: database error ({e})")
+
+
+def init(state_dir: Path) -> dict:
+    """Create state_dir (0700), the database, the device key and a random log_id. Idempotent."""
+    state_dir = Path(state_dir)
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+    path = db_path(state_dir)
+    created_db = not path.exists()
+    conn = connect(path, create=True)
+    try:
+        _check_integrity(conn, path, quick=True)
+        schema.migrate(conn)
+        has_checkpoints = conn.execute("SELECT EXISTS(SELECT 1 FROM checkpoints)").fetchone()[0] == 1
+        key_file = state_dir / identity.KEY_FILE
+        if not key_file.exists() and has_checkpoints:
+            raise LogError(
+                f"{key_file}: the device key is missing but the log has signed checkpoints; restore the key "
+                "from backup (a new key would make every checkpoint unverifiable)"
+            )
+        created_key = identity.create_key(state_dir)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('log_id', ?)", (uuid.uuid4().hex,))
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('created_realtime_ns', ?)", (str(time.time_ns()),))
+        conn.execute("COMMIT")
+        log_id = conn.execute("SELECT value FROM meta WHERE key='log_id'").fetchone()[0]
+    finally:
+        conn.close()
+    return {"state_dir": str(state_dir), "database": str(path), "log_id": log_id,
+            "created_database": created_db, "created_key": created_key}
+
+
+def _check_integrity(conn: sqlite3.Connection, path: Path, quick: bool) -> str:
+    pragma = "quick_check" if quick else "integrity_check"
+    try:
+        rows = [r[0] for r in conn.execute(f"PRAGMA {pragma}")]
+    except sqlite3.DatabaseError as e:
+        raise _classify(e, path) from None
+    if rows != ["ok"]:
+        raise CorruptDatabase(str(_classify(sqlite3.DatabaseError("malformed: " + "; ".join(rows[:3])), path)))
+    return "ok"
+
+
+class PunchLog:
+    """The open punch log of one terminal. Safe to share between threads; one per process is enough."""
+
+    def __init__(self, state_dir: Path, *, checkpoint_every: int = 100, check: bool = False):
+        self.state_dir = Path(state_dir)
+        self.path = db_path(self.state_dir)
+        self.conn = connect(self.path)
+        if check:
+            _check_integrity(self.conn, self.path, quick=True)
+        try:
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < schema.LATEST:
+                schema.migrate(self.conn)
+            elif version > schema.LATEST:
+                schema.migrate(self.conn)  # raises SchemaTooNew with the explanation
+            row = self.conn.execute("SELECT value FROM meta WHERE key='log_id'").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise _classify(e, self.path) from None
+        except schema.SchemaTooNew as e:
+            raise LogError(f"{self.path}: {e}") from None
+        if row is None:
+            raise NotInitialised(f"{self.path}: the database has no log_id; run `presensi init`")
+        self.log_id: str = row[0]
+        self._db = None
+        self.checkpoint_every = checkpoint_every
+        self._lock = WriterLock(self.state_dir / LOCK_DIR)
+        self._key = None
+
+    @property
+    def db(self):
+        """The connection as a sqlite_utils.Database, for reading, exporting and administration.
+
+        Imported lazily: sqlite_utils scans installed plugins at import (~0.25 s on a Pi-class CPU), which
+        would double the time of every `presensi punch`; the append path uses plain SQL instead.
+        """
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn)
+        return self._db
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- writing ---------------------------------------------------------------------------------------
+
+    def append(
+        self,
+        employee: str,
+        method: str,
+        *,
+        kind: str = "",
+        details: dict | None = None,
+        photo_jpeg: bytes | None = None,
+        latitude: float | None = None,
+        longitude: float | None = None,
+        reading: clock.ClockReading | None = None,
+    ) -> dict:
+        """Append one punch and return the committed record. Raises LogError if it was not recorded."""
+        if method not in METHODS:
+            raise LogError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+        if not employee or not isinstance(employee, str):
+            raise LogError("an employee id is required")
+        photo = evidence.store_photo(self.state_dir, photo_jpeg) if photo_jpeg is not None else None
+        with self._lock.hold():
+            reading = reading or clock.read()
+            return self._write(
+                {
+                    "log_id": self.log_id, "employee": employee, "method": method, "kind": kind,
+                    "details": _canonical_json(details or {}), **reading.as_dict(),
+                    "latitude": latitude, "longitude": longitude,
+                    "photo_path": photo.relative_path if photo else None,
+                    "photo_sha256": photo.sha256 if photo else None,
+                }
+            )
+
+    def _write(self, record: dict) -> dict:
+        with self._transaction():
+            seq, prev_hash = self._head_in_txn()
+            record["seq"] = seq + 1
+            record["prev_hash"] = prev_hash
+            record["hash"] = chain.record_hash(prev_hash, record)
+            _insert(self.conn, "punches", record)
+            if record["seq"] % self.checkpoint_every == 0:
+                self._insert_checkpoint(record["seq"], record["hash"])
+        return self._public(record)
+
+    @contextmanager
+    def _transaction(self):
+        """BEGIN IMMEDIATE … COMMIT; on any error ROLLBACK and raise a LogError that says what to do."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as e:
+            raise _classify(e, self.path) from None
+
+    def _head_in_txn(self) -> tuple[int, str]:
+        row = self.conn.execute("SELECT seq, hash FROM punches ORDER BY seq DESC LIMIT 1").fetchone()
+        return (row[0], row[1]) if row else (0, chain.GENESIS)
+
+    def _signing_key(self):
+        if self._key is None:
+            self._key = identity.load_key(self.state_dir)
+        return self._key
+
+    def _insert_checkpoint(self, seq: int, hash_: str) -> dict:
+        key = self._signing_key()
+        cp = {
+            "log_id": self.log_id, "seq": seq, "hash": hash_, "signed_realtime_ns": time.time_ns(),
+            "public_key": chain.public_key_b64(key),
+            "signature": chain.sign_b64(key, chain.checkpoint_message(self.log_id, seq, hash_)),
+        }
+        _insert(self.conn, "checkpoints", cp)
+        return cp
+
+    def checkpoint(self) -> dict | None:
+        """Sign a checkpoint over the current head now (on demand). None when the log is empty."""
+        with self._lock.hold(), self._transaction():
+            seq, hash_ = self._head_in_txn()
+            last = self.latest_checkpoint()
+            if seq == 0:
+                return None
+            if last and last["seq"] == seq:
+                return last
+            return self._insert_checkpoint(seq, hash_)
+
+    def audit(self, actor: str, action: str, details: dict | None = None) -> None:
+        """Record an administrative action (append-only)."""
+        entry = {"realtime_ns": time.time_ns(), "actor": actor, "action": action,
+                 "details": _canonical_json(details or {})}
+        with self._lock.hold(), self._transaction():
+            _insert(self.conn, "audit", entry)
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def head(self) -> tuple[int, str]:
+        return self._head_in_txn()
+
+    def count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM punches").fetchone()[0]
+
+    def records(self, after_seq: int = 0, limit: int | None = None, batch: int = 1000) -> Iterator[dict]:
+        """Punches with seq > after_seq in seq order, read in bounded batches (memory stays flat)."""
+        remaining = limit
+        while remaining is None or remaining > 0:
+            n = batch if remaining is None else min(batch, remaining)
+            rows = self.conn.execute(
+                "SELECT * FROM punches WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, n)
+            ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield self._public(dict(row))
+            after_seq = rows[-1]["seq"]
+            if remaining is not None:
+                remaining -= len(rows)
+            if len(rows) < n:
+                return
+
+    def get(self, seq: int) -> dict | None:
+        row = self.conn.execute("SELECT * FROM punches WHERE seq = ?", (seq,)).fetchone()
+        return self._public(dict(row)) if row else None
+
+    def latest_checkpoint(self) -> dict | None:
+        row = self.conn.execute("SELECT * FROM checkpoints ORDER BY seq DESC, id DESC LIMIT 1").fetchone()
+        return _checkpoint_public(row) if row else None
+
+    def audit_entries(self, limit: int = 100) -> list[dict]:
+        rows = self.conn.execute("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [{**dict(r), "details": json.loads(r["details"])} for r in rows]
+
+    def integrity(self, quick: bool = True) -> str:
+        """'ok', or raises CorruptDatabase."""
+        return _check_integrity(self.conn, self.path, quick)
+
+    @staticmethod
+    def _public(record: dict) -> dict:
+        out = dict(record)
+        if isinstance(out.get("details"), str):
+            out["details"] = json.loads(out["details"])
+        return out
+
+    # -- verification ----------------------------------------------------------------------------------
+
+    def verify(self) -> list[chain.Problem]:
+        """Every problem in the chain and the checkpoints, first bad seq first. Empty = the log is intact."""
+        key = identity.load_key(self.state_dir)
+        rows = (dict(r) for r in self.conn.execute("SELECT * FROM punches ORDER BY rowid"))
+        problems = list(chain.check_records(rows, self.log_id))
+        checkpoints = [dict(r) for r in self.conn.execute("SELECT * FROM checkpoints ORDER BY id")]
+        problems += chain.check_checkpoints(
+            checkpoints, self.log_id, key.public_key(), self._hash_at, self.head()[0]
+        )
+        return sorted(set(problems), key=lambda p: (p.seq, p.what))
+
+    def _hash_at(self, seq: int) -> str | None:
+        row = self.conn.execute("SELECT hash FROM punches WHERE seq = ?", (seq,)).fetchone()
+        return row[0] if row else None
+
+
+def _insert(conn: sqlite3.Connection, table: str, row: dict) -> None:
+    cols = ", ".join(row)
+    conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+
+
+def _checkpoint_public(row) -> dict:
+    return {k: row[k] for k in ("log_id", "seq", "hash", "signed_realtime_ns", "public_key", "signature")}
+
+
+def _canonical_json(value: dict) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
