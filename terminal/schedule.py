@@ -21,8 +21,6 @@ import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 
-from terminal.config import ConfigError
-
 log = logging.getLogger(__name__)
 
 # Order = preference when windows overlap (the assembly comes before the ordinary check-in).
@@ -84,6 +82,7 @@ class RecentPunch:
 
 
 # -- parsing and validation ------------------------------------------------------------------------------
+# Errors are ValueError; terminal/config.py turns them into config errors naming the file and the key.
 
 
 def parse_window(kind: str, text: str) -> Window | None:
@@ -178,20 +177,6 @@ def _parse_workdays(items) -> frozenset[int]:
             raise ValueError(f"workday {d!r} is not one of {', '.join(WEEKDAYS)}")
         days.add(WEEKDAYS.index(d))
     return frozenset(days)
-
-
-def validate_section(section) -> None:
-    """Check the [schedule] section at start; the error names the key (config adds the file)."""
-    for key in ("default", *WEEKDAYS):
-        try:
-            parse_windows(getattr(section, key))
-        except ValueError as e:
-            raise ConfigError(f"[schedule] {key}: {e}") from None
-    for key, parse in (("workdays", _parse_workdays), ("holidays", parse_holidays), ("special", parse_special)):
-        try:
-            parse(getattr(section, key))
-        except ValueError as e:
-            raise ConfigError(f"[schedule] {key}: {e}") from None
 
 
 # -- the schedule ----------------------------------------------------------------------------------------
