@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "terminal.cli.models",
     "terminal.cli.server",
     "terminal.cli.admin_commands",
+    "terminal.cli.config",
 ]
 
 
