@@ -489,9 +489,9 @@ def read_text(path: str) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); save the file as "
-                          "UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
+        place = _place(raw.decode("utf-8", errors="replace"), raw.count(b"\n", 0, e.start) + 1)
+        raise ConfigError(f"{path}: {place}not UTF-8 text (byte 0x{raw[e.start]:02x}); save the file as UTF-8 "
+                          "(e.g. `iconv -f latin1 -t utf-8`)") from None
     return text.removeprefix("\ufeff")  # a byte-order mark that some Windows editors write
 
 
@@ -503,17 +503,15 @@ def parse_toml(text: str, path: str) -> dict:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: {_toml_error_place(text, str(e))}not valid TOML ({e}); fix the syntax at "
-                          'that line, e.g. key = "text", key = 1.5, key = true') from None
+        m = _TOML_POSITION.search(str(e))
+        place = _place(text, int(m.group(1))) if m else ""
+        raise ConfigError(f"{path}: {place}not valid TOML ({e}); fix the syntax at that line, "
+                          'e.g. key = "text", key = 1.5, key = true') from None
 
 
-def _toml_error_place(text: str, message: str) -> str:
-    """'[face] threshold (line 12): ' for the line tomllib names, so the user finds it at once."""
-    m = _TOML_POSITION.search(message)
-    if not m:
-        return ""
-    lines = text.splitlines()
-    number = int(m.group(1))
+def _place(text: str, number: int) -> str:
+    """'[face] threshold (line 12): ' for line `number` of the file, so the user finds the key at once."""
+    lines = text.split("\n")  # TOML counts lines by newline only (splitlines also splits on \f, \u2028, ...)
     section = ""
     for line in lines[:number]:
         header = line.strip()
