@@ -77,9 +77,11 @@ def _check_url(value: str | None, example: str) -> str | None:
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"the scheme must be http or https, not {parts.scheme or 'missing'!r}; {fix}")
     try:
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number 0-65535
+        port = parts.port  # raises ValueError for a port that is not a number 0-65535
     except ValueError:
-        raise ValueError(f"the port is not a number from 1 to 65535; {fix}") from None
+        port = 0
+    if port == 0 and parts.netloc.rpartition("]")[2].count(":"):  # "host:0" or "host:x" (not "[::1]" alone)
+        raise ValueError(f"the port is not a number from 1 to 65535; {fix}")
     if not parts.hostname:
         raise ValueError(f"the URL has no host; {fix}")
     return value
