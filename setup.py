@@ -26,6 +26,7 @@ setup(
         "numpy>=1.26,<3",
         "gpiozero==2.0.1.post3",
         "waitress==3.0.2",
+        "pydantic==2.14.4",  # terminal/config.py: the configuration models (pydantic-core has aarch64 wheels)
     ],
     extras_require={
         # Raspberry Pi only: the GPIO backends gpiozero uses on real hardware.

@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "terminal.cli.models",
     "terminal.cli.server",
     "terminal.cli.admin",
+    "terminal.cli.config",
 ]
 
 

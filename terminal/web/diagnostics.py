@@ -5,7 +5,6 @@ biometric data and no photos: nothing is read from the face store, the roster's 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import io
 import json
 import logging
@@ -69,7 +68,13 @@ def redact(value, key: str = ""):
 
 
 def config_dict(cfg) -> dict:
-    return redact(dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(vars(cfg)))
+    """Every section with its defaults; the configuration's own secrets redacted, then any key that sounds
+    secret (the bundle leaves the building)."""
+    if not hasattr(cfg, "model_dump"):
+        return redact(dict(vars(cfg)))
+    from terminal import config
+
+    return redact({"path": cfg.path, **config.effective(cfg, json_mode=True)})
 
 
 def build(daemon, health: dict) -> bytes:

@@ -257,10 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         cfg = config_mod.load(args.config)
-        if args.listen:
-            import dataclasses
-
-            cfg = dataclasses.replace(cfg, zk=dataclasses.replace(cfg.zk, listen=args.listen))
+        if args.listen:  # checked by parse_listen below, as the configured value is
+            cfg = cfg.model_copy(update={"zk": cfg.zk.model_copy(update={"listen": args.listen})})
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())

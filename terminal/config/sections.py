@@ -1,58 +1,55 @@
-"""The terminal's configuration: one TOML file, validated completely at start.
+"""The sections of presensi.toml, one pydantic model each (see terminal/config/__init__.py for why).
 
-Every section is a dataclass below; every field carries its documentation in ``metadata["doc"]``.
-``config/presensi.example.toml`` documents the same keys, and a test keeps the two in step.
-An error names the file, the key and what to do about it.
+Each field carries its default and its documentation; config/presensi.example.toml documents the same keys
+and tests/test_config.py keeps the two in step. A section class is named after its [section].
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import tomllib
-import types
-import typing
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
-DEFAULT_PATH = "/etc/presensi/presensi.toml"
+from pydantic import Field, field_validator
+
+from terminal.config import windows
+from terminal.config.fields import Section, _check_id, _check_listen, _check_url, _f
+
 TIMEZONES = ("Asia/Jakarta", "Asia/Makassar", "Asia/Jayapura")
 
 
-class ConfigError(Exception):
-    """The configuration file is missing, unreadable or invalid; the message says how to fix it."""
-
-
-def _f(default, doc, **kw):
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"doc": doc, **kw})
-    return field(default=default, metadata={"doc": doc, **kw})
-
-
-REQUIRED = dataclasses.MISSING
-
-
-@dataclass(frozen=True)
-class Device:
-    id: str = field(metadata={"doc": "Device id as registered on the central server, e.g. 'opd-dinkes-01'."})
+class Device(Section):
+    id: str = Field(description="Device id as registered on the central server, e.g. 'opd-dinkes-01'.",
+                    examples=["opd-dinkes-01"])
     name: str = _f("", "Human-readable name shown on the kiosk and in reports.")
     timezone: Literal["Asia/Jakarta", "Asia/Makassar", "Asia/Jayapura"] = _f(
         "Asia/Jakarta", "Office timezone: Asia/Jakarta (WIB), Asia/Makassar (WITA) or Asia/Jayapura (WIT)."
     )
-    latitude: float | None = _f(None, "Office latitude in degrees, stored with every punch.", min=-90, max=90)
-    longitude: float | None = _f(None, "Office longitude in degrees, stored with every punch.", min=-180, max=180)
+    latitude: float | None = _f(None, "Office latitude in degrees, stored with every punch.", min=-90, max=90,
+                                example=-7.250445)
+    longitude: float | None = _f(None, "Office longitude in degrees, stored with every punch.", min=-180, max=180,
+                                 example=112.768845)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return _check_id(value, empty_ok=False)
 
 
-@dataclass(frozen=True)
-class Paths:
-    state_dir: str = field(metadata={"doc": "Directory for the database, keys and evidence (created 0700)."})
+class Paths(Section):
+    state_dir: str = Field(description="Directory for the database, keys and evidence (created 0700).",
+                           examples=["/var/lib/presensi"])
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty; write a directory, e.g. state_dir = \"/var/lib/presensi\"")
+        return value
 
 
-@dataclass(frozen=True)
-class Central:
-    url: str | None = _f(None, "Base URL of the regency's central server; unset = keep punches locally.")
-    token: str | None = _f(None, "Device token issued by `presensi server add-device`.")
+class Central(Section):
+    url: str | None = _f(None, "Base URL of the regency's central server; unset = keep punches locally.",
+                         example="https://presensi.example-kab.go.id")
+    token: str | None = _f(None, "Device token issued by `presensi server add-device`.", secret=True)
     server_key: str | None = _f(None, "The central server's Ed25519 public key (base64), pinned at set-up.")
     timeout: float = _f(10.0, "Connect and read timeout for each request, in seconds.", min=0.1)
     batch_size: int = _f(500, "Punches per upload batch; bounds memory whatever the backlog.", min=1, max=10000)
@@ -62,21 +59,29 @@ class Central:
                            min=0.001)
     heartbeat_interval: float = _f(60.0, "Seconds between heartbeats (sent even while uploads fail).", min=0.1)
 
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return _check_url(value, cls.model_fields["url"].examples[0])
 
-@dataclass(frozen=True)
-class Log:
+
+class Log(Section):
     checkpoint_every: int = _f(100, "Sign a checkpoint after this many punches (also signed on demand).", min=1)
 
 
-@dataclass(frozen=True)
-class Web:
+class Web(Section):
     listen: str = _f("127.0.0.1:8080", "HOST:PORT of the local web server (kiosk, admin pages, pull API).")
-    token: str | None = _f(None, "Bearer token central servers use for the pull API; unset = pull API off.")
+    token: str | None = _f(None, "Bearer token central servers use for the pull API; unset = pull API off.",
+                           secret=True)
     rate_limit: float = _f(20.0, "Pull-API requests per second allowed per client.", min=0.1)
 
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return _check_listen(value, cls.model_fields["listen"].default)
 
-@dataclass(frozen=True)
-class Camera:
+
+class Camera(Section):
     enabled: bool = _f(True, "Use the camera for face punches.")
     source: str = _f("0", "Device index, /dev/videoN, GStreamer/libcamera pipeline, video file or frame folder.")
     width: int = _f(640, "Capture width in pixels.", min=16)
@@ -85,8 +90,7 @@ class Camera:
     stall_seconds: float = _f(5.0, "No frame for this long is reported as a camera fault.", min=0.1)
 
 
-@dataclass(frozen=True)
-class Face:
+class Face(Section):
     detector: Literal["hog", "yunet"] = _f("hog", "Face detector: dlib HOG (default) or YuNet (needs yunet_model).")
     yunet_model: str | None = _f(None, "Path of face_detection_yunet_2023mar.onnx (see `presensi models fetch`).")
     threshold: float = _f(0.51, "Largest embedding distance accepted as the same person (calibrated on LFW, "
@@ -110,8 +114,7 @@ class Face:
     workers: int = _f(2, "Processes computing face embeddings (use the Pi's cores; 1 = in-process).", min=1, max=8)
 
 
-@dataclass(frozen=True)
-class Liveness:
+class Liveness(Section):
     mode: Literal["off", "passive", "active", "passive+active", "auto"] = _f(
         "auto", "Presentation-attack checks: off, passive, active, passive+active or auto."
     )
@@ -136,8 +139,7 @@ class Liveness:
                                   "picture whatever the nose does.", min=0.5, max=1)
 
 
-@dataclass(frozen=True)
-class Fingerprint:
+class Fingerprint(Section):
     enabled: bool = _f(False, "Use a ZhianTec-family fingerprint sensor.")
     port: str = _f("/dev/serial0", "Serial port of the sensor.")
     baud: int = _f(57600, "Baud rate: a multiple of 9600 from 9600 to 115200.", min=9600, max=115200)
@@ -148,8 +150,7 @@ class Fingerprint:
                               "failed (capture and search answer within about 1 s).", min=0.1, max=5)
 
 
-@dataclass(frozen=True)
-class Gpio:
+class Gpio(Section):
     enabled: bool = _f(False, "Drive LEDs, buzzer, relay and button through GPIO.")
     pin_factory: Literal["auto", "rpigpio", "lgpio", "mock"] = _f("auto", "gpiozero pin factory.")
     green_led: int | None = _f(17, "BCM pin of the green LED.", min=0, max=40)
@@ -159,13 +160,12 @@ class Gpio:
     admin_button: int | None = _f(None, "BCM pin of an optional admin button.", min=0, max=40)
 
 
-@dataclass(frozen=True)
-class Zk:
+class Zk(Section):
     enabled: bool = _f(False, "Serve the ZKTeco port-4370 protocol (TCP and UDP).")
     listen: str = _f("0.0.0.0:4370", "HOST:PORT for the ZK protocol server.")
-    comm_key: int = _f(0, "ZK communication key; 0 = none.", min=0, max=999999)
+    comm_key: int = _f(0, "ZK communication key; 0 = none.", min=0, max=999999, secret=True)
     serial_number: str = _f("", "Serial number reported over ZK and used as the ADMS SN; empty = [device] id.")
-    state_map: dict = _f(
+    state_map: dict[str, int] = _f(
         {"masuk": 0, "in": 0, "apel": 0, "pulang": 1, "out": 1, "istirahat": 2, "istirahat_keluar": 2,
          "istirahat_kembali": 3, "lembur_masuk": 4, "lembur_pulang": 5},
         "Punch kind -> ZK punch state (0 check-in, 1 check-out, 2 break-out, 3 break-in, 4 OT-in, 5 OT-out); "
@@ -173,7 +173,7 @@ class Zk:
     )
     unknown_state: int = _f(255, "ZK state for a punch kind missing from state_map (255 = undefined; "
                             "most servers then infer in/out).", min=0, max=255)
-    verify_map: dict = _f({"face": 15, "finger": 1, "pin": 3},
+    verify_map: dict[str, int] = _f({"face": 15, "finger": 1, "pin": 3},
                           "Punch method -> ZK verify code (TFT/push: 1 fingerprint, 3 password, 4 card, 15 face; "
                           "old B&W: 0 password, 1 fingerprint, 2 card); used by ZK and ADMS.")
     verify_checksum: bool = _f(True, "Answer ACK_ERROR to ZK packets with a wrong checksum (off: accept them).")
@@ -183,11 +183,20 @@ class Zk:
     session_max_seconds: float = _f(86400.0, "Close any ZK session after this long, live capture included.",
                                     min=1)
 
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return _check_listen(value, cls.model_fields["listen"].default)
 
-@dataclass(frozen=True)
-class Adms:
+    @field_validator("serial_number")
+    @classmethod
+    def _serial_number(cls, value: str) -> str:
+        return _check_id(value, empty_ok=True)
+
+
+class Adms(Section):
     enabled: bool = _f(False, "Push punches to an ADMS/iclock server.")
-    url: str | None = _f(None, "Base URL of the ADMS server, e.g. http://host:8081.")
+    url: str | None = _f(None, "Base URL of the ADMS server, e.g. http://host:8081.", example="http://host:8081")
     push_version: str = _f("2.4.1", "Push protocol version announced in the handshake (pushver).")
     timeout: float = _f(10.0, "Connect and read timeout of each ADMS request, in seconds.", min=0.1)
     batch_size: int = _f(500, "ATTLOG lines per upload; bounds memory whatever the backlog.", min=1, max=10000)
@@ -196,14 +205,17 @@ class Adms:
     error_delay: float = _f(30.0, "Seconds to wait after a failed request until the server's ErrorDelay "
                             "option says otherwise.", min=0.1)
 
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return _check_url(value, cls.model_fields["url"].examples[0])
 
-@dataclass(frozen=True)
-class Photos:
+
+class Photos(Section):
     keep_days: int = _f(30, "Days to keep punch photos before they are deleted (0 = keep none).", min=0)
 
 
-@dataclass(frozen=True)
-class Health:
+class Health(Section):
     interval: float = _f(5.0, "Seconds between self-tests; a failing part raises a fault within one interval.",
                          min=0.5)
     disk_warn_mb: float = _f(500.0, "Free space (MB) in state_dir below which a disk warning is raised, long "
@@ -222,9 +234,9 @@ class Health:
 DEFAULT_WINDOWS = {"masuk": "05:30-07:30-10:00", "pulang": "14:00-16:00-23:30"}
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """Punch kinds and lateness (terminal/punch/rules.py checks the windows; the roster's schedule wins)."""
+class Schedule(Section):
+    """Punch kinds and lateness: terminal/config/windows.py reads the windows, terminal/punch/rules.py applies
+    them; the roster's published schedule wins over this section."""
 
     enabled: bool = _f(True, "Classify punches as masuk/istirahat/pulang/apel and compute lateness.")
     repeat_minutes: float = _f(
@@ -241,19 +253,46 @@ class Schedule:
     fri: dict = _f({}, "Friday's windows over `default` (Friday hours differ in many regencies).")
     sat: dict = _f({}, "Saturday's windows over `default` (used when sat is a workday).")
     sun: dict = _f({}, "Sunday's windows over `default` (used when sun is a workday).")
-    holidays: list = _f([], "Public holidays: 'YYYY-MM-DD' or {date = 'YYYY-MM-DD', name = '...'}; "
-                        "the roster's holidays are added when present.")
+    holidays: list = _f([], "Public holidays: 'YYYY-MM-DD' or {date = 'YYYY-MM-DD', name = '...'} (with `to` "
+                        "for a range); the roster's holidays are added when present.")
     special: list = _f([], "Special days: {from = 'YYYY-MM-DD', to = 'YYYY-MM-DD', name = '...', "
                        "workday = true|false, <kind> = 'OPEN-DUE-CLOSE'} (e.g. Ramadan hours, cuti bersama).")
 
-    def __post_init__(self):
-        from terminal.punch.rules import validate_section  # lazy: schedule imports this module
+    @field_validator("default", *windows.WEEKDAYS)
+    @classmethod
+    def _windows(cls, value: dict) -> dict:
 
-        validate_section(self)
+        return _schedule_check(windows.parse_windows, value)
+
+    @field_validator("workdays")
+    @classmethod
+    def _workdays(cls, value: list) -> list:
+
+        return _schedule_check(windows.parse_workdays, value)
+
+    @field_validator("holidays")
+    @classmethod
+    def _holidays(cls, value: list) -> list:
+
+        return _schedule_check(windows.parse_holidays, value)
+
+    @field_validator("special")
+    @classmethod
+    def _special(cls, value: list) -> list:
+
+        return _schedule_check(windows.parse_special, value)
 
 
-@dataclass(frozen=True)
-class Roster:
+def _schedule_check(parse, value):
+    """The schedule's own parser is the check (one definition of a valid window); ValueError = the fix."""
+    try:
+        parse(value)
+    except (TypeError, AttributeError) as e:  # a value of a shape the parser does not expect at all
+        raise ValueError(f"cannot be read ({e}); see the examples in config/presensi.example.toml") from None
+    return value
+
+
+class Roster(Section):
     pull_interval: float = _f(300.0, "Seconds between roster checks with the central server.", min=1)
     max_bundle_bytes: int = _f(64 * 1024 * 1024, "Largest roster bundle accepted (compressed bytes).", min=1024)
     max_employees: int = _f(10000, "Most employees a roster bundle may carry.", min=1)
@@ -261,7 +300,7 @@ class Roster:
     max_photo_bytes: int = _f(1024 * 1024, "Largest enrolment photo in a roster bundle, in bytes.", min=1024)
 
 
-SECTIONS: dict[str, type] = {
+SECTIONS: dict[str, type[Section]] = {
     "device": Device,
     "paths": Paths,
     "central": Central,
@@ -279,138 +318,3 @@ SECTIONS: dict[str, type] = {
     "health": Health,
     "roster": Roster,
 }
-REQUIRED_SECTIONS = ("device", "paths")
-
-
-@dataclass(frozen=True)
-class Config:
-    """The validated configuration; one attribute per section."""
-
-    path: str
-    device: Device
-    paths: Paths
-    central: Central = field(default_factory=Central)
-    log: Log = field(default_factory=Log)
-    web: Web = field(default_factory=Web)
-    camera: Camera = field(default_factory=Camera)
-    face: Face = field(default_factory=Face)
-    liveness: Liveness = field(default_factory=Liveness)
-    fingerprint: Fingerprint = field(default_factory=Fingerprint)
-    gpio: Gpio = field(default_factory=Gpio)
-    zk: Zk = field(default_factory=Zk)
-    adms: Adms = field(default_factory=Adms)
-    photos: Photos = field(default_factory=Photos)
-    roster: Roster = field(default_factory=Roster)
-    schedule: Schedule = field(default_factory=Schedule)
-    health: Health = field(default_factory=Health)
-
-    @property
-    def state_dir(self) -> Path:
-        return Path(self.paths.state_dir)
-
-
-def resolve_path(cli_path: str | None) -> str:
-    """The file to read: ``-c FILE``, else ``$PRESENSI_CONFIG``, else the default."""
-    return cli_path or os.environ.get("PRESENSI_CONFIG") or DEFAULT_PATH
-
-
-def load(path: str | os.PathLike | None = None) -> Config:
-    path = resolve_path(str(path) if path else None)
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: configuration file not found; copy config/presensi.example.toml there "
-            "or pass -c FILE (or set PRESENSI_CONFIG)"
-        ) from None
-    except PermissionError:
-        raise ConfigError(f"{path}: cannot read the configuration file (permission denied)") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e}); fix the syntax at that line") from None
-    return from_dict(data, path)
-
-
-def from_dict(data: dict, path: str = "<config>") -> Config:
-    for name in data:
-        if name not in SECTIONS:
-            raise ConfigError(
-                f"{path}: unknown section [{name}]; known sections are {', '.join(sorted(SECTIONS))}"
-            )
-    for name in REQUIRED_SECTIONS:
-        if name not in data:
-            raise ConfigError(f"{path}: missing section [{name}]; see config/presensi.example.toml")
-    sections = {}
-    for name, cls in SECTIONS.items():
-        raw = data.get(name, {})
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: [{name}] must be a table (a [{name}] section), not a value")
-        sections[name] = _build_section(path, name, cls, raw)
-    return Config(path=str(path), **sections)
-
-
-def _build_section(path: str, name: str, cls: type, raw: dict):
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in fields:
-            raise ConfigError(
-                f"{path}: unknown key '{key}' in [{name}]; valid keys are {', '.join(fields)}"
-            )
-    values = {}
-    for fname, f in fields.items():
-        where = f"{path}: [{name}] {fname}"
-        if fname not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{where} is required: {f.metadata['doc']}")
-            continue
-        values[fname] = _check_value(where, hints[fname], raw[fname], f.metadata)
-    try:
-        return cls(**values)
-    except ConfigError as e:  # a section's own cross-key checks (__post_init__) name the key, not the file
-        raise ConfigError(f"{path}: {e}") from None
-
-
-def _check_value(where: str, hint, value, meta):
-    allowed = _allowed_types(hint)
-    literal = typing.get_args(hint) if typing.get_origin(hint) is Literal else None
-    if literal is not None:
-        if value not in literal:
-            raise ConfigError(f"{where} = {value!r} is not allowed; use one of {', '.join(map(repr, literal))}")
-        return value
-    if isinstance(value, bool) and bool not in allowed:
-        raise ConfigError(f"{where} must be {_type_names(allowed)}, not true/false")
-    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, tuple(allowed)):
-        raise ConfigError(f"{where} must be {_type_names(allowed)}, got {type(value).__name__} {value!r}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        lo, hi = meta.get("min"), meta.get("max")
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise ConfigError(f"{where} = {value!r} is out of range; use a value from {lo} to {hi}")
-    if isinstance(value, str) and not value.strip() and where.endswith("] id"):
-        raise ConfigError(f"{where} must not be empty")
-    return value
-
-
-def _allowed_types(hint) -> list[type]:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) is Literal:
-        return [type(a) for a in typing.get_args(hint)]
-    return [hint]
-
-
-def _type_names(types_: list[type]) -> str:
-    names = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
-    return " or ".join(names.get(t, t.__name__) for t in types_)
-
-
-def documented_keys() -> list[tuple[str, str, object, str]]:
-    """(section, key, default, doc) for every key, for docs and the example-file test."""
-    out = []
-    for name, cls in SECTIONS.items():
-        for f in dataclasses.fields(cls):
-            default = None if f.default is dataclasses.MISSING else f.default
-            out.append((name, f.name, default, f.metadata["doc"]))
-    return out
