@@ -46,6 +46,7 @@ setup(
             "websocket-client==1.9.2",  # tests/browser_support.py drives headless Chromium (DevTools protocol)
             "psycopg[binary]==3.3.9",  # tests/test_sync_server.py runs the central server on PostgreSQL too
             "ruff==0.17.5",
+            "import-linter==2.17",  # the import rules of DESIGN.md (.importlinter), run by scripts/test.sh
             # ZKTeco peers the ZK/ADMS tests run unmodified (tests/test_zk.py, tests/test_adms.py)
             "pyzk==0.9",
             "django-fingerprint-attendance==0.1.0",

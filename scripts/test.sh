@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything the tests need on a fresh machine (Debian packages, a virtual environment with the
-# project and its test dependencies) and runs the test suite. The README's test command is this script.
+# project and its test dependencies), checks style (ruff) and the import rules (import-linter's contracts in
+# .importlinter), and runs the test suite. The README's test command is this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,4 +19,5 @@ VENV=${PRESENSI_VENV:-.venv}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[dev]"
 "$VENV/bin/ruff" check .
+"$VENV/bin/lint-imports" --no-cache
 exec "$VENV/bin/python" -m pytest -q "$@"

@@ -11,10 +11,23 @@ from sync.device import adms
 from terminal import face, liveness, web
 from terminal.config import Config
 from terminal.finger import slots
-from terminal.log import syncstate
+from terminal.log import punchlog, syncstate
 from terminal.ops import faults, health, status
 from terminal.punch import roster
 from terminal.timing import timeline
+
+
+def time_part(cfg: Config) -> dict:
+    """The clock's line: the corrected time now, its basis and uncertainty, and any contradicting samples."""
+    with punchlog.PunchLog(cfg.state_dir) as log:
+        report = timeline.status(log.conn)
+    cur = report["now"]
+    unc = "" if cur["uncertainty_s"] is None else f" ±{cur['uncertainty_s']:.3f} s"
+    alarm = f"; ALARM: {report['contradicting_samples']} contradicting time sample(s)" \
+        if report["contradicting_samples"] else ""
+    report["summary"] = f"{cur['message']}; now {cur['utc']}{unc} ({cur['basis']}){alarm}"
+    return report
+
 
 PARTS: dict[str, status.Part] = {
     "database": status.database_part,
@@ -23,7 +36,7 @@ PARTS: dict[str, status.Part] = {
     "health": health.quick_report,  # disk, CPU temperature, under-voltage
     "face": face.status_part,  # enrolled employees and templates
     "sync": syncstate.status_part,  # backlog, acked seq, last contact
-    "time": timeline.status_part,  # corrected time: verified or not, uncertainty, alarms
+    "time": time_part,  # corrected time: verified or not, uncertainty, alarms
     "fingerprint": slots.status_part,  # slot map size, port present (never opens it)
     "web": web.status_part,  # kiosk and admin pages: listen address, admin password set
     "zkteco": adms.status_part,  # ZK server settings, ADMS delivered seq and backlog

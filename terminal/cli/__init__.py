@@ -7,29 +7,31 @@ Every command takes -c/--config FILE and --json; errors go to stderr with a non-
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from terminal import __version__
+from terminal.cli import (
+    admin,
+    config,
+    demo,
+    face,
+    fault,
+    finger,
+    log,
+    models,
+    roster,
+    run,
+    schedule,
+    server,
+    sync,
+    time,
+)
 from terminal.cli.common import CommandError, common_options, run_command
 
-# Explicit registry: one line per command module (order = order in --help).
-COMMAND_MODULES = [
-    "terminal.cli.log",
-    "terminal.cli.run",
-    "terminal.cli.demo",
-    "terminal.cli.face",
-    "terminal.cli.finger",
-    "terminal.cli.time",
-    "terminal.cli.sync",
-    "terminal.cli.fault",
-    "terminal.cli.roster",
-    "terminal.cli.schedule",
-    "terminal.cli.models",
-    "terminal.cli.server",
-    "terminal.cli.admin",
-    "terminal.cli.config",
-]
+# Explicit registry: one module per command group (order = order in --help). Each module imports what its
+# commands need inside the command functions, so importing them all here keeps `presensi --help` cheap.
+COMMAND_MODULES = (log, run, demo, face, finger, time, sync, fault, roster, schedule, models, server, admin,
+                   config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"presensi-edge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for module in COMMAND_MODULES:
+        module.register(sub)
     return parser
 
 

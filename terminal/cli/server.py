@@ -121,7 +121,7 @@ def cmd_alarms(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from sync.device import offline
+    from sync.server import offline
 
     try:
         result = offline.import_dir(_store(args), args.dir)

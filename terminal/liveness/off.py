@@ -1,21 +1,12 @@
 """The trivial "off" liveness object (contract C1): every face passes at once, and says so in its checks.
 
-The real checks live in terminal/liveness/ (``terminal.liveness.from_config``); this one lets the face
-pipeline run alone and is what ``[liveness] mode = "off"`` means.
+The real checks are its siblings (``terminal.liveness.from_config`` chooses); this one lets the face pipeline
+run alone and is what ``[liveness] mode = "off"`` means.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-try:  # the liveness package defines the result type (C1); keep working before it lands
-    from terminal.liveness import LivenessResult
-except ImportError:  # pragma: no cover - only until terminal/liveness exists
-    @dataclass
-    class LivenessResult:  # type: ignore[no-redef]
-        passed: bool
-        reason: str
-        checks: dict
+from terminal.liveness import LivenessResult
 
 
 class _OffSession:

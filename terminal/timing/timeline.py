@@ -458,17 +458,3 @@ def parse_iso(text: str) -> int:
     """ns since the epoch from an ISO 8601 UTC string as written by iso()."""
     t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     return int(t.timestamp()) * 10**9 + t.microsecond * 1000
-
-
-def status_part(cfg) -> dict:
-    """The clock's line in `presensi status` (terminal.ops.status.PARTS)."""
-    from terminal.log import punchlog
-
-    with punchlog.PunchLog(cfg.state_dir) as log:
-        report = status(log.conn)
-    cur = report["now"]
-    unc = "" if cur["uncertainty_s"] is None else f" ±{cur['uncertainty_s']:.3f} s"
-    alarm = f"; ALARM: {report['contradicting_samples']} contradicting time sample(s)" \
-        if report["contradicting_samples"] else ""
-    report["summary"] = f"{cur['message']}; now {cur['utc']}{unc} ({cur['basis']}){alarm}"
-    return report

@@ -1,8 +1,8 @@
 """The ZK port-4370 server: TCP and UDP on `[zk] listen`, one thread per TCP client, one for UDP.
 
 `serve_zk(cfg, state_dir, stop_event)` starts both and returns at once (a ZkServer with the bound
-ports); the daemon calls it. `python -m sync.device.zk.server -c CONFIG` runs it alone (and the ADMS client
-when `[adms] enabled`), for tests and for terminals that only speak ZK.
+ports); the daemon calls it. `python -m sync.device.zk.server -c CONFIG` runs it alone, for tests and for
+terminals that only speak ZK (`python -m sync.device.adms -c CONFIG` runs the ADMS client alone).
 Garbage never crashes it: a frame that cannot be parsed closes that TCP connection (or is dropped on
 UDP); a parseable one with a wrong checksum, session or size gets the protocol's error reply.
 """
@@ -250,7 +250,7 @@ def serve_zk(cfg, state_dir, stop_event: threading.Event) -> ZkServer:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sync.device.zk.server",
-                                     description="Serve the ZK port-4370 protocol (and push ADMS if enabled)")
+                                     description="Serve the ZK port-4370 protocol")
     parser.add_argument("-c", "--config", help="configuration file (default: $PRESENSI_CONFIG or /etc/...)")
     parser.add_argument("--listen", help="override [zk] listen, e.g. 127.0.0.1:0")
     args = parser.parse_args(argv)
@@ -264,12 +264,6 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, lambda *_: stop.set())
         server = serve_zk(cfg, cfg.state_dir, stop)
         threads = list(server.threads)
-        if cfg.adms.enabled:
-            from sync.device.adms import run_adms
-
-            t = threading.Thread(target=run_adms, args=(cfg, cfg.state_dir, stop), name="adms", daemon=True)
-            t.start()
-            threads.append(t)
     except (config_mod.ConfigError, OSError, Exception) as e:
         print(f"presensi zk: error: {e}", file=sys.stderr)
         return 2
