@@ -8,11 +8,10 @@ import threading
 import time
 
 import pytest
-import requests
 import waitress
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sync.device import time_client
+from sync.device import central, time_client
 from sync.wire import timesample
 from terminal.log import chain, punchlog
 from terminal.timing import timeline
@@ -77,10 +76,14 @@ def pub(srv: TimeServer) -> str:
     return chain.public_key_b64(srv.key)
 
 
+def client(url: str, token: str = "tok", timeout: float = 10.0) -> central.Client:
+    return central.Client(central.Settings(url=url, device_id="dev-1", token=token, timeout=timeout))
+
+
 def test_signed_exchange_keeps_the_lowest_delay_on_one_keep_alive_connection(server, log):
     server.slow_first = 3  # the first three answers take 250 ms longer on the way back
-    with requests.Session() as session:
-        s = time_client.fetch_time_sample(session, server.url, "dev-1", "tok", pub(server), log.conn, exchanges=6)
+    with client(server.url) as c:
+        s = time_client.fetch_time_sample(c, pub(server), log.conn, exchanges=6)
     assert len(server.ports) == 6 and len(set(server.ports)) == 1, "all exchanges on one keep-alive connection"
     assert s["source"] == "server-signed" and s["status"] == "accepted"
     assert s["evidence"]["delay_ns"] < 200_000_000, "a 250 ms exchange was kept instead of a fast one"
@@ -103,15 +106,15 @@ def test_signed_exchange_keeps_the_lowest_delay_on_one_keep_alive_connection(ser
 ])
 def test_answers_that_fail_verification_record_nothing(server, log, mode, message):
     server.mode = mode
-    with requests.Session() as session, pytest.raises(time_client.TimeSyncError, match=message):
-        time_client.sync_time(session, server.url, "dev-1", "tok", pub(server), log.conn)
+    with client(server.url) as c, pytest.raises(time_client.TimeSyncError, match=message):
+        time_client.sync_time(c, pub(server), log.conn)
     assert log.conn.execute("SELECT count(*) FROM time_samples").fetchone()[0] == 0
 
 
 def test_missing_time_endpoint_falls_back_to_the_http_date_header(server, log):
     server.mode = "missing"
-    with requests.Session() as session:
-        result = time_client.sync_time(session, server.url, "dev-1", "tok", pub(server), log.conn)
+    with client(server.url) as c:
+        result = time_client.sync_time(c, pub(server), log.conn)
     s = result["sample"]
     assert result["method"] == "http-date" and s["source"] == "http-date" and "HTTP 404" in result["signed_error"]
     assert s["uncertainty_ns"] == 500_000_000 and "GMT" in s["evidence"]["date"]
@@ -122,14 +125,12 @@ def test_missing_time_endpoint_falls_back_to_the_http_date_header(server, log):
 
 
 def test_refused_token_and_unreachable_server_give_clear_errors(server, log):
-    with requests.Session() as session:
-        with pytest.raises(time_client.TimeSyncError, match="token was refused"):
-            time_client.fetch_time_sample(session, server.url, "dev-1", "wrong", pub(server), log.conn)
-        with pytest.raises(time_client.TimeSyncError, match="cannot reach the central server"):
-            time_client.fetch_time_sample(session, "http://127.0.0.1:9", "dev-1", "tok", pub(server), log.conn,
-                                          timeout=2)
-        with pytest.raises(time_client.TimeSyncError, match="server_key is not set"):
-            time_client.fetch_time_sample(session, server.url, "dev-1", "tok", "", log.conn)
+    with pytest.raises(time_client.TimeSyncError, match="refused the device token .* check \\[central\\] token"):
+        time_client.fetch_time_sample(client(server.url, token="wrong"), pub(server), log.conn)
+    with pytest.raises(time_client.TimeSyncError, match="cannot reach the central server"):
+        time_client.fetch_time_sample(client("http://127.0.0.1:9", timeout=2), pub(server), log.conn)
+    with pytest.raises(time_client.TimeSyncError, match="server_key is not set"):
+        time_client.fetch_time_sample(client(server.url), "", log.conn)
 
 
 NONCE = base64.b64encode(b"n" * 16).decode()

@@ -4,20 +4,18 @@
   backlog. Each batch is gzipped JSON to `POST /api/v1/devices/{id}/punches`; the server dedupes on
   (device, log_id, seq) and answers `{"acked_through": N}`, which is stored in one transaction. A crash
   anywhere only causes a resend.
-- Failures (connection errors, timeouts, 5xx, 429) back off exponentially with full jitter
-  (sleep = uniform(0, min(cap, base·2^n))) and honour Retry-After. A 401/403 is a configuration problem and
-  is reported as such. A heartbeat thread keeps telling the server the head and backlog while bulk upload
-  fails. Fault events (C5 table) go after the punches, photos last (lowest priority).
+- HTTP is sync/device/central.py (session, token, timeouts, body limits, what a failure means). Transient
+  failures (connection errors, timeouts, 5xx, 408/425/429) back off with its full-jitter policy and honour
+  Retry-After; a 401/403 is a configuration problem and is reported as such. A heartbeat thread keeps
+  telling the server the head and backlog while bulk upload fails, on its own connection. Fault events
+  (C5 table) go after the punches, photos last (lowest priority).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import email.utils
-import gzip
 import json
 import logging
-import random
 import sqlite3
 import threading
 import time
@@ -27,6 +25,8 @@ from pathlib import Path
 
 import requests
 
+from sync.device import central
+from sync.device.central import backoff_delay, parse_retry_after
 from terminal import __version__
 from terminal.log import punchlog, syncstate
 from terminal.timing import timeline
@@ -43,16 +43,12 @@ FAULTS_PER_BATCH = 200
 NO_PROGRESS_LIMIT = 5
 
 
-class PushError(Exception):
-    """Delivery cannot go on without someone acting (wrong token, refused data); the message says what."""
-
-
-class TransientError(Exception):
-    """This attempt failed but a later one may succeed."""
-
-    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None):
-        super().__init__(message)
-        self.retry_after, self.status = retry_after, status
+# Delivery's two outcomes are the central client's: PushError = cannot go on without someone acting (wrong
+# token, refused data; the message says what), TransientError = a later attempt may succeed.
+PushError = central.PermanentError
+TransientError = central.TransientError
+__all__ = ["Heartbeat", "PushError", "Pusher", "Settings", "TransientError", "backoff_delay",
+           "parse_retry_after", "send_punch_times"]
 
 
 @dataclass(frozen=True)
@@ -69,33 +65,15 @@ class Settings:
     @classmethod
     def from_config(cls, cfg) -> Settings:
         c = cfg.central
-        if not c.url or not c.token:
-            raise PushError("no central server configured: set [central] url and token "
-                            "(the token comes from `presensi server add-device`)")
-        return cls(url=c.url.rstrip("/"), device_id=cfg.device.id, token=c.token, timeout=c.timeout,
+        base = central.Settings.from_config(cfg)  # raises ConfigError (a PushError) without url and token
+        return cls(url=base.url, device_id=base.device_id, token=c.token, timeout=c.timeout,
                    batch_size=c.batch_size, retry_base=c.retry_base, max_backoff=c.max_backoff,
                    heartbeat_interval=c.heartbeat_interval)
 
-
-def backoff_delay(failures: int, base: float, cap: float, retry_after: float | None = None,
-                  rng: random.Random | None = None) -> float:
-    """Full jitter: uniform(0, min(cap, base·2^failures)); never sooner than the server's Retry-After."""
-    ceiling = min(cap, base * (2 ** min(failures, 30)))
-    delay = (rng or random).uniform(0, ceiling)
-    return max(delay, retry_after or 0.0)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    @property
+    def central(self) -> central.Settings:
+        return central.Settings(url=self.url, device_id=self.device_id, token=self.token, timeout=self.timeout,
+                                retry_base=self.retry_base, max_backoff=self.max_backoff)
 
 
 def annotate(conn: sqlite3.Connection, records: list[dict]) -> list[dict]:
@@ -110,56 +88,14 @@ def annotate(conn: sqlite3.Connection, records: list[dict]) -> list[dict]:
             for r in records]
 
 
-class Client:
-    """HTTP to one central server for one device, with timeouts on every request."""
-
-    def __init__(self, settings: Settings, session: requests.Session | None = None):
-        self.s = settings
-        self.session = session or requests.Session()
-        self.session.headers.update({"Authorization": f"Bearer {settings.token}",
-                                     "User-Agent": f"presensi-edge/{__version__}"})
-        self.base = f"{settings.url}/api/v1/devices/{settings.device_id}"
-
-    def request(self, method: str, path: str, *, data: bytes | None = None, headers: dict | None = None,
-                params: dict | None = None) -> requests.Response:
-        try:
-            resp = self.session.request(method, self.base + path, data=data, headers=headers, params=params,
-                                        timeout=(self.s.timeout, self.s.timeout))
-        except requests.Timeout as e:
-            raise TransientError(
-                f"no answer from {self.s.url} within {self.s.timeout:g} s ({type(e).__name__})") from None
-        except requests.RequestException as e:
-            raise TransientError(f"cannot reach {self.s.url}: {type(e).__name__}: {str(e)[:200]}") from None
-        if resp.status_code in (401, 403):
-            raise PushError(f"the central server refused the device token (HTTP {resp.status_code}: "
-                            f"{_error_text(resp)}); register the device again with `presensi server add-device "
-                            f"{self.s.device_id}` and put the new token in [central] token")
-        if resp.status_code in (408, 425, 429) or resp.status_code >= 500:
-            raise TransientError(f"HTTP {resp.status_code} from {self.s.url}: {_error_text(resp)}",
-                                 parse_retry_after(resp.headers.get("Retry-After")), resp.status_code)
-        return resp
-
-    def post_json(self, path: str, body, *, compress: bool = True) -> dict:
-        raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json"}
-        if compress:
-            raw, headers["Content-Encoding"] = gzip.compress(raw, compresslevel=3), "gzip"
-        resp = self.request("POST", path, data=raw, headers=headers)
-        if resp.status_code == 413:
-            raise TransientError("the batch is too large for the server", status=413)
-        if resp.status_code != 200:
-            raise PushError(f"the central server refused {path} (HTTP {resp.status_code}: {_error_text(resp)})")
-        try:
-            return resp.json()
-        except ValueError:
-            raise TransientError(f"garbled answer from {self.s.url} (not JSON)") from None
-
-
-def _error_text(resp: requests.Response) -> str:
+def post(client: central.Client, rest: str, body, *, compress: bool = True) -> dict:
+    """POST JSON to the device's part of the API. A 413 is transient here: the pusher halves its batch."""
     try:
-        return str(resp.json().get("error"))[:300]
-    except (ValueError, AttributeError):
-        return (resp.text or resp.reason or "")[:200]
+        return client.post_json(client.device_path(rest), body, compress=compress)
+    except central.RefusedError as e:
+        if e.status == 413:
+            raise TransientError("the batch is too large for the server", status=413) from None
+        raise
 
 
 class Pusher:
@@ -172,7 +108,7 @@ class Pusher:
         self.log = punchlog.PunchLog(self.state_dir)
         self.conn = self.log.conn
         self.target = syncstate.target_of(settings.url)
-        self.client = Client(settings, session)
+        self.client = central.Client(settings.central, session)
         self.health = health or (lambda: {})
         self.sleep = sleep
         self.batch_size = settings.batch_size
@@ -182,6 +118,7 @@ class Pusher:
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+        self.client.close()
         self.log.close()
 
     # -- punches --------------------------------------------------------------------------------------
@@ -227,7 +164,7 @@ class Pusher:
             return 0
         started = time.time_ns()
         try:
-            future = self._sender().submit(self.client.post_json, "/punches", body)
+            future = self._sender().submit(post, self.client, "/punches", body)
             if last not in self._built:
                 self._batch_after(last)
                 self._built[after] = (body, last)
@@ -296,19 +233,24 @@ class Pusher:
             return
         started = time.time_ns()
         try:
-            resp = self.client.request("PUT", f"/photos/{sha}", data=data, headers={"Content-Type": "image/jpeg"})
-            if resp.status_code in (400, 413):  # this photo is refused (damaged file): skip, never stall on it
-                log.warning("the server refused photo %s: %s; skipped", sha[:12], _error_text(resp))
-                self._attempt("photo", started, False, 1, error=f"refused: {_error_text(resp)}",
-                              status=resp.status_code)
+            try:
+                reply = self.client.request("PUT", self.client.device_path(f"/photos/{sha}"), data=data,
+                                            headers={"Content-Type": "image/jpeg"})
+            except central.RefusedError as e:
+                if e.status not in (400, 413):
+                    raise
+                # this photo is refused (a damaged file): skip it, never stall the queue on it
+                text = e.reply.error_text() if e.reply else str(e)
+                log.warning("the server refused photo %s: %s; skipped", sha[:12], text)
+                self._attempt("photo", started, False, 1, error=f"refused: {text}", status=e.status)
                 return
-            if resp.status_code not in (200, 201):
-                raise PushError(f"the server refused photo {sha[:12]} (HTTP {resp.status_code}: "
-                                f"{_error_text(resp)})")
+            if reply.status not in (200, 201):
+                raise PushError(f"the server refused photo {sha[:12]} (HTTP {reply.status}: {reply.error_text()})",
+                                status=reply.status)
         except (TransientError, PushError) as e:
             self._attempt("photo", started, False, 1, error=str(e), status=getattr(e, "status", None))
             raise
-        self._attempt("photo", started, True, 1, status=resp.status_code)
+        self._attempt("photo", started, True, 1, status=reply.status)
 
     def fault_backlog(self) -> list[dict]:
         if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE name='fault_events'").fetchone():
@@ -336,7 +278,7 @@ class Pusher:
         started = time.time_ns()
         body = {"events": [{k: v for k, v in e.items() if k != "photo_path"} for e in events]}
         try:
-            self.client.post_json("/faults", body)
+            post(self.client, "/faults", body)
         except (TransientError, PushError) as e:
             self._attempt("faults", started, False, len(events), error=str(e), status=getattr(e, "status", None))
             raise
@@ -359,17 +301,16 @@ class Pusher:
 
     def drain(self, deadline: float, stop: threading.Event | None = None) -> dict:
         """Deliver until nothing is pending or the deadline passes. Never raises TransientError."""
-        failures, last_error = 0, None
+        backoff, last_error = self.client.backoff(), None
         while not (stop and stop.is_set()):
             try:
                 if self.step() == 0:
                     return {"done": True, "last_error": None, **self.pending()}
-                failures = 0
+                backoff.succeeded()
                 continue
             except TransientError as e:
-                failures += 1
                 last_error = str(e)
-                delay = backoff_delay(failures, self.s.retry_base, self.s.max_backoff, e.retry_after)
+                delay = backoff.failed(e.retry_after)
             if time.monotonic() + delay > deadline:
                 break
             log.warning("delivery failed (%s); retrying in %.2f s", last_error, delay)
@@ -399,6 +340,7 @@ class Heartbeat(threading.Thread):
     def __init__(self, state_dir: Path, settings: Settings, health: Callable[[], dict] | None = None):
         super().__init__(name="presensi-heartbeat", daemon=True)
         self.state_dir, self.s = Path(state_dir), settings
+        self.client = central.Client(settings.central)  # its own session: a stuck upload cannot block it
         self.health = health or (lambda: {})
         self.stop_event = threading.Event()
         self.sent = 0
@@ -417,7 +359,7 @@ class Heartbeat(threading.Thread):
                     "health": self.health()}
             started = time.time_ns()
             try:
-                reply = Client(self.s).post_json("/heartbeat", body, compress=False)
+                reply = post(self.client, "/heartbeat", body, compress=False)
                 syncstate.record_attempt(conn, target, "heartbeat", started_ns=started, ok=True, http_status=200)
                 self.sent += 1
                 return reply
@@ -436,6 +378,7 @@ class Heartbeat(threading.Thread):
             except Exception as e:  # keep beating whatever happened; the attempt is recorded
                 self.last_error = str(e)
             self.stop_event.wait(self.s.heartbeat_interval)
+        self.client.close()
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -444,4 +387,5 @@ class Heartbeat(threading.Thread):
 def send_punch_times(settings: Settings, log_id: str, times: list[dict]) -> dict:
     """C3: send re-anchored derived times of already delivered punches (utc, earliest, latest, basis,
     flags); the server updates only those columns."""
-    return Client(settings).post_json("/punch-times", {"log_id": log_id, "times": times})
+    with central.Client(settings.central) as client:
+        return post(client, "/punch-times", {"log_id": log_id, "times": times})

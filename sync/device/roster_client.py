@@ -5,7 +5,9 @@
 
 Every bundle is verified completely with the PINNED server key before `terminal.punch.roster.install` swaps it
 in; a rejected bundle leaves the installed roster untouched. Both outcomes go to the punch log's audit
-trail (no biometric data, just version, sha256, counts or the reason).
+trail (no biometric data, just version, sha256, counts or the reason). The download goes through
+sync/device/central.py's Client with `[roster] max_bundle_bytes` as its body limit, so an oversized bundle
+is refused from its Content-Length, or cut off one chunk past the limit, never read whole.
 """
 
 from __future__ import annotations
@@ -13,19 +15,24 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import requests
-
+from sync.device import central
 from sync.wire.rosterbundle import BundleLimits, BundleRejected, verify_bundle
 from terminal.errors import LogError
 from terminal.log import punchlog
 from terminal.punch import roster, rules
 
 log = logging.getLogger("presensi.roster")
-CHUNK = 64 * 1024
+ROSTER_PATH = "/roster"
+ROSTER_MEDIA_TYPE = "application/vnd.presensi.roster+gzip"
 
 
 class RosterPullError(Exception):
-    """The roster could not be fetched (network, server, configuration); the message says what to do."""
+    """The roster could not be fetched (network, server, configuration); the message says what to do.
+    `transient`: a later try may succeed without anyone acting (then `retry_after` is the server's wish)."""
+
+    def __init__(self, message: str, *, transient: bool = False, retry_after: float | None = None):
+        super().__init__(message)
+        self.transient, self.retry_after = transient, retry_after
 
 
 def limits_from_config(cfg) -> BundleLimits:
@@ -36,15 +43,26 @@ def limits_from_config(cfg) -> BundleLimits:
                         max_photo_bytes=r.max_photo_bytes)
 
 
-def pull_roster(cfg, *, session: requests.Session | None = None) -> dict:
+def client_for(cfg) -> central.Client:
+    """The central client from [central], or RosterPullError saying what to configure."""
+    try:
+        return central.Client.from_config(cfg)
+    except central.ConfigError as e:
+        raise RosterPullError(str(e)) from None
+
+
+def pull_roster(cfg, *, client: central.Client | None = None) -> dict:
     """Ask the central server for a roster newer than the installed one and install it if it is good.
     Returns {"status": "current"|"installed", "version", ...}; raises RosterPullError or BundleRejected."""
-    if not cfg.central.url or not cfg.central.token:
-        raise RosterPullError("[central] url and token are not set; register the device with "
-                              "`presensi server add-device` and put its token in the configuration")
-    current = roster.current_version(cfg.state_dir)
-    url = f"{cfg.central.url.rstrip('/')}/api/v1/devices/{cfg.device.id}/roster"
-    data = _download(session or requests.Session(), url, cfg, current)
+    own = client is None
+    client = client or client_for(cfg)
+    try:
+        current = roster.current_version(cfg.state_dir)
+        url = client.s.url + client.device_path(ROSTER_PATH)
+        data = _download(client, url, cfg, current)
+    finally:
+        if own:
+            client.close()
     if data is None:
         return {"status": "current", "version": current}
     return install_bundle(cfg, data, source=url)
@@ -100,59 +118,59 @@ def _audit(cfg, action: str, details: dict) -> str:
         return f"not recorded: {e}"
 
 
-def _download(session: requests.Session, url: str, cfg, current: int) -> bytes | None:
+def _download(client: central.Client, url: str, cfg, current: int) -> bytes | None:
+    """The bundle newer than `current`, None when there is none; never more than max_bundle_bytes read."""
     limit = limits_from_config(cfg).max_bundle_bytes
-    headers = {"Authorization": f"Bearer {cfg.central.token}", "Accept": "application/vnd.presensi.roster+gzip"}
-    timeout = (cfg.central.timeout, cfg.central.timeout)
     try:
-        with session.get(url, params={"since": current}, headers=headers, timeout=timeout, stream=True) as r:
-            if r.status_code in (204, 304):
-                return None
-            _check_status(r, url)
-            declared = r.headers.get("Content-Length")
-            if declared and declared.isdigit() and int(declared) > limit:
-                _reject(cfg, url, BundleRejected("oversized", f"server offers {declared} bytes, over the limit "
-                                                              f"of {limit} bytes"))
-            body = bytearray()
-            for chunk in r.iter_content(CHUNK):
-                body += chunk
-                if len(body) > limit:
-                    _reject(cfg, url, BundleRejected("oversized", f"bundle is over the limit of {limit} bytes"))
-            return bytes(body)
-    except requests.exceptions.Timeout:
-        raise RosterPullError(f"{url}: the central server did not answer within {cfg.central.timeout} s; "
-                              "the current roster stays in use, retry later") from None
-    except requests.exceptions.RequestException as e:
-        raise RosterPullError(f"{url}: cannot reach the central server ({type(e).__name__}); check the "
-                              "network and [central] url; the current roster stays in use") from None
+        reply = client.request("GET", client.device_path(ROSTER_PATH), params={"since": current},
+                               headers={"Accept": ROSTER_MEDIA_TYPE}, limit=limit)
+    except central.BodyTooLarge as e:
+        reason = (f"server offers {e.declared} bytes, over the limit of {limit} bytes" if e.received == 0
+                  else f"bundle is over the limit of {limit} bytes (cut off after {e.received} bytes)")
+        _reject(cfg, url, BundleRejected("oversized", reason))
+    except central.CentralError as e:
+        raise _pull_error(url, e) from None
+    if reply.status in (204, 304):
+        return None
+    if reply.status != 200:
+        raise RosterPullError(f"{url}: unexpected HTTP {reply.status} from the central server; retry later "
+                              "and report it to the server administrator if it persists")
+    return reply.body
 
 
-def _check_status(r: requests.Response, url: str) -> None:
-    if r.status_code == 200:
-        return
-    if r.status_code in (401, 403):
-        raise RosterPullError(f"{url}: the server refused the device token (HTTP {r.status_code}); check "
-                              "[central] token against `presensi server add-device`")
-    if r.status_code == 404:
-        raise RosterPullError(f"{url}: not found (HTTP 404); is the device registered on the server and "
-                              "[device] id spelled as registered?")
-    if r.status_code in (429, 503):
-        raise RosterPullError(f"{url}: the server is busy (HTTP {r.status_code}); retry later")
-    raise RosterPullError(f"{url}: unexpected HTTP {r.status_code} from the central server; retry later "
-                          "and report it to the server administrator if it persists")
+def _pull_error(url: str, e: central.CentralError) -> RosterPullError:
+    if isinstance(e, central.TransientError):
+        return RosterPullError(f"{url}: {e}; the current roster stays in use, retry later", transient=True,
+                               retry_after=e.retry_after)
+    if e.status == 404:
+        return RosterPullError(f"{url}: not found (HTTP 404); is the device registered on the server and "
+                               "[device] id spelled as registered?")
+    if isinstance(e, central.AuthError):
+        return RosterPullError(f"{url}: {e}")
+    return RosterPullError(f"{url}: {e}; retry later and report it to the server administrator if it persists")
 
 
-def run_periodically(cfg, stop_event, *, session: requests.Session | None = None) -> None:
+def run_periodically(cfg, stop_event, *, client: central.Client | None = None) -> None:
     """For the daemon: pull every [roster] pull_interval seconds until stop_event is set. Failures are
-    logged (and audited when a bundle is refused) and retried later with a doubled wait, up to
-    [central] max_backoff; the installed roster keeps working throughout."""
-    session = session or requests.Session()
-    wait = cfg.roster.pull_interval
-    while not stop_event.is_set():
-        try:
-            pull_roster(cfg, session=session)
+    logged (and audited when a bundle is refused); a transient one (network, busy server) is retried with
+    the central client's full-jitter back-off, one that needs a person (token, refused bundle) after
+    [central] max_backoff. The installed roster keeps working throughout."""
+    try:
+        client = client or client_for(cfg)
+    except RosterPullError as e:
+        log.warning("roster pull off: %s", e)
+        return
+    backoff = client.backoff()
+    with client:
+        while not stop_event.is_set():
             wait = cfg.roster.pull_interval
-        except (RosterPullError, BundleRejected, roster.RosterError) as e:
-            log.warning("roster pull failed: %s", e)
-            wait = min(max(wait, 1.0) * 2, cfg.central.max_backoff)
-        stop_event.wait(wait)
+            try:
+                pull_roster(cfg, client=client)
+                backoff.succeeded()
+            except RosterPullError as e:
+                log.warning("roster pull failed: %s", e)
+                wait = backoff.failed(e.retry_after) if e.transient else cfg.central.max_backoff
+            except (BundleRejected, roster.RosterError) as e:
+                log.warning("roster pull failed: %s", e)
+                wait = cfg.central.max_backoff
+            stop_event.wait(wait)

@@ -9,6 +9,9 @@ evidence. The offset is bounded by NTP's θ ± δ/2 plus the server's own error 
 and-durability.md §1.1, §1.4).
 
 Fallback: the `Date` header of any central-server response (1 s resolution: ±0.5 s + RTT/2).
+
+HTTP (session, token, timeouts, body limits, failure classes) is sync/device/central.py's Client, shared
+with push and the roster.
 """
 
 from __future__ import annotations
@@ -18,8 +21,7 @@ import email.utils
 import os
 import sqlite3
 
-import requests
-
+from sync.device import central
 from sync.wire.timesample import PROTOCOL, SIGNED_FIELDS, TIME_PATH, signed_message
 from terminal.log import chain
 from terminal.timing import clock, timeline
@@ -32,7 +34,7 @@ class TimeSyncError(Exception):
     """No trusted sample could be taken; the message says what to do. `response` is the last HTTP
     response, if any, for the Date-header fallback."""
 
-    def __init__(self, message: str, response: requests.Response | None = None, fallback_ok: bool = True,
+    def __init__(self, message: str, response: central.Reply | None = None, fallback_ok: bool = True,
                  readings: tuple[ClockReading, ClockReading] | None = None):
         super().__init__(message)
         self.response, self.fallback_ok, self.readings = response, fallback_ok, readings
@@ -82,19 +84,33 @@ def exchange_delay(sent: ClockReading, received: ClockReading, answer: dict) -> 
     return (received.monoraw_ns - sent.monoraw_ns) - (answer["t3_ns"] - answer["t2_ns"])
 
 
-def _post(session, url, headers, body, timeout) -> requests.Response:
+def _exchange(client: central.Client, request: dict) -> tuple[ClockReading, ClockReading, dict]:
+    """One request/answer with the raw monotonic clock read around it; HTTP failures become TimeSyncError
+    (with the server's answer, when there is one, for the Date-header fallback)."""
+    sent = clock.read()
     try:
-        return session.post(url, json=body, headers=headers, timeout=(timeout, timeout))
-    except requests.RequestException as e:
-        raise TimeSyncError(f"cannot reach the central server at {url} ({type(e).__name__}); check the "
-                            "network and [central] url; punches are kept and re-anchored later",
-                            fallback_ok=False) from None
+        reply = client.request("POST", TIME_PATH, json_body=request)
+    except central.CentralError as e:
+        received = clock.read()
+        if e.reply is None:  # nothing came back: no Date header either
+            raise TimeSyncError(f"{e}; punches are kept and re-anchored later", fallback_ok=False) from None
+        raise TimeSyncError(_http_problem(e), response=e.reply, readings=(sent, received)) from None
+    received = clock.read()
+    if reply.status != 200:
+        raise TimeSyncError(f"{TIME_PATH}: HTTP {reply.status}: unexpected answer", response=reply,
+                            readings=(sent, received))
+    try:
+        answer = reply.json()
+    except central.TransientError:
+        raise TimeSyncError(f"{TIME_PATH}: the answer is not JSON", response=reply,
+                            readings=(sent, received)) from None
+    return sent, received, answer
 
 
-def fetch_time_sample(session: requests.Session, base_url: str, device_id: str, token: str | None,
-                      server_key_b64: str, conn: sqlite3.Connection, *, exchanges: int = 6,
-                      timeout: float = 10.0, params: timeline.Params = timeline.DEFAULT_PARAMS) -> dict:
-    """Take 4–8 signed exchanges on one keep-alive session, record the lowest-delay one and return it."""
+def fetch_time_sample(client: central.Client, server_key_b64: str, conn: sqlite3.Connection, *,
+                      exchanges: int = 6, params: timeline.Params = timeline.DEFAULT_PARAMS) -> dict:
+    """Take 4–8 signed exchanges on the client's keep-alive session, record the lowest-delay one and
+    return it."""
     if not server_key_b64:
         raise TimeSyncError("[central] server_key is not set: pin the key `presensi server add-device` printed",
                             fallback_ok=False)
@@ -102,22 +118,11 @@ def fetch_time_sample(session: requests.Session, base_url: str, device_id: str, 
         public_key = chain.public_key_from_b64(server_key_b64)
     except ValueError as e:
         raise TimeSyncError(f"[central] server_key: {e}", fallback_ok=False) from None
-    url = base_url.rstrip("/") + TIME_PATH
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
     best = None
     for _ in range(max(MIN_EXCHANGES, min(MAX_EXCHANGES, exchanges))):
-        request = {"nonce": base64.b64encode(os.urandom(16)).decode(), "device_id": device_id,
+        request = {"nonce": base64.b64encode(os.urandom(16)).decode(), "device_id": client.s.device_id,
                    "chain_head": _chain_head(conn)}
-        sent = clock.read()
-        response = _post(session, url, headers, request, timeout)
-        received = clock.read()
-        if response.status_code != 200:
-            raise TimeSyncError(_http_problem(url, response), response=response, readings=(sent, received))
-        try:
-            answer = response.json()
-        except ValueError:
-            raise TimeSyncError(f"{url}: the answer is not JSON", response=response,
-                                readings=(sent, received)) from None
+        sent, received, answer = _exchange(client, request)
         answer = check_answer(answer, request, public_key)
         delay = exchange_delay(sent, received, answer)
         if best is None or delay < best[0]:
@@ -126,12 +131,11 @@ def fetch_time_sample(session: requests.Session, base_url: str, device_id: str, 
     return timeline.record_sample(conn, params=params, **sample_from_answer(sent, received, answer))
 
 
-def _http_problem(url: str, response: requests.Response) -> str:
-    hints = {401: "the device token was refused: check [central] token",
-             403: "the device token was refused: check [central] token",
-             404: "the central server has no time endpoint (an older server?)",
+def _http_problem(e: central.CentralError) -> str:
+    hints = {404: "the central server has no time endpoint (an older server?)",
              503: "the central server's time service is unavailable"}
-    return f"{url}: HTTP {response.status_code}: {hints.get(response.status_code, 'unexpected answer')}"
+    hint = hints.get(e.status)
+    return f"{TIME_PATH}: {e}" + (f"; {hint}" if hint else "")
 
 
 # -- fallback: the HTTP Date header ------------------------------------------------------------------------
@@ -151,7 +155,7 @@ def sample_from_date_header(date_header: str, sent: ClockReading, received: Cloc
             "uncertainty_ns": 500_000_000, "evidence": {"date": date_header}}
 
 
-def record_http_date(conn: sqlite3.Connection, response: requests.Response, sent: ClockReading,
+def record_http_date(conn: sqlite3.Connection, response: central.Reply, sent: ClockReading,
                      received: ClockReading, *, params: timeline.Params = timeline.DEFAULT_PARAMS) -> dict | None:
     """Record the Date header of a central-server response as a sample; None when there is none."""
     header = response.headers.get("Date")
@@ -162,15 +166,13 @@ def record_http_date(conn: sqlite3.Connection, response: requests.Response, sent
     return timeline.record_sample(conn, params=params, **kwargs)
 
 
-def sync_time(session: requests.Session, base_url: str, device_id: str, token: str | None,
-              server_key_b64: str | None, conn: sqlite3.Connection, *, exchanges: int = 6,
-              timeout: float = 10.0, params: timeline.Params = timeline.DEFAULT_PARAMS) -> dict:
+def sync_time(client: central.Client, server_key_b64: str | None, conn: sqlite3.Connection, *,
+              exchanges: int = 6, params: timeline.Params = timeline.DEFAULT_PARAMS) -> dict:
     """A signed sample, or the Date header of the central server's answer when the time endpoint is missing
     or failing. Also records the kernel's NTP view when it says it is synchronised. Raises TimeSyncError."""
     kernel = timeline.observe_kernel(conn, params=params)
     try:
-        sample = fetch_time_sample(session, base_url, device_id, token, server_key_b64 or "", conn,
-                                   exchanges=exchanges, timeout=timeout, params=params)
+        sample = fetch_time_sample(client, server_key_b64 or "", conn, exchanges=exchanges, params=params)
         return {"method": "server-signed", "sample": sample, "kernel_sample": kernel}
     except TimeSyncError as e:
         if not e.fallback_ok or e.response is None or e.readings is None:
@@ -184,13 +186,11 @@ def sync_time(session: requests.Session, base_url: str, device_id: str, token: s
 # -- re-anchored times to the central server (C3) -----------------------------------------------------------
 
 
-def push_punch_times(session: requests.Session, base_url: str, device_id: str, token: str | None,
-                     conn: sqlite3.Connection, *, batch: int = 500, timeout: float = 10.0,
+def push_punch_times(client: central.Client, conn: sqlite3.Connection, *, batch: int = 500,
                      max_batches: int = 1000) -> int:
     """POST re-anchored punch times the server has not seen; returns how many were accepted."""
     log_id = conn.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()[0]
-    url = f"{base_url.rstrip('/')}/api/v1/devices/{device_id}/punch-times"
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    path = client.device_path("/punch-times")
     sent_total = 0
     for _ in range(max_batches):
         times = timeline.pending_times(conn, limit=batch)
@@ -198,9 +198,10 @@ def push_punch_times(session: requests.Session, base_url: str, device_id: str, t
             break
         body = {"log_id": log_id, "times": [{k: t[k] for k in ("seq", "utc", "earliest", "latest", "basis",
                                                                 "flags")} for t in times]}
-        response = _post(session, url, headers, body, timeout)
-        if response.status_code != 200:
-            raise TimeSyncError(_http_problem(url, response), response=response)
+        try:
+            client.post_json(path, body)
+        except central.CentralError as e:
+            raise TimeSyncError(f"{path}: {e}", response=e.reply, fallback_ok=False) from None
         timeline.mark_pushed(conn, times)
         sent_total += len(times)
     return sent_total

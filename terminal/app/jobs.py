@@ -38,19 +38,14 @@ def push(ctx: JobContext) -> dict:
 
 def time_sample(ctx: JobContext) -> dict:
     """A signed time sample from the central server (HTTP Date as fallback), then re-anchored times."""
-    import requests
-
-    from sync.device import time_client
+    from sync.device import central, time_client
     from terminal.log import punchlog
 
-    c = ctx.cfg.central
     conn = punchlog.connect(punchlog.db_path(ctx.cfg.state_dir))
     try:
-        with requests.Session() as session:
-            result = time_client.sync_time(session, c.url, ctx.cfg.device.id, c.token, c.server_key, conn,
-                                           timeout=c.timeout)
-            sent = time_client.push_punch_times(session, c.url, ctx.cfg.device.id, c.token, conn,
-                                                timeout=c.timeout)
+        with central.Client.from_config(ctx.cfg) as client:
+            result = time_client.sync_time(client, ctx.cfg.central.server_key, conn)
+            sent = time_client.push_punch_times(client, conn)
     except Exception as e:  # offline is normal; the next run tries again
         ctx.state["last_time_sample"] = {"ok": False, "error": str(e)}
         return ctx.state["last_time_sample"]

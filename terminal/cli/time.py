@@ -61,20 +61,20 @@ def _format(r: dict) -> str:
 
 
 def cmd_time_sync(args) -> int:
-    import requests
-
-    from sync.device import time_client
+    from sync.device import central, time_client
 
     cfg = load_config(args)
     c = cfg.central
     if not c.url:
         raise CommandError("[central] url is not set: the terminal has no central server to take time from")
-    with punchlog.PunchLog(cfg.state_dir) as log, requests.Session() as session:
+    try:
+        client = central.Client.from_config(cfg)
+    except central.ConfigError as e:
+        raise CommandError(str(e)) from None
+    with punchlog.PunchLog(cfg.state_dir) as log, client:
         try:
-            result = time_client.sync_time(session, c.url, cfg.device.id, c.token, c.server_key, log.conn,
-                                           exchanges=args.exchanges, timeout=c.timeout)
-            pushed = 0 if args.no_push else time_client.push_punch_times(
-                session, c.url, cfg.device.id, c.token, log.conn, timeout=c.timeout)
+            result = time_client.sync_time(client, c.server_key, log.conn, exchanges=args.exchanges)
+            pushed = 0 if args.no_push else time_client.push_punch_times(client, log.conn)
         except time_client.TimeSyncError as e:
             raise CommandError(str(e)) from None
         now = timeline.now(log.conn)
