@@ -25,8 +25,8 @@ from pyfingerprint.pyfingerprint import PyFingerprint  # noqa: E402
 
 from drivers.fingerprint.capture import CaptureLoop  # noqa: E402
 from drivers.fingerprint.emulator import REALISTIC_LATENCY, FingerprintEmulator  # noqa: E402
+from drivers.fingerprint.emulator.sensorsim import INSTRUCTION_NAMES, Settings, synthetic_template  # noqa: E402
 from drivers.fingerprint.sensor import FingerprintSensor  # noqa: E402
-from drivers.fingerprint.sensorsim import INSTRUCTION_NAMES, Settings, synthetic_template  # noqa: E402
 from terminal.finger.punch import capture_handler  # noqa: E402
 from terminal.finger.slots import SlotMap, sync_slots  # noqa: E402
 from terminal.log import punchlog  # noqa: E402

@@ -13,8 +13,8 @@ from conftest import presensi, write_config
 
 from drivers.fingerprint.capture import CaptureLoop
 from drivers.fingerprint.emulator import FAULTS, FingerprintEmulator
+from drivers.fingerprint.emulator.sensorsim import Settings, synthetic_template
 from drivers.fingerprint.sensor import FingerprintSensor, SensorError
-from drivers.fingerprint.sensorsim import Settings, synthetic_template
 from terminal.finger.punch import capture_handler
 from terminal.finger.slots import SlotMap, template_hash
 from terminal.log import punchlog

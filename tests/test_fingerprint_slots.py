@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.fingerprint import protocol as p
 from drivers.fingerprint.emulator import FingerprintEmulator
+from drivers.fingerprint.emulator import protocol as p
+from drivers.fingerprint.emulator.sensorsim import Settings, synthetic_template
 from drivers.fingerprint.enrol import EnrolmentError
 from drivers.fingerprint.sensor import FingerprintSensor
-from drivers.fingerprint.sensorsim import Settings, synthetic_template
 from terminal.finger.slots import SlotMap, enroll_employee, sync_slots
 
 

@@ -1,2 +1,2 @@
-"""ZhianTec-family UART fingerprint sensors: the driver over pyfingerprint (sensor.py) and a pty emulator
-(emulator.py, with the module logic in sensorsim.py and the wire format in protocol.py)."""
+"""Fingerprint sensors with on-sensor 1:N search: the driver over pyfingerprint (sensor.py), and in
+emulator/ a ZhianTec module emulated on a real pty (its state machine, wire format and console)."""

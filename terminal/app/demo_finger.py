@@ -14,8 +14,8 @@ from pathlib import Path
 
 from drivers.fingerprint.capture import CaptureLoop
 from drivers.fingerprint.emulator import REALISTIC_LATENCY, FingerprintEmulator
+from drivers.fingerprint.emulator.sensorsim import Settings, synthetic_template
 from drivers.fingerprint.sensor import FingerprintSensor
-from drivers.fingerprint.sensorsim import Settings, synthetic_template
 from terminal.finger.punch import FingerDecision, capture_handler
 from terminal.finger.slots import SlotMap, sync_slots
 

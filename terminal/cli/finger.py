@@ -32,7 +32,7 @@ def register(sub) -> None:
     p = add_command(group, "sync", cmd_sync, "load the roster's fingerprint templates into the sensor slots")
     _port_options(p)
     p = add_command(group, "emulator", cmd_emulator, "run an emulated sensor on a pty (prints its device path)")
-    from drivers.fingerprint.console import add_arguments
+    from drivers.fingerprint.emulator.console import add_arguments
 
     add_arguments(p)
 
@@ -156,6 +156,6 @@ def cmd_sync(args) -> int:
 
 
 def cmd_emulator(args) -> int:
-    from drivers.fingerprint.console import make_emulator, serve
+    from drivers.fingerprint.emulator.console import make_emulator, serve
 
     return serve(make_emulator(args))
