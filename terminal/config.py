@@ -139,6 +139,8 @@ class Liveness:
 @dataclass(frozen=True)
 class Fingerprint:
     enabled: bool = _f(False, "Use a ZhianTec-family fingerprint sensor.")
+    model: str = _f("zhiantec", "Sensor model (drivers/fingerprint/registry.py): zhiantec (R30x, R503, AS608 on a "
+                    "UART) or emulator (an emulated sensor on a pty, no hardware; port unused).")
     port: str = _f("/dev/serial0", "Serial port of the sensor.")
     baud: int = _f(57600, "Baud rate: a multiple of 9600 from 9600 to 115200.", min=9600, max=115200)
     password: int = _f(0, "Sensor password (32-bit).", min=0, max=0xFFFFFFFF)

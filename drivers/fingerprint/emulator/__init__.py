@@ -5,6 +5,7 @@ The driver under test talks to it through the unmodified pyfingerprint exactly a
     sensorsim.py   the module's logic: a state machine, packet in -> reply bytes out, no I/O
     device.py      that state machine on a pty: byte pacing, latency, line faults, unplugging, packet log
     console.py     the stand-alone program (`python -m drivers.fingerprint.emulator`, `presensi finger emulator`)
+    sensor.py      the registry's "emulator" model: the ZhianTec driver over an emulator it starts itself
 
 The names most callers want are importable from here.
 """
