@@ -79,6 +79,8 @@ class Web:
 class Camera:
     enabled: bool = _f(True, "Use the camera for face punches.")
     source: str = _f("0", "Device index, /dev/videoN, GStreamer/libcamera pipeline, video file or frame folder.")
+    kind: str = _f("auto", "Source kind (drivers/camera/registry.py): auto (from the spelling of source), opencv, "
+                   "gstreamer, video or folder.")
     width: int = _f(640, "Capture width in pixels.", min=16)
     height: int = _f(480, "Capture height in pixels.", min=16)
     fps: float = _f(15.0, "Frame rate (also the replay rate of a file source).", min=0.1)

@@ -158,7 +158,7 @@ class FrameFeeder:
 
 
 def test_camera_removed_raises_a_fault_within_10_s_and_clears_on_return(log, tmp_path):
-    camera_mod = pytest.importorskip("drivers.camera", reason="the camera driver (drivers/camera.py) is absent")
+    camera_mod = pytest.importorskip("drivers.camera", reason="the camera driver (drivers/camera/) is absent")
     folder = tmp_path / "frames"
     feeder = FrameFeeder(folder)
     folder.mkdir()
