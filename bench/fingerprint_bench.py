@@ -25,8 +25,9 @@ from pyfingerprint.pyfingerprint import PyFingerprint  # noqa: E402
 
 from drivers.fingerprint.capture import CaptureLoop  # noqa: E402
 from drivers.fingerprint.emulator import REALISTIC_LATENCY, FingerprintEmulator  # noqa: E402
-from drivers.fingerprint.sensor import FingerprintSensor  # noqa: E402
-from drivers.fingerprint.sensorsim import INSTRUCTION_NAMES, Settings, synthetic_template  # noqa: E402
+from drivers.fingerprint.emulator.sensorsim import INSTRUCTION_NAMES, Settings, synthetic_template  # noqa: E402
+from drivers.fingerprint.registry import from_config  # noqa: E402
+from terminal.config import Fingerprint  # noqa: E402
 from terminal.finger.punch import capture_handler  # noqa: E402
 from terminal.finger.slots import SlotMap, sync_slots  # noqa: E402
 from terminal.log import punchlog  # noqa: E402
@@ -51,10 +52,10 @@ def bench_decision(tmp: Path, touches: int, library: int) -> dict:
         punchlog.init(state)
         with punchlog.PunchLog(state) as log, SlotMap(state) as slots:
             emu.paced = False
-            sync_slots(FingerprintSensor(emu.path), slots, people)
+            sync_slots(from_config(Fingerprint(port=emu.path)), slots, people)
             emu.paced = True
             decided = threading.Event()
-            loop = CaptureLoop(FingerprintSensor(emu.path),
+            loop = CaptureLoop(from_config(Fingerprint(port=emu.path)),
                                capture_handler(log, slots, 50, on_decision=lambda d: decided.set()))
             loop.start()
             ours = []
@@ -101,7 +102,7 @@ def bench_bare_pyfingerprint(people, touches: int) -> list[float]:
 def bench_sync(tmp: Path, templates: int, paced: bool) -> dict:
     with FingerprintEmulator(Settings(capacity=max(templates, 162)), link=tmp / f"sync{paced}", paced=paced) as emu:
         with SlotMap(tmp / f"map{paced}") as slots:
-            sensor = FingerprintSensor(emu.path)
+            sensor = from_config(Fingerprint(port=emu.path))
             started, cpu = time.monotonic(), time.process_time()
             report = sync_slots(sensor, slots, roster(templates))
             wall = time.monotonic() - started

@@ -1,10 +1,12 @@
-"""drivers/camera.py: file sources, the threaded latest-frame grabber, fault reports and reconnection.
+"""drivers/camera/: the source registry, file sources, the threaded latest-frame grabber, fault reports and
+reconnection.
 
 Real OpenCV decoding of real files; the 'device' that vanishes is a frame folder that is removed and
 re-created (no V4L2 device exists in CI)."""
 
 from __future__ import annotations
 
+import inspect
 import shutil
 import threading
 import time
@@ -72,20 +74,44 @@ def test_open_source_picks_the_right_kind(tmp_path):
     write_frames(tmp_path / "f", 0, 1)
     video = tmp_path / "v.avi"
     video.write_bytes(b"")
-    assert isinstance(cam.open_source("0"), cam.DeviceSource)
-    assert isinstance(cam.open_source("/dev/video7"), cam.DeviceSource)
-    assert isinstance(cam.open_source("libcamerasrc ! videoconvert ! appsink"), cam.DeviceSource)
-    assert isinstance(cam.open_source(str(tmp_path / "f")), cam.FolderSource)
-    assert isinstance(cam.open_source(str(video)), cam.VideoFileSource)
+    assert cam.open_source("0").kind == "opencv"
+    assert cam.open_source("/dev/video7").kind == "opencv"
+    assert cam.open_source("libcamerasrc ! videoconvert ! appsink").kind == "gstreamer"
+    assert cam.open_source(str(tmp_path / "f")).kind == "folder"
+    assert cam.open_source(str(video)).kind == "video"
+    assert cam.open_source(str(tmp_path / "later.mp4")).kind == "video"  # by its suffix, before it exists
     with pytest.raises(cam.SourceError, match="not a camera index"):
         cam.open_source(str(tmp_path / "nothing-here"))
+
+
+def test_a_named_kind_skips_the_guess_and_an_unknown_kind_names_the_valid_ones(tmp_path):
+    folder = tmp_path / "not-yet"
+    with pytest.raises(cam.SourceError, match="not a camera index"):
+        cam.open_source(str(folder))  # auto: nothing on disk says what it is
+    rec = Recorder()
+    with make(cam.open_source(str(folder), kind="folder"), rec, stall_seconds=30) as camera:
+        assert wait_for(lambda: "disconnected" in rec.kinds("fault"))
+        assert "frame folder not found" in camera.faults()[0].message
+        write_frames(folder, 0, 2)  # the folder appears: frames flow and the fault clears
+        assert drain(camera, 2) == 2
+        assert wait_for(lambda: "disconnected" in rec.kinds("recovered"))
+    with pytest.raises(cam.SourceError) as e:
+        cam.open_source("0", kind="picamera9")
+    assert "[camera] kind = 'picamera9'" in str(e.value)
+    assert all(name in str(e.value) for name in ["auto", *cam.KINDS]), str(e.value)
+
+
+def test_every_registered_kind_implements_the_source_interface():
+    for name, cls in cam.KINDS.items():
+        assert issubclass(cls, cam.Source) and cls.kind == name
+        assert not inspect.isabstract(cls), f"{name}: {cls.__abstractmethods__} not implemented"
 
 
 def test_folder_source_ends_reports_fault_and_resumes_when_frames_return(tmp_path):
     folder = tmp_path / "frames"
     write_frames(folder, 0, 5)
     rec = Recorder()
-    camera = make(cam.FolderSource(str(folder)), rec, stall_seconds=30)
+    camera = make(cam.open_source(str(folder), kind="folder"), rec, stall_seconds=30)
     with camera:
         assert drain(camera, 5) == 5
         assert wait_for(lambda: "ended" in rec.kinds("fault"))
@@ -102,7 +128,7 @@ def test_vanished_device_is_reported_and_reconnects_by_itself(tmp_path):
     folder = tmp_path / "dev"
     write_frames(folder, 0, 3)
     rec = Recorder()
-    camera = make(cam.FolderSource(str(folder)), rec, stall_seconds=30)
+    camera = make(cam.open_source(str(folder), kind="folder"), rec, stall_seconds=30)
     with camera:
         assert drain(camera, 3) == 3
         shutil.rmtree(folder)  # the device goes away
@@ -117,7 +143,7 @@ def test_vanished_device_is_reported_and_reconnects_by_itself(tmp_path):
 
 def test_missing_device_path_reports_fault_and_keeps_trying(tmp_path):
     rec = Recorder()
-    camera = make(cam.DeviceSource("/dev/video-presensi-test-none"), rec, stall_seconds=30)
+    camera = make(cam.open_source("/dev/video-presensi-test-none", kind="opencv"), rec, stall_seconds=30)
     with camera:
         assert wait_for(lambda: "disconnected" in rec.kinds("fault"))
         assert "no such camera device" in camera.faults()[0].message
@@ -129,7 +155,7 @@ def test_no_frames_for_n_seconds_is_a_stall(tmp_path):
     folder = tmp_path / "frames"
     write_frames(folder, 0, 2)
     rec = Recorder()
-    camera = make(cam.FolderSource(str(folder)), rec, stall_seconds=0.5)
+    camera = make(cam.open_source(str(folder), kind="folder"), rec, stall_seconds=0.5)
     with camera:
         assert wait_for(lambda: "stalled" in rec.kinds("fault"), timeout=15)
         write_frames(folder, 2, 2)
@@ -147,7 +173,8 @@ def test_black_and_frozen_frames_are_faults(tmp_path):
     for i in range(5):
         cv2.imwrite(str(folder / f"c{i:03d}.png"), noisy(100 + i))
     rec = Recorder()
-    camera = make(cam.FolderSource(str(folder)), rec, stall_seconds=30, black_seconds=0.2, frozen_seconds=0.2)
+    camera = make(cam.open_source(str(folder), kind="folder"), rec, stall_seconds=30, black_seconds=0.2,
+                  frozen_seconds=0.2)
     with camera:
         assert drain(camera, 65) == 65
         assert wait_for(lambda: {"black", "frozen"} <= set(rec.kinds("recovered")))
@@ -161,7 +188,7 @@ def test_video_file_replays_at_the_set_rate_and_stops_at_end(tmp_path):
         writer.write(noisy(i))
     writer.release()
     rec = Recorder()
-    camera = make(cam.VideoFileSource(str(path)), rec, fps=20.0, stop_at_end=True, stall_seconds=30)
+    camera = make(cam.open_source(str(path), kind="video"), rec, fps=20.0, stop_at_end=True, stall_seconds=30)
     t0 = time.monotonic()
     with camera:
         last = drain(camera, 12)
@@ -175,7 +202,7 @@ def test_damaged_video_file_is_a_clear_fault(tmp_path):
     path = tmp_path / "broken.avi"
     path.write_bytes(b"RIFF\x00\x00garbage" * 10)
     rec = Recorder()
-    with make(cam.VideoFileSource(str(path)), rec, stall_seconds=30, stop_at_end=True) as camera:
+    with make(cam.open_source(str(path), kind="video"), rec, stall_seconds=30, stop_at_end=True) as camera:
         assert wait_for(lambda: rec.kinds("fault"))
         assert camera.latest(timeout=0.1) is None
     assert rec.kinds("fault")[0] in ("disconnected", "ended")
@@ -184,7 +211,7 @@ def test_damaged_video_file_is_a_clear_fault(tmp_path):
 def test_latest_never_blocks_longer_than_asked(tmp_path):
     folder = tmp_path / "frames"
     write_frames(folder, 0, 1)
-    with make(cam.FolderSource(str(folder)), Recorder(), stall_seconds=30) as camera:
+    with make(cam.open_source(str(folder), kind="folder"), Recorder(), stall_seconds=30) as camera:
         assert drain(camera, 1) == 1
         t0 = time.monotonic()
         assert camera.latest(after_seq=1, timeout=0.3) is None

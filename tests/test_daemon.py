@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO, presensi
 
 from drivers.fingerprint.emulator import FingerprintEmulator
-from drivers.fingerprint.sensorsim import Settings, synthetic_template
+from drivers.fingerprint.emulator.sensorsim import Settings, synthetic_template
 from sync.server.storage import open_store
 from terminal.app import demo
 from terminal.log import punchlog

@@ -11,10 +11,12 @@ import time
 import pytest
 from conftest import presensi, write_config
 
+from drivers.fingerprint.base import SensorError
 from drivers.fingerprint.capture import CaptureLoop
 from drivers.fingerprint.emulator import FAULTS, FingerprintEmulator
-from drivers.fingerprint.sensor import FingerprintSensor, SensorError
-from drivers.fingerprint.sensorsim import Settings, synthetic_template
+from drivers.fingerprint.emulator.sensorsim import Settings, synthetic_template
+from drivers.fingerprint.registry import from_config
+from terminal.config import Fingerprint
 from terminal.finger.punch import capture_handler
 from terminal.finger.slots import SlotMap, template_hash
 from terminal.log import punchlog
@@ -40,7 +42,7 @@ def wait_for(predicate, timeout: float, step: float = 0.02) -> float | None:
 
 
 def test_open_reads_the_system_parameters(emulator):
-    sensor = FingerprintSensor(emulator.path)
+    sensor = from_config(Fingerprint(port=emulator.path))
     assert sensor.info() == {"capacity": 200, "templates": 1, "security_level": 3, "packet_size": 128,
                              "baud": 57600}
     assert sensor.health()["state"] == "ok"
@@ -49,7 +51,7 @@ def test_open_reads_the_system_parameters(emulator):
 
 def test_a_silent_sensor_fails_fast_with_the_port_and_usual_causes(emulator):
     emulator.set_fault("hang")
-    sensor = FingerprintSensor(emulator.path)
+    sensor = from_config(Fingerprint(port=emulator.path))
     started = time.monotonic()
     with pytest.raises(SensorError) as e:
         sensor.open()
@@ -61,9 +63,9 @@ def test_a_silent_sensor_fails_fast_with_the_port_and_usual_causes(emulator):
 def test_a_wrong_password_is_a_configuration_fault(tmp_path):
     with FingerprintEmulator(Settings(password=42), link=tmp_path / "fp", paced=False) as emu:
         with pytest.raises(SensorError, match=r"password") as e:
-            FingerprintSensor(emu.path, password=7).open()
+            from_config(Fingerprint(port=emu.path, password=7)).open()
         assert e.value.category == "password"
-        assert FingerprintSensor(emu.path, password=42).open()["capacity"] == 1000
+        assert from_config(Fingerprint(port=emu.path, password=42)).open()["capacity"] == 1000
 
 
 @pytest.fixture
@@ -76,7 +78,7 @@ def punching(emulator, tmp_path):
     slots = SlotMap(state)
     slots.assign(7, EMPLOYEE, template_hash(synthetic_template(EMPLOYEE)))
     health_events = []
-    sensor = FingerprintSensor(emulator.path, on_health=health_events.append)
+    sensor = from_config(Fingerprint(port=emulator.path), on_health=health_events.append)
     decisions = []
     loop = CaptureLoop(sensor, capture_handler(log, slots, min_score=50, on_decision=decisions.append),
                        backoff_max=1.0)
@@ -129,7 +131,7 @@ def test_each_fault_is_reported_and_recovered_without_a_corrupted_punch(punching
 
 def test_the_capture_loop_never_blocks_its_caller(emulator):
     emulator.set_fault("hang")
-    loop = CaptureLoop(FingerprintSensor(emulator.path), lambda capture: None)
+    loop = CaptureLoop(from_config(Fingerprint(port=emulator.path)), lambda capture: None)
     started = time.monotonic()
     loop.start()
     assert time.monotonic() - started < 0.5
@@ -137,7 +139,7 @@ def test_the_capture_loop_never_blocks_its_caller(emulator):
 
 
 def test_late_replies_do_not_shift_later_exchanges(emulator):
-    sensor = FingerprintSensor(emulator.path)
+    sensor = from_config(Fingerprint(port=emulator.path))
     sensor.open()
     emulator.set_fault("late", count=1)
     with pytest.raises(SensorError):
@@ -236,7 +238,7 @@ def test_the_service_punches_gives_feedback_and_blinks_red_while_the_sensor_is_i
 
 
 def test_the_r503_ring_led_command_goes_through_the_unmodified_library(emulator):
-    sensor = FingerprintSensor(emulator.path)
+    sensor = from_config(Fingerprint(port=emulator.path))
     sensor.set_led(control=1, colour=4, speed=0x40, count=0)  # green breathing
     assert emulator.sim.led == (1, 0x40, 4, 0)
     emulator.sim.force_code(0x35, 0x01)
@@ -257,7 +259,7 @@ def test_through_the_punch_service_a_finger_punch_gets_its_kind_and_a_repeat_is_
     with punchlog.PunchLog(state) as log, SlotMap(state) as slots:
         slots.assign(7, EMPLOYEE, template_hash(synthetic_template(EMPLOYEE)))
         decisions = []
-        loop = CaptureLoop(FingerprintSensor(emulator.path),
+        loop = CaptureLoop(from_config(Fingerprint(port=emulator.path)),
                            capture_handler(PunchService(cfg, log), slots, 50, on_decision=decisions.append))
         loop.start()
         try:
@@ -276,9 +278,9 @@ def test_through_the_punch_service_a_finger_punch_gets_its_kind_and_a_repeat_is_
 
 
 def test_a_second_program_on_the_port_is_refused_instead_of_garbling_the_line(emulator):
-    first = FingerprintSensor(emulator.path)
+    first = from_config(Fingerprint(port=emulator.path))
     first.open()
-    second = FingerprintSensor(emulator.path)
+    second = from_config(Fingerprint(port=emulator.path))
     with pytest.raises(SensorError, match="in use by another program") as e:
         second.open()
     assert e.value.category == "busy"

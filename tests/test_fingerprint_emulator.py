@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from pyfingerprint.pyfingerprint import PyFingerprint
 
-from drivers.fingerprint import protocol as p
 from drivers.fingerprint.emulator import FAULTS, FingerprintEmulator
-from drivers.fingerprint.sensorsim import IMAGE_HEIGHT, IMAGE_WIDTH, Settings, synthetic_template
+from drivers.fingerprint.emulator import protocol as p
+from drivers.fingerprint.emulator.sensorsim import IMAGE_HEIGHT, IMAGE_WIDTH, Settings, synthetic_template
 
 REPO = Path(__file__).resolve().parents[1]
 

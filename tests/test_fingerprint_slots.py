@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.fingerprint import protocol as p
+from drivers.fingerprint.base import EnrolmentError
 from drivers.fingerprint.emulator import FingerprintEmulator
-from drivers.fingerprint.enrol import EnrolmentError
-from drivers.fingerprint.sensor import FingerprintSensor
-from drivers.fingerprint.sensorsim import Settings, synthetic_template
+from drivers.fingerprint.emulator import protocol as p
+from drivers.fingerprint.emulator.sensorsim import Settings, synthetic_template
+from drivers.fingerprint.registry import from_config
+from terminal.config import Fingerprint
 from terminal.finger.slots import SlotMap, enroll_employee, sync_slots
 
 
@@ -28,7 +29,7 @@ def sensor_holds(emu, slots: SlotMap) -> dict[str, bytes]:
 def rig(tmp_path, request):
     capacity = getattr(request, "param", 1000)
     with FingerprintEmulator(Settings(capacity=capacity), link=tmp_path / "fp", paced=False) as emu:
-        sensor = FingerprintSensor(emu.path)
+        sensor = from_config(Fingerprint(port=emu.path))
         with SlotMap(tmp_path) as slots:
             yield emu, sensor, slots
         sensor.close()
@@ -189,7 +190,7 @@ def test_cli_sync_loads_the_installed_roster_and_status_reports_the_slots(tmp_pa
 
 @pytest.mark.parametrize("fault", ["bad_checksum", "truncated", "stray55"])
 def test_a_sync_broken_by_a_line_fault_resumes_where_it_stopped(rig, fault):
-    from drivers.fingerprint.sensor import SensorError
+    from drivers.fingerprint.base import SensorError
 
     emu, sensor, slots = rig
     people = roster(30)

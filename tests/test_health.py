@@ -158,7 +158,7 @@ class FrameFeeder:
 
 
 def test_camera_removed_raises_a_fault_within_10_s_and_clears_on_return(log, tmp_path):
-    camera_mod = pytest.importorskip("drivers.camera", reason="the camera driver (drivers/camera.py) is absent")
+    camera_mod = pytest.importorskip("drivers.camera", reason="the camera driver (drivers/camera/) is absent")
     folder = tmp_path / "frames"
     feeder = FrameFeeder(folder)
     folder.mkdir()
@@ -193,16 +193,19 @@ def test_camera_removed_raises_a_fault_within_10_s_and_clears_on_return(log, tmp
 
 def test_fingerprint_emulator_unplugged_raises_a_fault_and_clears_on_return(log, tmp_path):
     emulator = pytest.importorskip("drivers.fingerprint.emulator", reason="the fingerprint emulator is absent")
-    sensor_mod = pytest.importorskip("drivers.fingerprint.sensor")
+    registry = pytest.importorskip("drivers.fingerprint.registry")
+    from drivers.fingerprint.base import SensorError
+    from terminal.config import Fingerprint
+
     link = tmp_path / "ttyFP"
     emu = emulator.FingerprintEmulator(link=link)
     emu.start()
-    sensor = sensor_mod.FingerprintSensor(str(link), reply_timeout=0.5, call_deadline=2.0)
+    sensor = registry.from_config(Fingerprint(port=str(link), reply_timeout=0.5), call_deadline=2.0)
 
     def handshake() -> dict:  # the periodic sensor self-test: one cheap command
         try:
-            sensor.call("getTemplateCount")
-        except sensor_mod.SensorError:
+            sensor.info()
+        except SensorError:
             pass
         return sensor.health()
 

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from drivers.fingerprint.sensor import Capture, FingerprintSensor, SensorError
+from drivers.fingerprint.base import Capture, FingerprintSensor, SensorError
 
 log = logging.getLogger(__name__)
 

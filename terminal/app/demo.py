@@ -100,7 +100,7 @@ class CentralServer:
 
 def publish_roster(store, photo: Path, version: int = 1) -> None:
     """Sign and publish the demo roster on a reference server's store (what `server publish-roster` does)."""
-    from drivers.fingerprint.sensorsim import synthetic_template
+    from drivers.fingerprint.emulator.sensorsim import synthetic_template
     from sync.wire.rosterbundle import build_bundle
 
     employees = []
@@ -152,7 +152,7 @@ def run(say: Callable[[str], None] = print, work: Path | None = None, linger: fl
         timeout: float = 60.0) -> dict:
     """Run the demo; returns a summary dict. Raises DemoError when a step does not happen in time."""
     from drivers.fingerprint.emulator import REALISTIC_LATENCY, FingerprintEmulator
-    from drivers.fingerprint.sensorsim import Settings, synthetic_template
+    from drivers.fingerprint.emulator.sensorsim import Settings, synthetic_template
     from sync.device.roster_client import pull_roster
     from sync.server.app import add_device
     from terminal import config as config_mod

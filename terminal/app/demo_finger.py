@@ -14,8 +14,9 @@ from pathlib import Path
 
 from drivers.fingerprint.capture import CaptureLoop
 from drivers.fingerprint.emulator import REALISTIC_LATENCY, FingerprintEmulator
-from drivers.fingerprint.sensor import FingerprintSensor
-from drivers.fingerprint.sensorsim import Settings, synthetic_template
+from drivers.fingerprint.emulator.sensorsim import Settings, synthetic_template
+from drivers.fingerprint.registry import from_config
+from terminal.config import Fingerprint
 from terminal.finger.punch import FingerDecision, capture_handler
 from terminal.finger.slots import SlotMap, sync_slots
 
@@ -27,7 +28,7 @@ def run_fingerprint_demo(state_dir: str | Path, sink, employees: list[str], *,
     with tempfile.TemporaryDirectory(prefix="presensi-finger-") as tmp, \
             FingerprintEmulator(Settings(capacity=162), link=Path(tmp) / "ttyFP", latency=REALISTIC_LATENCY) as emu, \
             SlotMap(state_dir) as slots:
-        sensor = FingerprintSensor(emu.path)
+        sensor = from_config(Fingerprint(model="zhiantec", port=emu.path))  # the field driver, on the pty
         info = sensor.info()
         say(f"fingerprint      emulated sensor on {emu.path}: capacity {info['capacity']}, baud {info['baud']}")
         report = sync_slots(sensor, slots, people)

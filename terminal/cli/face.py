@@ -22,6 +22,8 @@ def register(sub) -> None:
     p = add_command(sub, "scan", cmd_scan, "run the live face pipeline on a camera, video file or frame folder")
     p.add_argument("--camera", required=True, metavar="SOURCE",
                    help="device index, /dev/videoN, GStreamer pipeline, video file or folder of frames")
+    p.add_argument("--kind", default="auto", metavar="KIND",
+                   help="source kind as [camera] kind (default auto: from the spelling of SOURCE)")
     p.add_argument("--record", action="store_true", help="record accepted decisions as face punches")
     p.add_argument("--seconds", type=float, default=None, metavar="S",
                    help="stop after S seconds (default: run until the file ends or Ctrl-C)")
@@ -118,14 +120,15 @@ def cmd_scan(args) -> int:
     cfg = load_config(args)
     log = _open_log(cfg) if args.record else None
     try:
-        source = cam.open_source(args.camera, cfg.camera.width, cfg.camera.height, args.fps or cfg.camera.fps)
+        source = cam.open_source(args.camera, cfg.camera.width, cfg.camera.height, args.fps or cfg.camera.fps,
+                                 kind=args.kind)
         pipeline = face.build_pipeline(cfg, liveness=_liveness(cfg))
     except (cam.SourceError, *_face_errors()) as e:
         raise CommandError(str(e)) from None
     if not len(pipeline.gallery):
         pipeline.close()
         raise CommandError("nobody is enrolled; run `presensi enroll-photos DIR` first")
-    is_file = not isinstance(source, cam.DeviceSource) or isinstance(source, cam.VideoFileSource)
+    is_file = source.paced  # a recording: analyse every frame, stop at its end
     settings = cam.CameraSettings(stall_seconds=cfg.camera.stall_seconds, stop_at_end=is_file,
                                   lossless=is_file, fps=args.fps or cfg.camera.fps)
     camera = cam.Camera(source, settings, on_fault=_print_fault, on_recover=_print_recover)

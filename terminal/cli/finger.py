@@ -1,8 +1,9 @@
 """`presensi finger info|scan|enroll|sync|emulator`: talk to the fingerprint sensor.
 
-Thin wrappers over drivers/fingerprint (sensor, enrolment, emulator) and terminal/finger/slots.py. Port,
-baud, password and address come from [fingerprint]; --port overrides the port, and with --port the
-commands work without a configuration file (scan then cannot name the employee).
+Thin wrappers over drivers/fingerprint (the sensor its registry picks by [fingerprint] model, the emulator)
+and terminal/finger/slots.py. Port, baud, password and address come from [fingerprint]; --port overrides
+the port, and with --port the commands work without a configuration file (scan then cannot name the
+employee).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def register(sub) -> None:
     p = add_command(group, "sync", cmd_sync, "load the roster's fingerprint templates into the sensor slots")
     _port_options(p)
     p = add_command(group, "emulator", cmd_emulator, "run an emulated sensor on a pty (prints its device path)")
-    from drivers.fingerprint.console import add_arguments
+    from drivers.fingerprint.emulator.console import add_arguments
 
     add_arguments(p)
 
@@ -53,19 +54,23 @@ def _settings(args, need_state: bool = False) -> tuple[config_mod.Fingerprint, c
 
 
 def _open_sensor(args, fp: config_mod.Fingerprint):
-    from drivers.fingerprint.sensor import FingerprintSensor, SensorError
+    from drivers.fingerprint.base import SensorError
+    from drivers.fingerprint.registry import from_config
 
-    sensor = FingerprintSensor(args.port or fp.port, args.baud or fp.baud, fp.address, fp.password,
-                               reply_timeout=fp.reply_timeout)
+    try:
+        sensor = from_config(fp, port=args.port or fp.port, baud=args.baud or fp.baud)
+    except SensorError as e:  # an unknown [fingerprint] model
+        raise CommandError(str(e)) from None
     try:
         sensor.open()
     except SensorError as e:
+        sensor.close()
         raise CommandError(str(e)) from None
     return sensor
 
 
 def cmd_info(args) -> int:
-    from drivers.fingerprint.sensor import SensorError
+    from drivers.fingerprint.base import SensorError
 
     fp, _ = _settings(args)
     sensor = _open_sensor(args, fp)
@@ -80,7 +85,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_scan(args) -> int:
-    from drivers.fingerprint.sensor import SensorError
+    from drivers.fingerprint.base import SensorError
 
     fp, cfg = _settings(args)
     sensor = _open_sensor(args, fp)
@@ -112,7 +117,7 @@ def cmd_scan(args) -> int:
 
 
 def cmd_enroll(args) -> int:
-    from drivers.fingerprint.sensor import SensorError
+    from drivers.fingerprint.base import SensorError
     from terminal.finger.slots import SlotMap, enroll_employee
 
     fp, cfg = _settings(args, need_state=True)
@@ -130,7 +135,7 @@ def cmd_enroll(args) -> int:
 
 
 def cmd_sync(args) -> int:
-    from drivers.fingerprint.sensor import SensorError
+    from drivers.fingerprint.base import SensorError
     from terminal.finger.slots import SlotMap, report_sync_fault, sync_slots
     from terminal.log.punchlog import PunchLog
     from terminal.punch.roster import Roster
@@ -156,6 +161,6 @@ def cmd_sync(args) -> int:
 
 
 def cmd_emulator(args) -> int:
-    from drivers.fingerprint.console import make_emulator, serve
+    from drivers.fingerprint.emulator.console import make_emulator, serve
 
     return serve(make_emulator(args))

@@ -84,6 +84,8 @@ class Web(Section):
 class Camera(Section):
     enabled: bool = _f(True, "Use the camera for face punches.")
     source: str = _f("0", "Device index, /dev/videoN, GStreamer/libcamera pipeline, video file or frame folder.")
+    kind: str = _f("auto", "Source kind (drivers/camera/registry.py): auto (from the spelling of source), opencv, "
+                   "gstreamer, video or folder.")
     width: int = _f(640, "Capture width in pixels.", min=16)
     height: int = _f(480, "Capture height in pixels.", min=16)
     fps: float = _f(15.0, "Frame rate (also the replay rate of a file source).", min=0.1)
@@ -141,6 +143,8 @@ class Liveness(Section):
 
 class Fingerprint(Section):
     enabled: bool = _f(False, "Use a ZhianTec-family fingerprint sensor.")
+    model: str = _f("zhiantec", "Sensor model (drivers/fingerprint/registry.py): zhiantec (R30x, R503, AS608 on a "
+                    "UART) or emulator (an emulated sensor on a pty, no hardware; port unused).")
     port: str = _f("/dev/serial0", "Serial port of the sensor.")
     baud: int = _f(57600, "Baud rate: a multiple of 9600 from 9600 to 115200.", min=9600, max=115200)
     password: int = _f(0, "Sensor password (32-bit).", min=0, max=0xFFFFFFFF)

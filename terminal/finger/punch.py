@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from drivers.fingerprint.sensor import Capture
+from drivers.fingerprint.base import Capture
 from terminal.finger.slots import SlotMap
 from terminal.log.punchlog import PunchLog
 from terminal.punch.service import PunchService

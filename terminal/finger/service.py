@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from drivers.fingerprint.capture import CaptureLoop
-from drivers.fingerprint.sensor import FingerprintSensor
+from drivers.fingerprint.registry import from_config
 from terminal.finger.punch import FingerDecision, capture_handler
 from terminal.finger.slots import SlotMap, SyncReport, enroll_employee, report_sync_fault, sync_slots
 from terminal.log import punchlog
@@ -41,8 +41,7 @@ class FingerprintService:
         self._on_decision = on_decision
         self._on_health = on_health
         self.slots = SlotMap(state_dir)
-        self.sensor = FingerprintSensor(settings.port, settings.baud, settings.address, settings.password,
-                                        reply_timeout=settings.reply_timeout, on_health=self._health_changed)
+        self.sensor = from_config(settings, on_health=self._health_changed)  # [fingerprint] model picks it
         self.loop = CaptureLoop(self.sensor, capture_handler(sink, self.slots, settings.min_score,
                                                              on_decision=self._decided))
 

@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drivers.fingerprint.enrol import enroll
-from drivers.fingerprint.sensor import FingerprintSensor, SensorError
+from drivers.fingerprint.base import FingerprintSensor, SensorError
+from drivers.fingerprint.registry import model_class
 from terminal.secretbox import SecretBox
 
 DB_FILE = "fingerslots.db"
@@ -246,7 +246,7 @@ def enroll_employee(sensor: FingerprintSensor, slot_map: SlotMap, employee: str,
                     prompt: Callable[[str], None] = lambda step: None, timeout: float = 20.0) -> dict:
     """Enrol a finger for `employee` in a free slot; the template is kept (sealed) for the central server."""
     slot = free_slot(sensor, slot_map)
-    template = enroll(sensor, slot, prompt=prompt, timeout=timeout)
+    template = sensor.enroll(slot, prompt=prompt, timeout=timeout)
     slot_map.assign(slot, employee, template_hash(template))
     slot_map.add_enrolment(employee, slot, template)
     return {"employee": employee, "slot": slot, "template": base64.b64encode(template).decode("ascii")}
@@ -258,7 +258,12 @@ def status_part(cfg) -> dict:
     fp = cfg.fingerprint
     if not fp.enabled:
         return {"ok": True, "enabled": False, "summary": "disabled ([fingerprint] enabled = false)"}
-    info = {"enabled": True, "port": fp.port, "port_present": Path(fp.port).exists()}
+    try:
+        uses_port = model_class(fp.model).uses_port
+    except SensorError as e:
+        return {"ok": False, "enabled": True, "model": fp.model, "error": str(e)}
+    info = {"enabled": True, "model": fp.model, "port": fp.port,
+            "port_present": Path(fp.port).exists() if uses_port else None}
     map_file = Path(cfg.state_dir) / DB_FILE
     if map_file.exists():
         with SlotMap(cfg.state_dir) as slots:
@@ -266,6 +271,9 @@ def status_part(cfg) -> dict:
             info["pending_enrolments"] = slots.conn.execute("SELECT count(*) FROM enrolments").fetchone()[0]
     else:
         info.update(slots=0, pending_enrolments=0)
+    if not uses_port:
+        return {"ok": True, "summary": f"{info['slots']} templates in sensor slots, {fp.model} sensor (no port)",
+                **info}
     if not info["port_present"]:
         return {"ok": False, "error": f"fingerprint port {fp.port} does not exist: sensor adapter unplugged or "
                 "[fingerprint] port wrong", **info}

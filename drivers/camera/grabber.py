@@ -1,35 +1,24 @@
-"""Camera capture: OpenCV devices (index, /dev/videoN, GStreamer/libcamera pipeline strings) and file
-sources (a video file or a folder of frames, replayed at a set frame rate), behind one threaded
-latest-frame grabber that detects faults and reconnects by itself.
+"""The threaded latest-frame grabber over any camera source (base.Source): it detects faults and
+reconnects by itself, whatever kind delivers the frames (registry.py picks the kind).
 
 The grabber never makes its caller wait for the camera: ``latest()`` returns the newest frame at once
 (or waits a bounded time for a newer one). Faults (no frames, black or frozen frames, device gone, file
 ended) are reported through ``on_fault(CameraFault)`` and cleared through ``on_recover(kind)`` and show
-in ``health()``. This module imports nothing from terminal/ or sync/.
+in ``health()``. Nothing here knows a source kind: pacing and rewinding are the source's own flags.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".mjpeg", ".mjpg", ".webm")
-
-
-class SourceError(Exception):
-    """The source cannot deliver frames now (device gone, cannot open, file unreadable)."""
-
-
-class SourceEnded(SourceError):
-    """A file source has no more frames (a folder may get more later)."""
+from drivers.camera.base import Source, SourceEnded, SourceError
+from drivers.camera.registry import AUTO, open_source
 
 
 @dataclass(frozen=True)
@@ -46,126 +35,6 @@ class Frame:
     t: float  # time.monotonic() when grabbed
 
 
-# ---------------------------------------------------------------------------------------- sources
-class DeviceSource:
-    """A V4L2/GStreamer device through cv2.VideoCapture."""
-
-    paced = False
-
-    def __init__(self, spec: str, width: int = 640, height: int = 480, fps: float = 15.0):
-        self.spec, self.width, self.height, self.fps = spec, width, height, fps
-        self._cap = None
-
-    def open(self) -> None:
-        spec = self.spec
-        # OpenCV would print a warning at every reconnection attempt; the fault report says it once.
-        cv2.setLogLevel(2)  # 2 = errors only
-        if "!" in spec:  # GStreamer (also libcamerasrc) pipeline, must end in appsink
-            cap = cv2.VideoCapture(spec, cv2.CAP_GSTREAMER)
-        elif spec.isdigit():
-            cap = cv2.VideoCapture(int(spec), cv2.CAP_V4L2)
-        else:
-            if spec.startswith("/dev/") and not os.path.exists(spec):
-                raise SourceError(f"{spec}: no such camera device (unplugged?)")
-            cap = cv2.VideoCapture(spec, cv2.CAP_V4L2)
-        if not cap.isOpened():
-            cap.release()
-            raise SourceError(f"camera {spec}: cannot open (check the cable, permissions and [camera] source)")
-        if "!" not in spec:
-            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
-            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
-            cap.set(cv2.CAP_PROP_FPS, self.fps)
-            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
-        self._cap = cap
-
-    def read(self) -> np.ndarray:
-        ok, image = self._cap.read() if self._cap is not None else (False, None)
-        if not ok or image is None:
-            if self.spec.startswith("/dev/") and not os.path.exists(self.spec):
-                raise SourceError(f"{self.spec}: camera device disappeared")
-            raise SourceError(f"camera {self.spec}: read failed")
-        return image
-
-    def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
-
-
-class VideoFileSource(DeviceSource):
-    """A video file replayed at ``fps`` (the grabber paces it)."""
-
-    paced = True
-
-    def open(self) -> None:
-        if not Path(self.spec).is_file():
-            raise SourceError(f"{self.spec}: video file not found")
-        cap = cv2.VideoCapture(self.spec)
-        if not cap.isOpened():
-            cap.release()
-            raise SourceError(f"{self.spec}: cannot open the video file (unknown or damaged format)")
-        self._cap = cap
-
-    def read(self) -> np.ndarray:
-        ok, image = self._cap.read() if self._cap is not None else (False, None)
-        if not ok or image is None:
-            raise SourceEnded(f"{self.spec}: end of video file")
-        return image
-
-
-class FolderSource:
-    """Image files in a folder, in name order, replayed at ``fps``. Files added later are picked up,
-    so a folder that runs dry 'ends' and resumes when new frames arrive; a removed folder is a
-    disconnected device."""
-
-    paced = True
-
-    def __init__(self, spec: str, width: int = 640, height: int = 480, fps: float = 15.0):
-        self.spec, self.fps = spec, fps
-        self._done: set[str] = set()
-        self._queue: list[str] = []
-
-    def open(self) -> None:
-        if not Path(self.spec).is_dir():
-            raise SourceError(f"{self.spec}: frame folder not found")
-
-    def read(self) -> np.ndarray:
-        while True:
-            if not self._queue:
-                self._rescan()
-            if not self._queue:
-                raise SourceEnded(f"{self.spec}: no more frames in the folder")
-            name = self._queue.pop(0)
-            self._done.add(name)
-            image = cv2.imread(os.path.join(self.spec, name), cv2.IMREAD_COLOR)
-            if image is not None:  # unreadable files are skipped, not fatal
-                return image
-
-    def _rescan(self) -> None:
-        try:
-            names = sorted(n for n in os.listdir(self.spec) if n.lower().endswith(FRAME_SUFFIXES))
-        except OSError:
-            raise SourceError(f"{self.spec}: frame folder disappeared") from None
-        self._queue = [n for n in names if n not in self._done]
-
-    def close(self) -> None:
-        pass
-
-
-def open_source(spec: str, width: int = 640, height: int = 480, fps: float = 15.0):
-    """The source for a ``[camera] source`` string: index, /dev/videoN, pipeline, video file or folder."""
-    spec = str(spec).strip()
-    if "!" in spec or spec.isdigit() or spec.startswith("/dev/"):
-        return DeviceSource(spec, width, height, fps)
-    path = Path(spec)
-    if path.is_dir():
-        return FolderSource(spec, width, height, fps)
-    if path.suffix.lower() in VIDEO_SUFFIXES or path.is_file():
-        return VideoFileSource(spec, width, height, fps)
-    raise SourceError(f"{spec}: not a camera index, /dev/videoN, GStreamer pipeline, video file or folder")
-
-
-# ---------------------------------------------------------------------------------------- grabber
 @dataclass
 class _Watch:
     black_since: float | None = None
@@ -190,7 +59,7 @@ class CameraSettings:
 class Camera:
     """Threaded latest-frame grabber over one source. Start with ``start()``, stop with ``stop()``."""
 
-    source: object
+    source: Source
     settings: CameraSettings = field(default_factory=CameraSettings)
     on_fault: Callable[[CameraFault], None] | None = None
     on_recover: Callable[[str], None] | None = None
@@ -310,7 +179,7 @@ class Camera:
                 continue
             backoff = self.settings.reconnect_min
             self._publish(image)
-            if getattr(self.source, "paced", False):
+            if self.source.paced:
                 next_due = max(next_due + 1.0 / self.settings.fps, time.monotonic() - 1.0)
                 self._stop.wait(max(0.0, next_due - time.monotonic()))
 
@@ -322,7 +191,7 @@ class Camera:
             with self._lock:
                 self._lock.notify_all()
             return True
-        if isinstance(self.source, VideoFileSource):  # replay from the start after a pause
+        if self.source.rewinds:  # replay from the start after a pause
             self.source.close()
             self._opened = False
         return False
@@ -376,8 +245,8 @@ class Camera:
 
 
 def from_settings(spec: str, width: int, height: int, fps: float, stall_seconds: float,
-                  stop_at_end: bool = False, **callbacks) -> Camera:
-    """A Camera for a configured source string (callbacks: on_fault, on_recover)."""
-    source = open_source(spec, width, height, fps)
+                  stop_at_end: bool = False, kind: str = AUTO, **callbacks) -> Camera:
+    """A Camera for a configured source string and kind (callbacks: on_fault, on_recover)."""
+    source = open_source(spec, width, height, fps, kind)
     settings = CameraSettings(stall_seconds=stall_seconds, stop_at_end=stop_at_end, fps=fps)
     return Camera(source, settings, **callbacks)

@@ -11,8 +11,8 @@ import signal
 import sys
 import threading
 
-from drivers.fingerprint.emulator import FAULTS, REALISTIC_LATENCY, FingerprintEmulator
-from drivers.fingerprint.sensorsim import Settings, synthetic_template
+from drivers.fingerprint.emulator.device import FAULTS, REALISTIC_LATENCY, FingerprintEmulator
+from drivers.fingerprint.emulator.sensorsim import Settings, synthetic_template
 
 HELP = """commands:
   finger SLOT [SCORE]   put the finger enrolled in SLOT on the glass (match score, default 120)

@@ -1,7 +1,7 @@
 """A ZhianTec fingerprint sensor on a real pseudo-terminal, for tests, the demo and trying without hardware.
 
 The unmodified pyfingerprint (or any client) opens the pty's slave — or a stable symlink to it — and talks
-the real packet protocol (drivers/fingerprint/sensorsim.py holds the module's logic). This layer adds what
+the real packet protocol (sensorsim.py beside this module holds the module's logic). This layer adds what
 the wire adds: byte pacing at the configured baud, per-command latency, line faults switched at runtime, a
 power cycle, unplugging (the pty disappears) and a raw packet log.
 
@@ -25,8 +25,8 @@ import time
 import tty
 from pathlib import Path
 
-from drivers.fingerprint import protocol as p
-from drivers.fingerprint.sensorsim import INSTRUCTION_NAMES, SensorSim, Settings
+from drivers.fingerprint.emulator import protocol as p
+from drivers.fingerprint.emulator.sensorsim import INSTRUCTION_NAMES, SensorSim, Settings
 
 # name → what it does to each reply while switched on (docs for the console and the tests' parametrize).
 FAULTS = {
@@ -338,9 +338,3 @@ def _frames(data: bytes):
         if packet is None:
             return
         yield packet
-
-
-if __name__ == "__main__":
-    from drivers.fingerprint.console import main
-
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """The module's logic behind the wire: a ZhianTec R30x/AS608 as a state machine, packet in → reply bytes out.
 
-No I/O and no timing here (drivers/fingerprint/emulator.py puts it on a pty, paces it and injects line
+No I/O and no timing here (drivers/fingerprint/emulator/device.py puts it on a pty, paces it and injects line
 faults). The module rules follow the ZFM-20 manual and ../shared/reference/fingerprint-sensor.md §1/§3:
 another address gets no reply; after SetPwd everything but VfyPwd gets 0x21 until VfyPwd succeeds;
 SetSysPara is answered under the old configuration and takes effect at the next power-on (a switch makes
@@ -15,7 +15,7 @@ import threading
 from collections import defaultdict, deque
 from dataclasses import dataclass, replace
 
-from drivers.fingerprint import protocol as p
+from drivers.fingerprint.emulator import protocol as p
 
 TEMPLATE_SIZE = 512
 IMAGE_WIDTH, IMAGE_HEIGHT = 256, 288

@@ -1,4 +1,5 @@
-"""The fingerprint sensor driver: pyfingerprint 1.5, unmodified, made to survive a flaky UART.
+"""The ZhianTec/GROW family (R30x, R503, AS608, ZFM-20) over UART: pyfingerprint 1.5, unmodified, made to
+survive a flaky UART. Registered as `[fingerprint] model = "zhiantec"` (registry.py).
 
 pyfingerprint reads one byte per `read()` and stores a timed-out read as empty bytes (#96), so a packet
 survives only if no read ever times out; it then keeps reading up to 12 bytes, which is 24 s on a silent
@@ -7,6 +8,9 @@ object is wrapped (`_GuardedSerial`): the first timed-out read aborts the exchan
 bounds every call. After any error the connection is closed; the next call reopens it (pyserial flushes
 the input on open), drains the line until quiet, and checks the password and system parameters before
 anything else is trusted. Health is reported through `health()` and an optional callback.
+
+Enrolment is the module's own sequence: two reads -> createTemplate -> store -> download the 512-byte
+characteristics, which go to the central server and from there to the office's other terminals.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from pyfingerprint.pyfingerprint import PyFingerprint
+
+from drivers.fingerprint.base import Capture, EnrolmentError, FingerprintSensor, SensorError
 
 USUAL_CAUSES = (
     "usual causes: TX/RX swapped or loose wiring, sensor not powered (3.3 V), wrong baud rate ([fingerprint] "
@@ -24,14 +29,6 @@ USUAL_CAUSES = (
     "/boot/firmware/cmdline.txt), or on a Pi 3/4/Zero W Bluetooth owning the UART (enable_uart=1 and "
     "dtoverlay=disable-bt in config.txt, then open /dev/serial0)"
 )
-
-
-class SensorError(Exception):
-    """The sensor could not do what was asked; `category` says why (for health and fault reports)."""
-
-    def __init__(self, message: str, category: str = "protocol"):
-        super().__init__(message)
-        self.category = category  # unreachable | protocol | password | busy | config | sensor
 
 
 class _ReadTimeout(Exception):
@@ -75,17 +72,11 @@ class _GuardedSerial:
         return getattr(self.serial, name)
 
 
-@dataclass(frozen=True)
-class Capture:
-    """A finger was read: `slot` of the matching template (None: not in the sensor), on-sensor score."""
-
-    slot: int | None
-    score: int
-
-
-class FingerprintSensor:
+class ZhianTecSensor(FingerprintSensor):
     """One sensor on one port. Every method is serialised by a lock, bounded in time, and either returns a
     trustworthy answer or raises SensorError; it never hangs on a silent or noisy line."""
+
+    model = "zhiantec"
 
     def __init__(self, port: str, baud: int = 57600, address: int = 0xFFFFFFFF, password: int = 0, *,
                  reply_timeout: float = 1.0, call_deadline: float = 8.0,
@@ -100,6 +91,13 @@ class FingerprintSensor:
         self._guard: _GuardedSerial | None = None
         self._health = {"state": "closed", "port": port, "fault": None, "category": None, "since": time.monotonic(),
                         "consecutive_errors": 0, "errors": 0, "recoveries": 0, "last_ok": None}
+
+    @classmethod
+    def from_settings(cls, settings, *, on_health: Callable[[dict], None] | None = None,
+                      **overrides) -> ZhianTecSensor:
+        options = {"port": settings.port, "baud": settings.baud, "address": settings.address,
+                   "password": settings.password, "reply_timeout": settings.reply_timeout, **overrides}
+        return cls(**options, on_health=on_health)
 
     # --- connection --------------------------------------------------------------------------------------
     def open(self) -> dict:
@@ -293,6 +291,44 @@ class FingerprintSensor:
     def delete_templates(self, slot: int, count: int = 1) -> None:
         if not self.call("deleteTemplate", slot, count):
             raise SensorError(f"the sensor could not delete slot {slot}")
+
+    def enroll(self, slot: int, *, prompt: Callable[[str], None] = lambda step: None, timeout: float = 20.0,
+               poll: float = 0.05) -> bytes:
+        """Two reads of the same finger into CharBuffer1 and 2, createTemplate, store in `slot`, download."""
+        with self.lock:
+            prompt("place")
+            self._wait_finger(True, timeout, poll)
+            self._read_into(0x01)
+            prompt("lift")
+            self._wait_finger(False, timeout, poll)
+            prompt("place_again")
+            self._wait_finger(True, timeout, poll)
+            self._read_into(0x02)
+            if not self.call("createTemplate"):
+                raise EnrolmentError("the two reads were not of the same finger; start again")
+            stored = self.call("storeTemplate", slot, 0x01)
+            if stored != slot:
+                raise SensorError(f"the sensor stored the template in slot {stored}, not {slot}")
+            template = bytes(self.call("downloadCharacteristics", 0x01))
+            prompt("done")
+            return template
+
+    def _wait_finger(self, present: bool, timeout: float, poll: float) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.finger_present() == present:
+                return
+            time.sleep(poll)
+        raise EnrolmentError("no finger on the sensor in time; start again" if present else
+                             "the finger was not lifted in time; start again")
+
+    def _read_into(self, buffer: int) -> None:
+        try:
+            self.call("convertImage", buffer)
+        except SensorError as e:
+            if e.category != "sensor":
+                raise
+            raise EnrolmentError(f"the image was not usable ({e}); press the finger flat and try again") from e
 
     def _raw_command(self, payload: tuple[int, ...]) -> list[int]:
         """A command pyfingerprint 1.5 lacks, through its own packet functions: the ack's payload."""
