@@ -25,7 +25,10 @@ setup(
         "face-recognition-models==0.3.0",
         "numpy>=1.26,<3",
         "gpiozero==2.0.1.post3",
-        "waitress==3.0.2",
+        # The three HTTP servers (kiosk/admin with the pull API, the reference central server): FastAPI on
+        # uvicorn with its pure-Python h11 protocol (docs/http-servers.md). pydantic comes with FastAPI.
+        "fastapi==0.165.0",
+        "uvicorn==0.54.0",
     ],
     extras_require={
         # Raspberry Pi only: the GPIO backends gpiozero uses on real hardware.
@@ -48,6 +51,7 @@ setup(
             # ZKTeco peers the ZK/ADMS tests run unmodified (tests/test_zk.py, tests/test_adms.py)
             "pyzk==0.9",
             "django-fingerprint-attendance==0.1.0",
+            "waitress==3.0.2",  # serves the Django ADMS peer in tests/test_adms.py (a WSGI app)
             "Django==5.2.19",
             "djangorestframework==3.18.3",
             "schemathesis==4.32.5",

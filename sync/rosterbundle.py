@@ -26,6 +26,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -358,19 +359,24 @@ def _check_schedule(schedule, holidays, limits: BundleLimits) -> None:
 # -- serving (central server) --------------------------------------------------------------------------
 
 def roster_response(req, latest_version: int | None, load_bundle: Callable[[], bytes]):
-    """The answer to `GET /api/v1/devices/{id}/roster?since=VERSION` for the reference server (a
-    terminal.wsgi Response): 204 when nothing newer than `since` (or If-None-Match hits: 304), else the
-    bundle. `req` is a terminal.wsgi.Request; a malformed `since` raises HTTPError 400."""
-    from terminal.wsgi import Response
+    """The answer to `GET /api/v1/devices/{id}/roster?since=VERSION` for a central server (a Starlette
+    Response; `req` is the Starlette Request): 204 when nothing newer than `since` (or If-None-Match hits:
+    304), else the bundle. A malformed `since` raises HTTPException 400."""
+    from starlette.exceptions import HTTPException
+    from starlette.responses import Response
 
-    since = req.int_query("since", 0)
+    raw = req.query_params.get("since", "0")
+    if not re.fullmatch(r"[0-9]{1,19}", raw):
+        raise HTTPException(400, "query parameter 'since' must be a whole number")
+    since = int(raw)
     if latest_version is None or latest_version <= since:
         return Response(b"", 204, {"X-Roster-Version": str(latest_version or 0)})
     etag = f'"roster-v{latest_version}"'
-    if req.header("If-None-Match") == etag:
+    if req.headers.get("If-None-Match") == etag:
         return Response(b"", 304, {"ETag": etag})
     return Response(load_bundle(), 200, {"Content-Type": CONTENT_TYPE, "ETag": etag,
                                          "X-Roster-Version": str(latest_version)})
+
 
 __all__ = ["BundleLimits", "BundleRejected", "build_bundle", "sign_manifest", "verify_bundle",
            "roster_response", "publish_from_files", "CONTENT_TYPE"]

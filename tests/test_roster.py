@@ -19,15 +19,14 @@ import cv2
 import numpy as np
 import pytest
 import requests
-import waitress.server
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import FastAPI, HTTPException, Request
 
 from sync import roster_client
 from sync import rosterbundle as rb
-from sync.pullapi import stop_server
+from sync.asgi import Served, install_errors
 from terminal import config, identity, punchlog, roster, secretbox
 from terminal.cli import main as cli_main
-from terminal.wsgi import Request, Router
 
 REPO = Path(__file__).resolve().parents[1]
 FINGER_MARK = b"FINGERPRINT-SECRET-" + bytes(range(200)) + bytes(293)
@@ -376,25 +375,21 @@ class FakeCentral:
     def __init__(self, token="dev-token"):
         self.bundle, self.version, self.token, self.stall = None, None, token, 0.0
         self.requests = []
-        router = Router()
-        router.add("GET", "/api/v1/devices/{device_id}/roster", self.roster)
-        self.server = waitress.server.create_server(router, host="127.0.0.1", port=0, threads=2)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
+        app = FastAPI()
+        app.add_api_route("/api/v1/devices/{device_id}/roster", self.roster, methods=["GET"])
+        install_errors(app)  # the reference server's error bodies
+        self.server = Served(app, "127.0.0.1", 0)
+        self.url = self.server.url
 
-    def roster(self, req: Request):
-        from terminal.wsgi import HTTPError
-
-        self.requests.append(dict(req.query))
-        if req.header("Authorization") != f"Bearer {self.token}":
-            raise HTTPError(401, "bad token")
+    def roster(self, request: Request):
+        self.requests.append(dict(request.query_params))
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            raise HTTPException(401, "bad token")
         time.sleep(self.stall)
-        return rb.roster_response(req, self.version, lambda: self.bundle)
+        return rb.roster_response(request, self.version, lambda: self.bundle)
 
     def close(self):
-        stop_server(self.server)
-        self.thread.join(5)
+        self.server.stop()
 
 
 @pytest.fixture()
@@ -510,12 +505,10 @@ def test_pull_from_the_reference_server(cfg, tmp_path):
     db = tmp_path / "central.db"
     store = open_store(db)
     reg = server_app.add_device(store, "opd-01")
-    srv = waitress.server.create_server(server_app.make_app(db), host="127.0.0.1", port=0, threads=2)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
+    srv = Served(server_app.make_app(db), "127.0.0.1", 0)
     try:
         c = config.from_dict({"device": {"id": "opd-01"}, "paths": {"state_dir": str(cfg.state_dir)},
-                              "central": {"url": f"http://127.0.0.1:{srv.effective_port}", "token": reg["token"],
+                              "central": {"url": srv.url, "token": reg["token"],
                                           "server_key": reg["server_key"], "timeout": 5.0}})
         assert roster_client.pull_roster(c)["status"] == "current"
         emps = rb.publish_from_files(_csv(tmp_path), None)
@@ -525,8 +518,7 @@ def test_pull_from_the_reference_server(cfg, tmp_path):
         with roster.Roster.open(cfg.state_dir) as r:
             assert [p["name"] for p in r.people()] == ["Ani", "Budi"]
     finally:
-        stop_server(srv)
-        thread.join(5)
+        srv.stop()
 
 
 def _csv(tmp_path) -> Path:

@@ -12,10 +12,10 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import negative_data_rejection, positive_data_acceptance
+from sync.server.openapi import document
 from synctools import serve_in_thread
 
 from sync.server.app import add_device, make_app
-from sync.server.openapi import document
 
 OPERATIONS = [(path, method) for path, ops in document()["paths"].items() for method in ops]
 

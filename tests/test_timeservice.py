@@ -1,20 +1,22 @@
-"""sync/timeservice.py end to end over real HTTP on 127.0.0.1: a small WSGI app (terminal/wsgi.py served by
-waitress) mounts answer_time_request the way the reference server does, in honest and dishonest modes."""
+"""sync/timeservice.py end to end over real HTTP on 127.0.0.1: a small FastAPI app (served by uvicorn, as
+the reference server is) mounts answer_time_request the way the reference server does, in honest and
+dishonest modes."""
 
 from __future__ import annotations
 
 import base64
-import threading
+import json
 import time
 
 import pytest
 import requests
-import waitress
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 
 from sync import timeservice
+from sync.asgi import Served
 from terminal import identity, punchlog, timeline
-from terminal.wsgi import HTTPError, Request, Response, Router
 
 
 class TimeServer:
@@ -26,24 +28,27 @@ class TimeServer:
         self.ports: list[str] = []
         self.first_answer = None
         self.slow_first = 0  # answers delayed on the way back (after t3), like a slow downlink
-        router = Router()
-        router.add("POST", "/api/v1/time", self.time)
-        self.server = waitress.create_server(router, host="127.0.0.1", port=0, threads=2)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.app = FastAPI()
+        self.app.add_api_route("/api/v1/time", self.time, methods=["POST"])
+        self.server = None
 
-    def time(self, req: Request) -> Response:
+    def start(self) -> None:
+        self.server = Served(self.app, "127.0.0.1", 0)
+        self.url = self.server.url
+
+    async def time(self, request: Request):
         t2 = time.time_ns()
-        self.ports.append(req.environ.get("REMOTE_PORT"))
+        self.ports.append(request.client.port)
         if self.mode == "missing":
-            raise HTTPError(404, "no such resource")
-        if req.header("Authorization") != "Bearer tok":
-            raise HTTPError(401, "bad token")
+            raise HTTPException(404, "no such resource")
+        if request.headers.get("Authorization") != "Bearer tok":
+            raise HTTPException(401, "bad token")
         try:
             key = Ed25519PrivateKey.generate() if self.mode == "wrong-key" else self.key
-            answer = timeservice.answer_time_request(key, req.json(), t2, error_bound_ns=1_000_000)
+            answer = timeservice.answer_time_request(key, json.loads(await request.body()), t2,
+                                                     error_bound_ns=1_000_000)
         except ValueError as e:
-            raise HTTPError(400, str(e)) from None
+            raise HTTPException(400, str(e)) from None
         if self.mode == "replay":
             self.first_answer = self.first_answer or answer
             answer = self.first_answer
@@ -51,17 +56,16 @@ class TimeServer:
             answer = {**answer, "t2_ns": answer["t2_ns"] + 3600 * 10**9, "t3_ns": answer["t3_ns"] + 3600 * 10**9}
         if self.slow_first > 0:
             self.slow_first -= 1
-            time.sleep(0.25)
-        return Response.json(answer)
+            time.sleep(0.25)  # blocks the server's loop, as a slow downlink delays the answer
+        return JSONResponse(answer)
 
 
 @pytest.fixture
 def server():
     srv = TimeServer()
-    srv.thread.start()
+    srv.start()
     yield srv
-    srv.server.close()
-    srv.thread.join(timeout=5)
+    srv.server.stop()
 
 
 @pytest.fixture

@@ -19,17 +19,17 @@ import cv2
 import numpy as np
 import pytest
 import requests
-import waitress.server
 from browser_support import Browser, chromium_path
-from conftest import REPO, SHARED, presensi, write_config
+from conftest import REPO, SHARED, call_asgi, presensi, write_config
 
+from sync.asgi import Served
 from sync.server.app import add_device
 from sync.server.app import make_app as central_app
-from terminal import config, faults, identity, punchlog, roster
+from terminal import config, faults, identity, punchlog, roster, web_server
 from terminal.daemon import Daemon
 from terminal.face.store import TemplateStore
 from terminal.web import auth, ensure_admin_password
-from terminal.web.app import MAX_STREAMS, WebApp
+from terminal.web.app import MAX_STREAMS
 
 ARTIFACTS = REPO / "artifacts"
 DEVICE = "web-01"
@@ -54,14 +54,11 @@ def _test_card():
 class Central:
     def __init__(self, db: Path):
         self.app = central_app(str(db))
-        self.server = waitress.server.create_server(self.app, host="127.0.0.1", port=0, threads=2)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
+        self.server = Served(self.app, "127.0.0.1", 0)
+        self.url = self.server.url
 
     def stop(self) -> None:
-        self.server.close()
-        self.thread.join(5)
+        self.server.stop()
 
 
 class Terminal:
@@ -225,23 +222,17 @@ def test_posts_without_the_csrf_token_are_refused(terminal):
     assert any(a["action"] == "csrf-refused" for a in terminal.audit())
 
 
-def _wsgi(app, method: str, path: str, body: bytes = b"", headers: dict | None = None, addr: str = "10.1.2.3"):
-    """Call the app as waitress would, from another client address (the lock-out is per address)."""
-    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "REMOTE_ADDR": addr,
-               "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http",
-               "CONTENT_TYPE": "application/x-www-form-urlencoded", "HTTP_HOST": "terminal"}
-    environ.update({"HTTP_" + k.upper().replace("-", "_"): v for k, v in (headers or {}).items()})
-    out = {}
-    chunks = app(environ, lambda status, hdrs: out.update(status=int(status[:3]), headers=dict(hdrs)))
-    return out["status"], out["headers"], b"".join(chunks)
+def _call(app, method: str, path: str, body: bytes = b"", headers: dict | None = None, addr: str = "10.1.2.3"):
+    """Call the app as uvicorn would, from another client address (the lock-out is per address)."""
+    return call_asgi(app, method, path, body, headers, client=addr)
 
 
 def test_repeated_wrong_passwords_lock_the_login(terminal):
-    app = WebApp(terminal.daemon)  # its own sessions and counters: the module's browser is not locked out
+    app = web_server.build_app(terminal.daemon)  # its own sessions and counters: the browser is not locked out
     cookie = "presensi_login=tok123"
 
     def attempt(password: str, addr: str = "10.1.2.3"):
-        return _wsgi(app, "POST", "/admin/login", f"csrf=tok123&password={password}".encode(),
+        return _call(app, "POST", "/admin/login", f"csrf=tok123&password={password}".encode(),
                      {"Cookie": cookie}, addr)
 
     for _ in range(auth.FAILURES_PER_CLIENT):
@@ -256,10 +247,10 @@ def test_repeated_wrong_passwords_lock_the_login(terminal):
 
 
 def test_live_streams_are_only_for_the_terminal_itself_or_an_admin(terminal):
-    app = WebApp(terminal.daemon)
-    assert _wsgi(app, "GET", "/")[0] == 200  # the kiosk page itself is public
-    assert _wsgi(app, "GET", "/events")[0] == 403  # names of employees: not for the office network
-    assert _wsgi(app, "GET", "/camera.mjpg")[0] == 403  # faces: likewise
+    app = web_server.build_app(terminal.daemon)
+    assert _call(app, "GET", "/")[0] == 200  # the kiosk page itself is public
+    assert _call(app, "GET", "/events")[0] == 403  # names of employees: not for the office network
+    assert _call(app, "GET", "/camera.mjpg")[0] == 403  # faces: likewise
 
 
 def test_operator_pin_punch_follows_the_roster(terminal):
@@ -298,7 +289,7 @@ def test_events_are_streamed_without_buffering(terminal):
             buf += resp.read1(65536)
         delays.append(time.monotonic() - sent)
     conn.close()
-    # waitress writes each yielded event at once (send_bytes = 1): milliseconds, not its 1 s poll or a buffer
+    # uvicorn writes each yielded event at once: milliseconds, not a poll interval or a buffer
     assert max(delays) < 0.5, delays
     terminal.daemon.events.publish("prompt", {"text": None})
 
