@@ -362,9 +362,35 @@ def openapi(app: FastAPI, routes: list | None = None) -> dict:
         schemas.pop(name, None)
     if any("ErrorBody" in json.dumps(op) for item in doc.get("paths", {}).values() for op in item.values()):
         schemas.setdefault("ErrorBody", inline_refs(ErrorBody.model_json_schema()))
+    doc = as_openapi_30(doc)
     if routes is None:
         app.state.openapi_doc = doc
     return doc
+
+
+def as_openapi_30(doc: dict) -> dict:
+    """FastAPI writes OpenAPI 3.1 (JSON Schema 2020-12), where an "integer" includes 1.0 and null is a
+    type. The servers' contract is OpenAPI 3.0.3, as it was (integers are integers; clients' generators
+    know 3.0 best): nullable types become `nullable: true`."""
+    def walk(node):
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        node = dict(node)
+        options = node.get("anyOf")
+        if isinstance(options, list) and {"type": "null"} in options:
+            rest = [o for o in options if o != {"type": "null"}]
+            del node["anyOf"]
+            if len(rest) == 1:
+                node = {**rest[0], **node}
+            elif rest:
+                node["anyOf"] = rest
+            node["nullable"] = True
+        return {k: walk(v) for k, v in node.items()}
+    out = walk(doc)
+    out["openapi"] = "3.0.3"
+    return out
 
 
 # -- serving ---------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import pytest
 import requests
 from browser_support import Browser, chromium_path
 from conftest import REPO, SHARED, call_asgi, presensi, write_config
+from http_attacks import chunked_until_answer, declared_length, error_of, nested
 
 from sync.asgi import Served
 from sync.server.app import add_device
@@ -251,6 +252,66 @@ def test_live_streams_are_only_for_the_terminal_itself_or_an_admin(terminal):
     assert _call(app, "GET", "/")[0] == 200  # the kiosk page itself is public
     assert _call(app, "GET", "/events")[0] == 403  # names of employees: not for the office network
     assert _call(app, "GET", "/camera.mjpg")[0] == 403  # faces: likewise
+
+
+def test_a_declared_gigabyte_login_is_refused_before_the_body_is_read(terminal):
+    status, headers, body = declared_length(terminal.base, "POST", "/admin/login", 2**30,
+                                            {"Content-Type": "application/x-www-form-urlencoded"},
+                                            sent_body=b"csrf=x&password=")
+    assert status == 413 and "4 KiB" in error_of(body) and headers["connection"] == "close"
+    status, _, body, sent = chunked_until_answer(terminal.base, "POST", "/admin/login",
+                                                 {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 413 and "4 KiB" in error_of(body)
+    assert sent < 256 * 1024, f"the server took {sent} bytes of a 4 KiB form before refusing"
+    s, csrf = terminal.login()  # still serving, and a photo upload may be larger than a login
+    status, _, body = declared_length(terminal.base, "POST", "/admin/faults", 2**30, {
+        "Content-Type": "multipart/form-data; boundary=x", "Cookie": f"presensi_admin={s.cookies['presensi_admin']}"})
+    assert status == 413 and "12 MiB" in error_of(body)
+
+
+@pytest.mark.parametrize("path", ["/admin/api/enrol", "/admin/api/enrol/cancel"])
+def test_deeply_nested_json_to_the_admin_api_is_a_400(terminal, path):
+    s, csrf = terminal.login()
+    r = s.post(terminal.base + path, data=nested(5_000), timeout=10,  # 10 kB: under the route's limit
+               headers={"Content-Type": "application/json", "X-CSRF-Token": csrf})
+    assert r.status_code == 400 and "nested too deeply" in r.json()["error"]
+
+
+def test_the_kiosk_server_conforms_to_its_generated_openapi(terminal):
+    """schemathesis against /openapi.json (kiosk and admin pages): no 5xx, documented answers only, with
+    and without a session. The live streams never end, so they are checked by the tests above instead;
+    POSTs are sent without a session (with one they would punch and export)."""
+    import schemathesis
+
+    doc = requests.get(terminal.base + "/openapi.json", timeout=10).json()
+    assert {"/", "/admin/login", "/admin/punches", "/admin/api/enrol"} <= set(doc["paths"])
+    assert not [p for p in doc["paths"] if p.startswith("/api/v1/")]  # the pull API has its own document
+    assert doc["paths"]["/admin/faults"]["post"]["x-body-limit"] == 12 * 2**20
+    schema = schemathesis.openapi.from_url(terminal.base + "/openapi.json")
+    s, _ = terminal.login()
+    cookie = {"Cookie": f"presensi_admin={s.cookies['presensi_admin']}"}
+    checked = 0
+    for result in schema.get_all_operations():
+        op = result.ok()
+        if op.path in ("/events", "/camera.mjpg"):
+            continue
+        _conforms(op, terminal.base, [{}] if op.method.upper() == "POST" else [{}, cookie])
+        checked += 1
+    assert checked >= 15
+
+
+def _conforms(op, base: str, sessions: list[dict]) -> None:
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    @given(case=op.as_strategy())
+    @settings(max_examples=5, deadline=None, database=None, suppress_health_check=list(HealthCheck),
+              phases=[Phase.explicit, Phase.generate])
+    def check(case):
+        for headers in sessions:
+            response = case.call(base_url=base, headers=headers, allow_redirects=False, timeout=30)
+            assert response.status_code < 500, (case.path, response.text[:300])
+            case.validate_response(response)
+    check()
 
 
 def test_operator_pin_punch_follows_the_roster(terminal):
