@@ -184,8 +184,11 @@ class ChainHead(Strict):
 
 
 class TimeRequest(Strict):
-    nonce: Annotated[str, StringConstraints(pattern=r"^([A-Za-z0-9+/]{4}){6,16}$"),
-                     Field(description="base64 of 16 to 64 random bytes")]
+    # base64 with its padding: every string this pattern admits decodes to 16 to 63 bytes (the server
+    # takes up to 64)
+    nonce: Annotated[str, StringConstraints(
+        pattern=r"^([A-Za-z0-9+/]{4}){5,20}([A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}==)$"),
+        Field(description="base64 of 16 to 64 random bytes")]
     device_id: Annotated[Text, StringConstraints(min_length=1, max_length=128),
                          Field(description="must be the device the token belongs to (else 403)")]
     chain_head: ChainHead | None = None
