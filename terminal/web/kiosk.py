@@ -1,8 +1,8 @@
 """The kiosk's live data: Server-Sent Events from the daemon's event bus, the camera preview (MJPEG with the
 face box from the pipeline's tracks), camera snapshots, and the state a freshly loaded page starts from.
 
-Every stream holds one of the web server's threads for as long as it runs, so streams are counted
-(`StreamSlots`) and time-limited; the page reconnects by itself (EventSource does; the preview's script
+Every stream keeps a thread of the server's pool waiting for its next event or frame for as long as it
+runs, so streams are counted (`StreamSlots`) and time-limited; the page reconnects by itself (EventSource does; the preview's script
 reloads the image).
 """
 
