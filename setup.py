@@ -25,8 +25,11 @@ setup(
         "face-recognition-models==0.3.0",
         "numpy>=1.26,<3",
         "gpiozero==2.0.1.post3",
-        "waitress==3.0.2",
-        "pydantic==2.14.4",  # terminal/config.py: the configuration models (pydantic-core has aarch64 wheels)
+        # The three HTTP servers (kiosk/admin with the pull API, the reference central server): FastAPI on
+        # uvicorn with its pure-Python h11 protocol (docs/http-servers.md). pydantic comes with FastAPI.
+        "fastapi==0.165.0",
+        "uvicorn==0.54.0",
+        "pydantic==2.14.4",  # terminal/config/: the configuration models (pydantic-core has aarch64 wheels)
     ],
     extras_require={
         # Raspberry Pi only: the GPIO backends gpiozero uses on real hardware.
@@ -50,6 +53,7 @@ setup(
             # ZKTeco peers the ZK/ADMS tests run unmodified (tests/test_zk.py, tests/test_adms.py)
             "pyzk==0.9",
             "django-fingerprint-attendance==0.1.0",
+            "waitress==3.0.2",  # serves the Django ADMS peer in tests/test_adms.py (a WSGI app)
             "Django==5.2.19",
             "djangorestframework==3.18.3",
             "schemathesis==4.32.5",

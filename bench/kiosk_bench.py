@@ -1,5 +1,5 @@
 """How fast a decision reaches the kiosk screen: a real Daemon (no camera) records operator PIN punches and
-the kiosk's Server-Sent Events stream (/events, over real HTTP through waitress) delivers each decision.
+the kiosk's Server-Sent Events stream (/events, over real HTTP through uvicorn) delivers each decision.
 Measured from just before `PunchService.punch` (so it includes the durable commit) to the event's arrival.
 The alternative a kiosk author would pick instead is polling a state URL; its expected delay is half the
 poll interval plus one request, which is measured too (GET /kiosk/state). Prints JSON.

@@ -2,7 +2,7 @@
 
     python bench/pullapi_bench.py [--punches 100000] [--limits 100,1000,5000] [--dir /dev/shm]
 
-The terminal's API runs in its own process (waitress, 4 threads, as the daemon serves it); this process is
+The terminal's API runs in its own process (uvicorn, as the daemon serves it); this process is
 the central server's client (requests, one keep-alive session). For comparison, the same records read
 locally and encoded as JSON lines (what `presensi log export` does on the terminal itself, e.g. for a USB
 export) is the upper bound of what any remote pull could reach. Prints one JSON document.

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -49,17 +48,48 @@ def presensi_json(*args: str, config: Path | None = None, **kw):
 
 
 @contextmanager
-def serve_wsgi(app, threads: int = 4):
-    """Serve a WSGI app with waitress on 127.0.0.1 (any free port) in a thread; yields its base URL."""
-    from waitress.server import create_server
+def serve_app(app):
+    """Serve an ASGI app with uvicorn on 127.0.0.1 (any free port) in a thread; yields its base URL."""
+    from sync.asgi import Served
 
-    server = create_server(app, host="127.0.0.1", port=0, threads=threads)
-    threading.Thread(target=server.run, daemon=True).start()
+    served = Served(app, "127.0.0.1", 0, name="test-http")
     try:
-        yield f"http://127.0.0.1:{server.effective_port}"
+        yield served.url
     finally:
-        server.close()
-        server.task_dispatcher.shutdown()
+        served.stop()
+
+
+def call_asgi(app, method: str, path: str, body: bytes = b"", headers: dict | None = None,
+              client: str = "10.1.2.3") -> tuple[int, dict, bytes]:
+    """One request to an ASGI app in this process, as uvicorn would pass it from another client address
+    (what a test on 127.0.0.1 cannot be over real HTTP). Returns (status, headers, body)."""
+    import asyncio
+
+    raw_headers = [(b"host", b"terminal"), (b"content-length", str(len(body)).encode()),
+                   (b"content-type", b"application/x-www-form-urlencoded")]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+             "method": method, "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "root_path": "", "headers": raw_headers, "client": (client, 50000), "server": ("terminal", 80)}
+    out: dict = {"body": b""}
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(3600)  # a client that keeps the connection open
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            out["status"] = message["status"]
+            out["headers"] = {k.decode().title(): v.decode() for k, v in message["headers"]}
+        elif message["type"] == "http.response.body":
+            out["body"] += message.get("body", b"")
+
+    asyncio.run(app(scope, receive, send))
+    return out["status"], out["headers"], out["body"]
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Helpers for the sync tests: a terminal state dir with config, the reference server in a waitress thread,
+"""Helpers for the sync tests: a terminal state dir with config, the reference server in a uvicorn thread,
 the server as a `presensi server run` subprocess, and a throwaway PostgreSQL cluster."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import serve_wsgi
+from conftest import serve_app
 
 from terminal import config as config_mod
 from terminal.log import punchlog
@@ -53,7 +53,7 @@ def presensi(*args, timeout: float = 120, check: bool = True, **kw) -> subproces
     return proc
 
 
-serve_in_thread = serve_wsgi  # the shared helper (tests/conftest.py)
+serve_in_thread = serve_app  # the shared helper (tests/conftest.py)
 
 
 class ServerProcess:

@@ -36,7 +36,7 @@ def test_starting_a_command_loads_no_heavy_libraries():
     """`presensi punch` must answer fast on a Pi: no command module may import numpy, OpenCV, dlib, requests
     or the web server at start-up; they load inside the command that needs them."""
     code = ("import sys; from terminal.cli import build_parser; build_parser(); "
-            "print(' '.join(m for m in ('numpy', 'cv2', 'dlib', 'requests', 'waitress', 'sqlite_utils', "
+            "print(' '.join(m for m in ('numpy', 'cv2', 'dlib', 'requests', 'fastapi', 'uvicorn', 'sqlite_utils', "
             "'serial', 'pyfingerprint', 'gpiozero', 'apscheduler') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "", f"imported at start-up: {out.stdout.strip()}"

@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import SHARED, presensi, serve_wsgi
+from conftest import SHARED, presensi, serve_app
 
 from terminal.liveness import modelfiles
 
@@ -20,22 +20,24 @@ pytestmark = pytest.mark.skipif(not MODELS.is_dir(),
 
 
 def static_app(root: Path, corrupt: set[str] = frozenset()):
-    """Serves files under root; paths in `corrupt` get one byte flipped (a tampered mirror)."""
-    def app(environ, start_response):
-        rel = environ.get("PATH_INFO", "").lstrip("/")
+    """An ASGI app serving files under root; paths in `corrupt` get one byte flipped (a tampered mirror)."""
+    async def app(scope, receive, send):
+        rel = scope["path"].lstrip("/")
         path = (root / rel).resolve()
         if root.resolve() not in path.parents or not path.is_file():
-            start_response("404 Not Found", [("Content-Type", "text/plain")])
-            return [b"not found"]
-        data = bytearray(path.read_bytes())
-        if rel in corrupt:
-            data[len(data) // 2] ^= 0xFF
-        start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(data)))])
-        return [bytes(data)]
+            status, headers, data = 404, [(b"content-type", b"text/plain")], b"not found"
+        else:
+            data = bytearray(path.read_bytes())
+            if rel in corrupt:
+                data[len(data) // 2] ^= 0xFF
+            status = 200
+            headers = [(b"content-type", b"application/octet-stream"), (b"content-length", str(len(data)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": bytes(data)})
     return app
 
 
-serving = serve_wsgi  # the shared helper (tests/conftest.py)
+serving = serve_app  # the shared helper (tests/conftest.py)
 
 
 def fetch(dest: Path, base_url: str, *extra: str):

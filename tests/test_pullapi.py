@@ -1,4 +1,4 @@
-"""The terminal's pull API over real HTTP (waitress on 127.0.0.1): auth, paging, checkpoint, faults,
+"""The terminal's pull API over real HTTP (uvicorn on 127.0.0.1): auth, paging, checkpoint, faults,
 rate limit, malformed input, and schemathesis against the OpenAPI document."""
 
 from __future__ import annotations

@@ -19,18 +19,16 @@ import cv2
 import numpy as np
 import pytest
 import requests
-import waitress.server
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import FastAPI, HTTPException, Request
 
+from sync.asgi import Served, install_errors
 from sync.device import roster_client
-from sync.device.pullapi import stop_server
-from sync.server import rosterfiles
 from sync.wire import rosterbundle as rb
-from terminal import config, secretbox
+from terminal import config, identity, secretbox
 from terminal.cli import main as cli_main
-from terminal.log import chain, punchlog
+from terminal.log import punchlog
 from terminal.punch import roster
-from terminal.wsgi import Request, Router
 
 REPO = Path(__file__).resolve().parents[1]
 FINGER_MARK = b"FINGERPRINT-SECRET-" + bytes(range(200)) + bytes(293)
@@ -73,7 +71,7 @@ def server_key():
 def cfg(tmp_path, server_key):
     state = tmp_path / "state"
     c = config.from_dict({"device": {"id": "opd-01"}, "paths": {"state_dir": str(state)},
-                          "central": {"server_key": chain.public_key_b64(server_key), "timeout": 2.0,
+                          "central": {"server_key": identity.public_key_b64(server_key), "timeout": 2.0,
                                       "token": "dev-token"},
                           "roster": {"max_bundle_bytes": 4 * 1024 * 1024, "max_employees": 10}})
     punchlog.init(state)
@@ -297,7 +295,7 @@ def test_readers_see_old_or_new_roster_never_a_mix(cfg):
 def test_kill_9_during_swaps_leaves_a_whole_roster(cfg):
     state = cfg.state_dir
     roster.install(state, version=1, employees=employees(5, "v1"))
-    code = ("import sys; from terminal.punch import roster; from tests.test_roster import employees\n"
+    code = ("import sys; from terminal import roster; from tests.test_roster import employees\n"
             "v = int(sys.argv[2])\nwhile True:\n"
             "    roster.install(sys.argv[1], version=v, employees=employees(40, f'v{v}'))\n"
             "    print(v, flush=True); v += 1\n")
@@ -357,7 +355,7 @@ def test_publish_from_files_csv_and_photos(tmp_path, server_key):
     fp = base64.b64encode(bytes(512)).decode()
     (tmp_path / "pegawai.csv").write_text("id,name,pin_allowed,finger_templates\n"
                                           f"199001012015011002,Budi Santoso,ya,{fp}\n42,Ani,0,\n")
-    emps = rosterfiles.publish_from_files(tmp_path / "pegawai.csv", tmp_path / "photos",
+    emps = rb.publish_from_files(tmp_path / "pegawai.csv", tmp_path / "photos",
                                  previous=[{"id": "199001012015011002", "uid": 777}])
     by_id = {e["id"]: e for e in emps}
     assert by_id["199001012015011002"]["uid"] == 777 and by_id["42"]["uid"] == 42
@@ -367,37 +365,54 @@ def test_publish_from_files_csv_and_photos(tmp_path, server_key):
     assert bundle["counts"]["finger_templates"] == 1
     (tmp_path / "bad.csv").write_text("id,name\nnot valid!,x\n")
     with pytest.raises(ValueError, match="line 2"):
-        rosterfiles.publish_from_files(tmp_path / "bad.csv", None)
+        rb.publish_from_files(tmp_path / "bad.csv", None)
 
 
 # -- pulling over real HTTP -------------------------------------------------------------------------------
 
+
+def roster_response(req, latest_version: int | None, load_bundle):
+    """The answer to `GET /api/v1/devices/{id}/roster?since=VERSION` of this test's central server (a
+    Starlette Response; `req` is the Starlette Request): 204 when nothing newer than `since` (or If-None-Match hits:
+    304), else the bundle. A malformed `since` raises HTTPException 400."""
+    from starlette.exceptions import HTTPException
+    from starlette.responses import Response
+
+    raw = req.query_params.get("since", "0")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19):
+        raise HTTPException(400, "query parameter 'since' must be a whole number")
+    since = int(raw)
+    if latest_version is None or latest_version <= since:
+        return Response(b"", 204, {"X-Roster-Version": str(latest_version or 0)})
+    etag = f'"roster-v{latest_version}"'
+    if req.headers.get("If-None-Match") == etag:
+        return Response(b"", 304, {"ETag": etag})
+    return Response(load_bundle(), 200, {"Content-Type": rb.CONTENT_TYPE, "ETag": etag,
+                                         "X-Roster-Version": str(latest_version)})
+
+
 class FakeCentral:
     """A minimal central server for the roster endpoint only (the reference server has its own tests):
-    serves whatever bundle the test sets, through rosterbundle.roster_response."""
+    serves whatever bundle the test sets, through roster_response below."""
 
     def __init__(self, token="dev-token"):
         self.bundle, self.version, self.token, self.stall = None, None, token, 0.0
         self.requests = []
-        router = Router()
-        router.add("GET", "/api/v1/devices/{device_id}/roster", self.roster)
-        self.server = waitress.server.create_server(router, host="127.0.0.1", port=0, threads=2)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
+        app = FastAPI()
+        app.add_api_route("/api/v1/devices/{device_id}/roster", self.roster, methods=["GET"])
+        install_errors(app)  # the reference server's error bodies
+        self.server = Served(app, "127.0.0.1", 0)
+        self.url = self.server.url
 
-    def roster(self, req: Request):
-        from terminal.wsgi import HTTPError
-
-        self.requests.append(dict(req.query))
-        if req.header("Authorization") != f"Bearer {self.token}":
-            raise HTTPError(401, "bad token")
+    def roster(self, request: Request):
+        self.requests.append(dict(request.query_params))
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            raise HTTPException(401, "bad token")
         time.sleep(self.stall)
-        return rb.roster_response(req, self.version, lambda: self.bundle)
+        return roster_response(request, self.version, lambda: self.bundle)
 
     def close(self):
-        stop_server(self.server)
-        self.thread.join(5)
+        self.server.stop()
 
 
 @pytest.fixture()
@@ -513,23 +528,20 @@ def test_pull_from_the_reference_server(cfg, tmp_path):
     db = tmp_path / "central.db"
     store = open_store(db)
     reg = server_app.add_device(store, "opd-01")
-    srv = waitress.server.create_server(server_app.make_app(db), host="127.0.0.1", port=0, threads=2)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
+    srv = Served(server_app.make_app(db), "127.0.0.1", 0)
     try:
         c = config.from_dict({"device": {"id": "opd-01"}, "paths": {"state_dir": str(cfg.state_dir)},
-                              "central": {"url": f"http://127.0.0.1:{srv.effective_port}", "token": reg["token"],
+                              "central": {"url": srv.url, "token": reg["token"],
                                           "server_key": reg["server_key"], "timeout": 5.0}})
         assert roster_client.pull_roster(c)["status"] == "current"
-        emps = rosterfiles.publish_from_files(_csv(tmp_path), None)
+        emps = rb.publish_from_files(_csv(tmp_path), None)
         store.publish_roster(4, rb.build_bundle(store.server_key(), 4, emps, SCHEDULE, HOLIDAYS))
         assert roster_client.pull_roster(c)["version"] == 4
         assert roster_client.pull_roster(c)["status"] == "current"
         with roster.Roster.open(cfg.state_dir) as r:
             assert [p["name"] for p in r.people()] == ["Ani", "Budi"]
     finally:
-        stop_server(srv)
-        thread.join(5)
+        srv.stop()
 
 
 def _csv(tmp_path) -> Path:

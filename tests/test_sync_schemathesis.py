@@ -1,4 +1,4 @@
-"""schemathesis (unmodified, from PyPI) against the reference central server's OpenAPI document over real
+"""schemathesis (unmodified, from PyPI) against the reference central server's generated OpenAPI document over real
 HTTP: no 5xx, every response matches the documented status codes, content types and schemas, and a wrong
 token gets 401 on every operation. Examples per operation are kept small (CPU budget of shared machines).
 
@@ -14,10 +14,9 @@ from schemathesis import GenerationMode
 from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 from synctools import serve_in_thread
 
-from sync.server.app import add_device, make_app
-from sync.server.openapi import document
+from sync.server.app import add_device, make_app, openapi_document
 
-OPERATIONS = [(path, method) for path, ops in document()["paths"].items() for method in ops]
+OPERATIONS = [(path, method) for path, ops in openapi_document()["paths"].items() for method in ops]
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

@@ -11,6 +11,8 @@ import time
 import pytest
 import requests
 import synthlog
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
 from synctools import make_terminal, serve_in_thread
 
 from sync.device import push
@@ -185,22 +187,21 @@ def test_punch_times_faults_heartbeat_roster_and_page(server, tmp_path):
 
 
 def test_retry_after_is_honoured_and_backoff_is_jittered(tmp_path):
-    from terminal.wsgi import Response, Router
-
     hits = []
-    router = Router()
+    router = FastAPI()
 
-    @router.route("POST", "/api/v1/devices/{device_id}/punches")
-    def busy(req):
+    @router.post("/api/v1/devices/{device_id}/punches")
+    async def busy(request: Request):
         hits.append(time.monotonic())
         if len(hits) == 1:
-            return Response.json({"error": "busy"}, 429, {"Retry-After": "1"})
+            return JSONResponse({"error": "busy"}, 429, {"Retry-After": "1"})
         if len(hits) == 2:
-            return Response.json({"error": "down"}, 503)
+            return JSONResponse({"error": "down"}, 503)
         if len(hits) == 3:
-            return Response.text("<html>proxy error page</html>", 200, "text/html")  # garbage with a 200
-        body = req.json()
-        return Response.json({"acked_through": body["records"][-1]["seq"]})
+            return HTMLResponse("<html>proxy error page</html>", 200)  # garbage with a 200
+        raw = await request.body()
+        body = json.loads(gzip.decompress(raw) if request.headers.get("content-encoding") == "gzip" else raw)
+        return JSONResponse({"acked_through": body["records"][-1]["seq"]})
 
     with serve_in_thread(router) as url:
         _, cfg = make_terminal(tmp_path, url, "t", retry_base=0.01, max_backoff=0.05)
@@ -258,20 +259,18 @@ def test_daemon_loop_delivers_new_punches_and_stops(server, tmp_path):
 
 
 def test_heartbeat_keeps_going_while_bulk_upload_fails(tmp_path):
-    from terminal.wsgi import Response, Router
-
     beats, uploads = [], []
-    router = Router()
+    router = FastAPI()
 
-    @router.route("POST", "/api/v1/devices/{device_id}/punches")
-    def broken(req):
+    @router.post("/api/v1/devices/{device_id}/punches")
+    def broken():
         uploads.append(1)
-        return Response.json({"error": "database down"}, 500)
+        return JSONResponse({"error": "database down"}, 500)
 
-    @router.route("POST", "/api/v1/devices/{device_id}/heartbeat")
-    def heartbeat(req):
-        beats.append(req.json())
-        return Response.json({"ok": True, "acked_through": 0})
+    @router.post("/api/v1/devices/{device_id}/heartbeat")
+    async def heartbeat(request: Request):
+        beats.append(json.loads(await request.body()))
+        return JSONResponse({"ok": True, "acked_through": 0})
 
     with serve_in_thread(router) as url:
         _, cfg = make_terminal(tmp_path, url, "t", retry_base=0.05, max_backoff=0.2, heartbeat_interval=0.2)

@@ -1,21 +1,24 @@
-"""sync/device/time_client.py end to end over real HTTP on 127.0.0.1: a small WSGI app (terminal/wsgi.py served by
-waitress) mounts answer_time_request the way the reference server does, in honest and dishonest modes."""
+"""sync/device/time_client.py end to end over real HTTP on 127.0.0.1: a small FastAPI app (served by uvicorn, as
+the reference server is) mounts answer_time_request the way the reference server does, in honest and
+dishonest modes."""
 
 from __future__ import annotations
 
 import base64
-import threading
+import json
 import time
 
 import pytest
-import waitress
+import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 
-from sync.device import central, time_client
-from sync.wire import timesample
-from terminal.log import chain, punchlog
+from sync.asgi import Served
+from sync.device import time_client as timeservice
+from terminal import identity
+from terminal.log import punchlog
 from terminal.timing import timeline
-from terminal.wsgi import HTTPError, Request, Response, Router
 
 
 class TimeServer:
@@ -27,24 +30,27 @@ class TimeServer:
         self.ports: list[str] = []
         self.first_answer = None
         self.slow_first = 0  # answers delayed on the way back (after t3), like a slow downlink
-        router = Router()
-        router.add("POST", "/api/v1/time", self.time)
-        self.server = waitress.create_server(router, host="127.0.0.1", port=0, threads=2)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.app = FastAPI()
+        self.app.add_api_route("/api/v1/time", self.time, methods=["POST"])
+        self.server = None
 
-    def time(self, req: Request) -> Response:
+    def start(self) -> None:
+        self.server = Served(self.app, "127.0.0.1", 0)
+        self.url = self.server.url
+
+    async def time(self, request: Request):
         t2 = time.time_ns()
-        self.ports.append(req.environ.get("REMOTE_PORT"))
+        self.ports.append(request.client.port)
         if self.mode == "missing":
-            raise HTTPError(404, "no such resource")
-        if req.header("Authorization") != "Bearer tok":
-            raise HTTPError(401, "bad token")
+            raise HTTPException(404, "no such resource")
+        if request.headers.get("Authorization") != "Bearer tok":
+            raise HTTPException(401, "bad token")
         try:
             key = Ed25519PrivateKey.generate() if self.mode == "wrong-key" else self.key
-            answer = timesample.answer_time_request(key, req.json(), t2, error_bound_ns=1_000_000, synced=True)
+            answer = timeservice.answer_time_request(key, json.loads(await request.body()), t2,
+                                                     error_bound_ns=1_000_000)
         except ValueError as e:
-            raise HTTPError(400, str(e)) from None
+            raise HTTPException(400, str(e)) from None
         if self.mode == "replay":
             self.first_answer = self.first_answer or answer
             answer = self.first_answer
@@ -52,17 +58,16 @@ class TimeServer:
             answer = {**answer, "t2_ns": answer["t2_ns"] + 3600 * 10**9, "t3_ns": answer["t3_ns"] + 3600 * 10**9}
         if self.slow_first > 0:
             self.slow_first -= 1
-            time.sleep(0.25)
-        return Response.json(answer)
+            time.sleep(0.25)  # blocks the server's loop, as a slow downlink delays the answer
+        return JSONResponse(answer)
 
 
 @pytest.fixture
 def server():
     srv = TimeServer()
-    srv.thread.start()
+    srv.start()
     yield srv
-    srv.server.close()
-    srv.thread.join(timeout=5)
+    srv.server.stop()
 
 
 @pytest.fixture
@@ -73,25 +78,21 @@ def log(tmp_path):
 
 
 def pub(srv: TimeServer) -> str:
-    return chain.public_key_b64(srv.key)
-
-
-def client(url: str, token: str = "tok", timeout: float = 10.0) -> central.Client:
-    return central.Client(central.Settings(url=url, device_id="dev-1", token=token, timeout=timeout))
+    return identity.public_key_b64(srv.key)
 
 
 def test_signed_exchange_keeps_the_lowest_delay_on_one_keep_alive_connection(server, log):
     server.slow_first = 3  # the first three answers take 250 ms longer on the way back
-    with client(server.url) as c:
-        s = time_client.fetch_time_sample(c, pub(server), log.conn, exchanges=6)
+    with requests.Session() as session:
+        s = timeservice.fetch_time_sample(session, server.url, "dev-1", "tok", pub(server), log.conn, exchanges=6)
     assert len(server.ports) == 6 and len(set(server.ports)) == 1, "all exchanges on one keep-alive connection"
     assert s["source"] == "server-signed" and s["status"] == "accepted"
     assert s["evidence"]["delay_ns"] < 200_000_000, "a 250 ms exchange was kept instead of a fast one"
     assert s["evidence"]["nonce"] and s["evidence"]["signature"]
     assert s["monoraw_ns"] - s["sent_monoraw_ns"] < 200_000_000
     # the signed evidence verifies against the pinned key later, too
-    assert chain.verify_b64(server.key.public_key(), s["evidence"]["signature"],
-                               timesample.signed_message(s["evidence"]))
+    assert identity.verify_b64(server.key.public_key(), s["evidence"]["signature"],
+                               timeservice.signed_message(s["evidence"]))
     now = timeline.now(log.conn)
     truth = time.time_ns()  # the server's clock is this machine's clock: it is the truth here
     assert now["verified"] and now["basis"] == "server-signed"
@@ -106,15 +107,15 @@ def test_signed_exchange_keeps_the_lowest_delay_on_one_keep_alive_connection(ser
 ])
 def test_answers_that_fail_verification_record_nothing(server, log, mode, message):
     server.mode = mode
-    with client(server.url) as c, pytest.raises(time_client.TimeSyncError, match=message):
-        time_client.sync_time(c, pub(server), log.conn)
+    with requests.Session() as session, pytest.raises(timeservice.TimeSyncError, match=message):
+        timeservice.sync_time(session, server.url, "dev-1", "tok", pub(server), log.conn)
     assert log.conn.execute("SELECT count(*) FROM time_samples").fetchone()[0] == 0
 
 
 def test_missing_time_endpoint_falls_back_to_the_http_date_header(server, log):
     server.mode = "missing"
-    with client(server.url) as c:
-        result = time_client.sync_time(c, pub(server), log.conn)
+    with requests.Session() as session:
+        result = timeservice.sync_time(session, server.url, "dev-1", "tok", pub(server), log.conn)
     s = result["sample"]
     assert result["method"] == "http-date" and s["source"] == "http-date" and "HTTP 404" in result["signed_error"]
     assert s["uncertainty_ns"] == 500_000_000 and "GMT" in s["evidence"]["date"]
@@ -125,12 +126,14 @@ def test_missing_time_endpoint_falls_back_to_the_http_date_header(server, log):
 
 
 def test_refused_token_and_unreachable_server_give_clear_errors(server, log):
-    with pytest.raises(time_client.TimeSyncError, match="refused the device token .* check \\[central\\] token"):
-        time_client.fetch_time_sample(client(server.url, token="wrong"), pub(server), log.conn)
-    with pytest.raises(time_client.TimeSyncError, match="cannot reach the central server"):
-        time_client.fetch_time_sample(client("http://127.0.0.1:9", timeout=2), pub(server), log.conn)
-    with pytest.raises(time_client.TimeSyncError, match="server_key is not set"):
-        time_client.fetch_time_sample(client(server.url), "", log.conn)
+    with requests.Session() as session:
+        with pytest.raises(timeservice.TimeSyncError, match="token was refused"):
+            timeservice.fetch_time_sample(session, server.url, "dev-1", "wrong", pub(server), log.conn)
+        with pytest.raises(timeservice.TimeSyncError, match="cannot reach the central server"):
+            timeservice.fetch_time_sample(session, "http://127.0.0.1:9", "dev-1", "tok", pub(server), log.conn,
+                                          timeout=2)
+        with pytest.raises(timeservice.TimeSyncError, match="server_key is not set"):
+            timeservice.fetch_time_sample(session, server.url, "dev-1", "tok", "", log.conn)
 
 
 NONCE = base64.b64encode(b"n" * 16).decode()
@@ -144,16 +147,14 @@ NONCE = base64.b64encode(b"n" * 16).decode()
 ])
 def test_malformed_time_requests_raise_value_error(request_body):
     with pytest.raises(ValueError):
-        timesample.answer_time_request(Ed25519PrivateKey.generate(), request_body, time.time_ns(),
-                                       error_bound_ns=1_000_000, synced=True)
+        timeservice.answer_time_request(Ed25519PrivateKey.generate(), request_body, time.time_ns())
 
 
 def test_answer_signs_what_the_terminal_checks():
     key = Ed25519PrivateKey.generate()
     head = {"seq": 7, "hash": "a" * 64}
     t2 = time.time_ns()
-    answer = timesample.answer_time_request(key, {"nonce": NONCE, "device_id": "d", "chain_head": head}, t2,
-                                            error_bound_ns=1_000_000, synced=True)
+    answer = timeservice.answer_time_request(key, {"nonce": NONCE, "device_id": "d", "chain_head": head}, t2)
     assert answer["t2_ns"] == t2 <= answer["t3_ns"] and answer["chain_head"] == head
     assert answer["error_bound_ns"] > 0 and isinstance(answer["server_clock_synced"], bool)
-    assert time_client.check_answer(answer, {"nonce": NONCE, "device_id": "d"}, key.public_key()) == answer
+    assert timeservice.check_answer(answer, {"nonce": NONCE, "device_id": "d"}, key.public_key()) == answer

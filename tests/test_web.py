@@ -19,20 +19,22 @@ import cv2
 import numpy as np
 import pytest
 import requests
-import waitress.server
 from browser_support import Browser, chromium_path
-from conftest import REPO, SHARED, presensi, write_config
+from conftest import REPO, SHARED, call_asgi, presensi, write_config
+from http_attacks import chunked_until_answer, declared_length, error_of, nested
 
+from sync.asgi import Served
 from sync.server.app import add_device
 from sync.server.app import make_app as central_app
 from terminal import config, identity
+from terminal.app import web as web_server
 from terminal.app.daemon import Daemon
 from terminal.face.store import TemplateStore
-from terminal.log import chain, punchlog
+from terminal.log import punchlog
 from terminal.ops import faults
 from terminal.punch import roster
 from terminal.web import auth, ensure_admin_password
-from terminal.web.app import MAX_STREAMS, WebApp
+from terminal.web.app import MAX_STREAMS
 
 ARTIFACTS = REPO / "artifacts"
 DEVICE = "web-01"
@@ -57,14 +59,11 @@ def _test_card():
 class Central:
     def __init__(self, db: Path):
         self.app = central_app(str(db))
-        self.server = waitress.server.create_server(self.app, host="127.0.0.1", port=0, threads=2)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
+        self.server = Served(self.app, "127.0.0.1", 0)
+        self.url = self.server.url
 
     def stop(self) -> None:
-        self.server.close()
-        self.thread.join(5)
+        self.server.stop()
 
 
 class Terminal:
@@ -77,7 +76,7 @@ class Terminal:
         self.feeding = threading.Event()
         punchlog.init(self.state)
         self.password = ensure_admin_password(self.state)
-        reg = add_device(central.app.store, DEVICE, chain.public_key_b64(identity.load_key(self.state)))
+        reg = add_device(central.app.store, DEVICE, identity.public_key_b64(identity.load_key(self.state)))
         roster.install(self.state, version=1, employees=[
             {"id": BUDI, "name": "Budi Santoso", "uid": 1, "pin_allowed": True},
             {"id": LONG_NAME_ID, "name": LONG_NAME, "uid": 2, "pin_allowed": True},
@@ -228,23 +227,17 @@ def test_posts_without_the_csrf_token_are_refused(terminal):
     assert any(a["action"] == "csrf-refused" for a in terminal.audit())
 
 
-def _wsgi(app, method: str, path: str, body: bytes = b"", headers: dict | None = None, addr: str = "10.1.2.3"):
-    """Call the app as waitress would, from another client address (the lock-out is per address)."""
-    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "REMOTE_ADDR": addr,
-               "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http",
-               "CONTENT_TYPE": "application/x-www-form-urlencoded", "HTTP_HOST": "terminal"}
-    environ.update({"HTTP_" + k.upper().replace("-", "_"): v for k, v in (headers or {}).items()})
-    out = {}
-    chunks = app(environ, lambda status, hdrs: out.update(status=int(status[:3]), headers=dict(hdrs)))
-    return out["status"], out["headers"], b"".join(chunks)
+def _call(app, method: str, path: str, body: bytes = b"", headers: dict | None = None, addr: str = "10.1.2.3"):
+    """Call the app as uvicorn would, from another client address (the lock-out is per address)."""
+    return call_asgi(app, method, path, body, headers, client=addr)
 
 
 def test_repeated_wrong_passwords_lock_the_login(terminal):
-    app = WebApp(terminal.app.daemon)  # its own sessions and counters: the module's browser is not locked out
+    app = web_server.build_app(terminal.app.daemon)  # its own sessions and counters: the browser is not locked out
     cookie = "presensi_login=tok123"
 
     def attempt(password: str, addr: str = "10.1.2.3"):
-        return _wsgi(app, "POST", "/admin/login", f"csrf=tok123&password={password}".encode(),
+        return _call(app, "POST", "/admin/login", f"csrf=tok123&password={password}".encode(),
                      {"Cookie": cookie}, addr)
 
     for _ in range(auth.FAILURES_PER_CLIENT):
@@ -259,10 +252,70 @@ def test_repeated_wrong_passwords_lock_the_login(terminal):
 
 
 def test_live_streams_are_only_for_the_terminal_itself_or_an_admin(terminal):
-    app = WebApp(terminal.app.daemon)
-    assert _wsgi(app, "GET", "/")[0] == 200  # the kiosk page itself is public
-    assert _wsgi(app, "GET", "/events")[0] == 403  # names of employees: not for the office network
-    assert _wsgi(app, "GET", "/camera.mjpg")[0] == 403  # faces: likewise
+    app = web_server.build_app(terminal.app.daemon)
+    assert _call(app, "GET", "/")[0] == 200  # the kiosk page itself is public
+    assert _call(app, "GET", "/events")[0] == 403  # names of employees: not for the office network
+    assert _call(app, "GET", "/camera.mjpg")[0] == 403  # faces: likewise
+
+
+def test_a_declared_gigabyte_login_is_refused_before_the_body_is_read(terminal):
+    status, headers, body = declared_length(terminal.base, "POST", "/admin/login", 2**30,
+                                            {"Content-Type": "application/x-www-form-urlencoded"},
+                                            sent_body=b"csrf=x&password=")
+    assert status == 413 and "4 KiB" in error_of(body) and headers["connection"] == "close"
+    status, _, body, sent = chunked_until_answer(terminal.base, "POST", "/admin/login",
+                                                 {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 413 and "4 KiB" in error_of(body)
+    assert sent < 256 * 1024, f"the server took {sent} bytes of a 4 KiB form before refusing"
+    s, csrf = terminal.login()  # still serving, and a photo upload may be larger than a login
+    status, _, body = declared_length(terminal.base, "POST", "/admin/faults", 2**30, {
+        "Content-Type": "multipart/form-data; boundary=x", "Cookie": f"presensi_admin={s.cookies['presensi_admin']}"})
+    assert status == 413 and "12 MiB" in error_of(body)
+
+
+@pytest.mark.parametrize("path", ["/admin/api/enrol", "/admin/api/enrol/cancel"])
+def test_deeply_nested_json_to_the_admin_api_is_a_400(terminal, path):
+    s, csrf = terminal.login()
+    r = s.post(terminal.base + path, data=nested(5_000), timeout=10,  # 10 kB: under the route's limit
+               headers={"Content-Type": "application/json", "X-CSRF-Token": csrf})
+    assert r.status_code == 400 and "nested too deeply" in r.json()["error"]
+
+
+def test_the_kiosk_server_conforms_to_its_generated_openapi(terminal):
+    """schemathesis against /openapi.json (kiosk and admin pages): no 5xx, documented answers only, with
+    and without a session. The live streams never end, so they are checked by the tests above instead;
+    POSTs are sent without a session (with one they would punch and export)."""
+    import schemathesis
+
+    doc = requests.get(terminal.base + "/openapi.json", timeout=10).json()
+    assert {"/", "/admin/login", "/admin/punches", "/admin/api/enrol"} <= set(doc["paths"])
+    assert not [p for p in doc["paths"] if p.startswith("/api/v1/")]  # the pull API has its own document
+    assert doc["paths"]["/admin/faults"]["post"]["x-body-limit"] == 12 * 2**20
+    schema = schemathesis.openapi.from_url(terminal.base + "/openapi.json")
+    s, _ = terminal.login()
+    cookie = {"Cookie": f"presensi_admin={s.cookies['presensi_admin']}"}
+    checked = 0
+    for result in schema.get_all_operations():
+        op = result.ok()
+        if op.path in ("/events", "/camera.mjpg"):
+            continue
+        _conforms(op, terminal.base, [{}] if op.method.upper() == "POST" else [{}, cookie])
+        checked += 1
+    assert checked >= 15
+
+
+def _conforms(op, base: str, sessions: list[dict]) -> None:
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    @given(case=op.as_strategy())
+    @settings(max_examples=5, deadline=None, database=None, suppress_health_check=list(HealthCheck),
+              phases=[Phase.explicit, Phase.generate])
+    def check(case):
+        for headers in sessions:
+            response = case.call(base_url=base, headers=headers, allow_redirects=False, timeout=30)
+            assert response.status_code < 500, (case.path, response.text[:300])
+            case.validate_response(response)
+    check()
 
 
 def test_operator_pin_punch_follows_the_roster(terminal):
@@ -301,7 +354,7 @@ def test_events_are_streamed_without_buffering(terminal):
             buf += resp.read1(65536)
         delays.append(time.monotonic() - sent)
     conn.close()
-    # waitress writes each yielded event at once (send_bytes = 1): milliseconds, not its 1 s poll or a buffer
+    # uvicorn writes each yielded event at once: milliseconds, not a poll interval or a buffer
     assert max(delays) < 0.5, delays
     terminal.app.daemon.events.publish("prompt", {"text": None})
 

@@ -366,22 +366,5 @@ def stable_uid(employee_id: str, taken: set[int]) -> int:
     return uid
 
 
-# -- serving (central server) --------------------------------------------------------------------------
-
-def roster_response(req, latest_version: int | None, load_bundle: Callable[[], bytes]):
-    """The answer to `GET /api/v1/devices/{id}/roster?since=VERSION` for the reference server (a
-    terminal.wsgi Response): 204 when nothing newer than `since` (or If-None-Match hits: 304), else the
-    bundle. `req` is a terminal.wsgi.Request; a malformed `since` raises HTTPError 400."""
-    from terminal.wsgi import Response
-
-    since = req.int_query("since", 0)
-    if latest_version is None or latest_version <= since:
-        return Response(b"", 204, {"X-Roster-Version": str(latest_version or 0)})
-    etag = f'"roster-v{latest_version}"'
-    if req.header("If-None-Match") == etag:
-        return Response(b"", 304, {"ETag": etag})
-    return Response(load_bundle(), 200, {"Content-Type": CONTENT_TYPE, "ETag": etag,
-                                         "X-Roster-Version": str(latest_version)})
-
 __all__ = ["BundleLimits", "BundleRejected", "build_bundle", "sign_manifest", "verify_bundle",
-           "roster_response", "stable_uid", "CONTENT_TYPE"]
+           "stable_uid", "CONTENT_TYPE"]

@@ -76,26 +76,24 @@ def face_template(photo: Path) -> list[float]:
 
 @dataclass
 class CentralServer:
-    """The reference central server in a background thread (waitress on 127.0.0.1, any free port)."""
+    """The reference central server in a background thread (uvicorn on 127.0.0.1, any free port)."""
 
     db: Path
     url: str = ""
     _server: object = field(default=None, repr=False)
 
     def start(self) -> CentralServer:
-        import waitress.server
-
+        from sync.asgi import Served
         from sync.server.app import make_app
 
         self.app = make_app(str(self.db))
-        self._server = waitress.server.create_server(self.app, host="127.0.0.1", port=0, threads=4)
-        threading.Thread(target=self._server.run, name="demo-central", daemon=True).start()
-        self.url = f"http://127.0.0.1:{self._server.effective_port}"
+        self._server = Served(self.app, "127.0.0.1", 0, name="demo-central")
+        self.url = self._server.url
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
+            self._server.stop()
 
 
 def publish_roster(store, photo: Path, version: int = 1) -> None:

@@ -13,8 +13,8 @@ import sys
 from terminal import config as config_mod
 from terminal.cli.common import add_command, add_group, emit
 
-# Exit status of an invalid file: the same as a usage error, and as `python -m sync.zk.server` and
-# `python -m sync.adms` give for a bad configuration.
+# Exit status of an invalid file: the same as a usage error, and as `python -m sync.device.zk.server` and
+# `python -m sync.device.adms` give for a bad configuration.
 INVALID = 2
 
 

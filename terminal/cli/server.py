@@ -64,10 +64,10 @@ def _listen(text: str) -> tuple[str, int]:
 
 
 def cmd_run(args) -> int:
-    from sync.server.app import CentralServer, serve
+    from sync.server.app import build_app, serve
 
     host, port = _listen(args.listen)
-    app = CentralServer(_store(args))
+    app = build_app(_store(args))
 
     def ready(url: str) -> None:
         print(f"listening on {url}", flush=True)

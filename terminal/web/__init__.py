@@ -1,6 +1,6 @@
 """The terminal's local web pages: the kiosk screen at `/` and the admin pages under `/admin/`.
 
-`make_app(daemon)` returns the WSGI app the daemon's web server (terminal/app/web.py) serves. Templates
+`make_app(daemon)` returns the WebApp whose router the daemon's web server (terminal/app/web.py) serves. Templates
 and static files are package data (templates/, static/): no external asset, so the pages work offline.
 """
 

@@ -9,16 +9,21 @@ sends an Origin, come from this very host. Every action an admin takes is writte
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import secrets
 from http.cookies import CookieError, SimpleCookie
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+from fastapi import APIRouter, HTTPException, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import HTMLResponse, Response
+
 from terminal.log import punchlog
 from terminal.web import auth, forms
+from terminal.web.forms import form_body
 from terminal.web.pages import esc, redirect, render
-from terminal.wsgi import HTTPError, Request, Response
 
 log = logging.getLogger("presensi.web")
 
@@ -29,9 +34,22 @@ NAV = (("/admin/", "Kesehatan"), ("/admin/punches", "Presensi"), ("/admin/faults
 PUNCH_LIMIT = 50
 
 
+# What the generated OpenAPI document says of the pages (the kiosk server's /openapi.json).
+HTML = {"content": {"text/html": {"schema": {"type": "string"}}}}
+ERROR = {"content": {"application/json": {"schema": {"type": "object", "required": ["error"],
+                                                     "properties": {"error": {"type": "string"}}}},
+                     "text/html": {"schema": {"type": "string"}}}}
+PAGE = {200: {"description": "the page", **HTML}, 303: {"description": "not logged in: to /admin/login"}}
+API = {200: {"description": "JSON answer", "content": {"application/json": {"schema": {"type": "object"}}}},
+       401: {"description": "not logged in", **ERROR}}
+POSTED = {400: {"description": "malformed form", **ERROR}, 403: {"description": "missing or wrong CSRF token, "
+                                                                  "or a cross-site request", **ERROR},
+          413: {"description": "body too large", **ERROR}, 415: {"description": "not a form", **ERROR}}
+
+
 def cookie_header(name: str, value: str, req: Request, max_age: int | None = None) -> str:
     parts = [f"{name}={value}", "Path=/", "HttpOnly", "SameSite=Strict"]
-    if req.environ.get("wsgi.url_scheme") == "https":
+    if req.url.scheme == "https":
         parts.append("Secure")
     if max_age is not None:
         parts.append(f"Max-Age={max_age}")
@@ -40,7 +58,7 @@ def cookie_header(name: str, value: str, req: Request, max_age: int | None = Non
 
 def read_cookie(req: Request, name: str) -> str | None:
     try:
-        jar = SimpleCookie(req.header("Cookie") or "")
+        jar = SimpleCookie(req.headers.get("Cookie") or "")
     except CookieError:
         return None
     return jar[name].value if name in jar else None
@@ -56,15 +74,30 @@ class Admin:
 
     # -- routing and the gate --------------------------------------------------------------------------
 
-    def register(self, router) -> None:
-        router.add("GET", "/admin", lambda req: redirect("/admin/"))
-        router.add("GET", "/admin/login", self.login_page)
-        router.add("POST", "/admin/login", self.login)
-        router.add("POST", "/admin/logout", self.gate(self.logout))
-        router.add("GET", "/admin/", self.gate(self.dashboard))
-        router.add("GET", "/admin/punches", self.gate(self.punches))
-        router.add("POST", "/admin/punches", self.gate(self.pin_punch))
+    def register(self, router: APIRouter) -> None:
+        router.add_api_route("/admin", lambda: redirect("/admin/"), methods=["GET"], include_in_schema=False)
+        router.add_api_route("/admin/login", self.login_form, methods=["GET"], response_class=HTMLResponse,
+                             responses={200: {"description": "the login form", **HTML}})
+        router.add_api_route("/admin/login", self.login, methods=["POST"], response_class=HTMLResponse,
+                             openapi_extra=form_body(forms.LOGIN_LIMIT),
+                             responses={303: {"description": "logged in: to /admin/"},
+                                        401: {"description": "wrong password", **HTML},
+                                        429: {"description": "too many failures: locked for a while", **HTML},
+                                        503: {"description": "no admin password set", **HTML}, **POSTED})
+        self.page(router, "POST", "/admin/logout", self.logout, form_body(forms.FORM_LIMIT))
+        self.page(router, "GET", "/admin/", self.dashboard)
+        self.page(router, "GET", "/admin/punches", self.punches)
+        self.page(router, "POST", "/admin/punches", self.pin_punch, form_body(forms.FORM_LIMIT))
         self.tools.register(router)
+
+    def page(self, router: APIRouter, method: str, path: str, handler, openapi_extra: dict | None = None,
+             responses: dict | None = None) -> None:
+        """A gated route: HTML pages (or JSON under /admin/api/) for a logged-in admin."""
+        api = path.startswith("/admin/api/")
+        documented = {**(API if api else PAGE), **(POSTED if method == "POST" else {}), **(responses or {})}
+        router.add_api_route(path, self.gate(handler), methods=[method], openapi_extra=openapi_extra,
+                             responses=documented, response_class=Response if api else HTMLResponse,
+                             name=handler.__name__)
 
     def session(self, req: Request) -> auth.Session | None:
         sess = self.sessions.get(read_cookie(req, COOKIE))
@@ -74,26 +107,27 @@ class Admin:
         return sess
 
     def gate(self, handler):
-        """Wrap a handler: a valid session, and for POST a valid CSRF token and same-origin request."""
-        def guarded(req: Request):
-            sess = self.session(req)
+        """Wrap a handler: a valid session, and for POST a valid CSRF token and same-origin request. The
+        handler itself (SQLite, the camera) runs in the server's thread pool."""
+        async def guarded(request: Request) -> Response:
+            sess = self.session(request)
             if sess is None:
-                if req.path.startswith("/admin/api/"):
-                    raise HTTPError(401, "log in at /admin/login first", {"WWW-Authenticate": "Session"})
+                if request.url.path.startswith("/admin/api/"):
+                    raise HTTPException(401, "log in at /admin/login first", {"WWW-Authenticate": "Session"})
                 return redirect("/admin/login")
             form, files = ({}, {})
-            if req.method == "POST":
-                _check_origin(req)
-                if (req.header("Content-Type") or "").startswith("application/json"):
-                    form = req.json() if req.body() else {}
-                    form = form if isinstance(form, dict) else {}
+            if request.method == "POST":
+                _check_origin(request)
+                if (request.headers.get("Content-Type") or "").startswith("application/json"):
+                    form = _json_form(await request.body())
                 else:
-                    form, files = forms.parse(req)
-                token = req.header("X-CSRF-Token") or form.get("csrf")
-                if not auth.tokens_equal(token, sess.csrf):
-                    self.audit(sess.user, "csrf-refused", {"path": req.path, "client": req.remote_addr})
-                    raise HTTPError(403, "missing or wrong CSRF token: reload the page and try again")
-            return handler(req, sess, form, files)
+                    form, files = await forms.parse(request)
+                token = request.headers.get("X-CSRF-Token") or form.get("csrf")
+                if not auth.tokens_equal(token if isinstance(token, str) else None, sess.csrf):
+                    self.audit(sess.user, "csrf-refused", {"path": request.url.path,
+                                                           "client": _client(request)})
+                    raise HTTPException(403, "missing or wrong CSRF token: reload the page and try again")
+            return await run_in_threadpool(handler, request, sess, form, files)
         return guarded
 
     def audit(self, actor: str, action: str, details: dict | None = None) -> None:
@@ -111,6 +145,9 @@ class Admin:
 
     # -- login ----------------------------------------------------------------------------------------
 
+    def login_form(self, request: Request) -> Response:
+        return self.login_page(request)
+
     def login_page(self, req: Request, message: str = "", status_code: int = 200) -> Response:
         token = read_cookie(req, LOGIN_COOKIE)
         headers = {}
@@ -121,12 +158,15 @@ class Admin:
         return render("login.html", status_code, headers, csrf=esc(token), message=note,
                       device=esc(self.cfg.device.name or self.cfg.device.id))
 
-    def login(self, req: Request) -> Response:
-        _check_origin(req)
-        client = req.remote_addr
-        form, _ = forms.parse(req)
+    async def login(self, request: Request) -> Response:
+        _check_origin(request)
+        form, _ = await forms.parse(request)
+        return await run_in_threadpool(self._login, request, form)
+
+    def _login(self, req: Request, form: dict) -> Response:
+        client = _client(req)
         if not auth.tokens_equal(form.get("csrf"), read_cookie(req, LOGIN_COOKIE)):
-            raise HTTPError(403, "missing or wrong CSRF token: reload the login page and try again")
+            raise HTTPException(403, "missing or wrong CSRF token: reload the login page and try again")
         wait = self.sessions.locked(client)
         if wait:
             self.audit("-", "login-locked", {"client": client})
@@ -221,7 +261,7 @@ class Admin:
     def pin_punch(self, req, sess, form, files) -> Response:
         employee = (form.get("employee") or "").strip()
         if not employee or len(employee) > 64 or not all(c.isalnum() or c in "._-" for c in employee):
-            raise HTTPError(400, "employee id: 1-64 letters, digits, '.', '_' or '-'")
+            raise HTTPException(400, "employee id: 1-64 letters, digits, '.', '_' or '-'")
         refusal = self._pin_refusal(employee)
         if refusal:
             self.audit(sess.user, "pin-punch-refused", {"employee": employee, "reason": refusal})
@@ -247,12 +287,30 @@ class Admin:
         return None
 
 
+def _client(req: Request) -> str:
+    return req.client.host if req.client else ""
+
+
+def _json_form(raw: bytes) -> dict:
+    """A JSON body of the admin API as form fields ({} when empty or not an object). Hand-parsed, so a
+    deeply nested body is a 400 like any other malformed one."""
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise HTTPException(400, "body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise HTTPException(400, f"body is not valid JSON: {e}") from None
+    return value if isinstance(value, dict) else {}
+
+
 def _check_origin(req: Request) -> None:
-    origin = req.header("Origin")
-    if origin and origin != "null" and urlsplit(origin).netloc != (req.header("Host") or ""):
-        raise HTTPError(403, "cross-site request refused")
+    origin = req.headers.get("Origin")
+    if origin and origin != "null" and urlsplit(origin).netloc != (req.headers.get("Host") or ""):
+        raise HTTPException(403, "cross-site request refused")
     if origin == "null":
-        raise HTTPError(403, "cross-site request refused")
+        raise HTTPException(403, "cross-site request refused")
 
 
 def _online(ind: dict) -> str:

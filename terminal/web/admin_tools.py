@@ -9,12 +9,15 @@ import logging
 import os
 from pathlib import Path
 
+from fastapi import APIRouter, HTTPException
+from starlette.responses import Response
+
 from terminal.log import punchlog, syncstate
 from terminal.ops import faults
-from terminal.web import diagnostics, kiosk
+from terminal.web import diagnostics, forms, kiosk
 from terminal.web.enrolment import EnrolError, Enrolments
-from terminal.web.pages import esc, render
-from terminal.wsgi import HTTPError, Response
+from terminal.web.forms import form_body, json_or_form_body
+from terminal.web.pages import esc, json_response, render
 
 log = logging.getLogger("presensi.web")
 
@@ -56,19 +59,31 @@ class Tools:
         self.enrolments = Enrolments(self.daemon, admin.audit)
         diagnostics.ring_log()
 
-    def register(self, router) -> None:
-        g = self.admin.gate
-        router.add("GET", "/admin/faults", g(self.fault_page))
-        router.add("POST", "/admin/faults", g(self.fault_report))
-        router.add("GET", "/admin/enrol", g(self.enrol_page))
-        router.add("GET", "/admin/api/enrol", g(lambda req, s, f, fi: Response.json(self.enrolments.status())))
-        router.add("POST", "/admin/api/enrol", g(self.enrol_start))
-        router.add("POST", "/admin/api/enrol/cancel", g(self.enrol_cancel))
-        router.add("GET", "/admin/export", g(self.export_page))
-        router.add("POST", "/admin/export", g(self.export))
-        router.add("GET", "/admin/diagnostics.zip", g(self.diagnostics))
-        router.add("GET", "/admin/api/health", g(lambda req, s, f, fi: Response.json(health_report(self.daemon))))
-        router.add("GET", "/admin/api/snapshot.jpg", g(self.snapshot))
+    def register(self, router: APIRouter) -> None:
+        page = self.admin.page
+        binary = {200: {"description": "the file", "content": {"application/zip": {"schema": {
+            "type": "string", "format": "binary"}}}}}
+        jpeg = {200: {"description": "the camera's picture", "content": {"image/jpeg": {"schema": {
+            "type": "string", "format": "binary"}}}},
+            503: {"description": "the camera is not running", "content": {"application/json": {}}}}
+        page(router, "GET", "/admin/faults", self.fault_page)
+        page(router, "POST", "/admin/faults", self.fault_report, form_body(forms.MAX_FORM, multipart=True),
+             {503: {"description": "the camera gave no picture", "content": {"application/json": {}}}})
+        page(router, "GET", "/admin/enrol", self.enrol_page)
+        page(router, "GET", "/admin/api/enrol", self.enrol_status)
+        page(router, "POST", "/admin/api/enrol", self.enrol_start, json_or_form_body(forms.FORM_LIMIT))
+        page(router, "POST", "/admin/api/enrol/cancel", self.enrol_cancel, json_or_form_body(forms.FORM_LIMIT))
+        page(router, "GET", "/admin/export", self.export_page)
+        page(router, "POST", "/admin/export", self.export, form_body(forms.FORM_LIMIT))
+        page(router, "GET", "/admin/diagnostics.zip", self.diagnostics, responses=binary)
+        page(router, "GET", "/admin/api/health", self.health)
+        page(router, "GET", "/admin/api/snapshot.jpg", self.snapshot, responses=jpeg)
+
+    def health(self, req, sess, form, files) -> Response:
+        return json_response(health_report(self.daemon))
+
+    def enrol_status(self, req, sess, form, files) -> Response:
+        return json_response(self.enrolments.status())
 
     # -- faults ---------------------------------------------------------------------------------------
 
@@ -122,19 +137,19 @@ class Tools:
     # -- enrolment ------------------------------------------------------------------------------------
 
     def enrol_page(self, req, sess, form, files) -> Response:
-        body = render("enrol.html").body.decode()  # a fragment: the live preview and the controls
+        body = bytes(render("enrol.html").body).decode()  # a fragment: the live preview and the controls
         return self.admin.layout(sess, "Daftar wajah", body)
 
     def enrol_start(self, req, sess, form, files) -> Response:
         try:
             needed = int(form.get("needed") or 5)
-            return Response.json(self.enrolments.start(str(form.get("employee") or ""), needed, sess.user))
-        except (EnrolError, ValueError) as e:
-            raise HTTPError(400, str(e)) from None
+            return json_response(self.enrolments.start(str(form.get("employee") or ""), needed, sess.user))
+        except (EnrolError, ValueError, TypeError) as e:
+            raise HTTPException(400, str(e)) from None
 
     def enrol_cancel(self, req, sess, form, files) -> Response:
         self.admin.audit(sess.user, "enrol-cancel", {})
-        return Response.json(self.enrolments.cancel())
+        return json_response(self.enrolments.cancel())
 
     # -- export ---------------------------------------------------------------------------------------
 
@@ -169,9 +184,10 @@ class Tools:
         data = diagnostics.build(self.daemon, health_report(self.daemon))
         self.admin.audit(sess.user, "diagnostics-download", {"bytes": len(data)})
         name = f"presensi-diagnostics-{self.cfg.device.id}.zip"
-        return Response(data, 200, {"Content-Type": "application/zip", "Cache-Control": "no-store",
-                                    "Content-Disposition": f"attachment; filename=\"{name}\""})
+        return Response(data, 200, {"Cache-Control": "no-store",
+                                    "Content-Disposition": f"attachment; filename=\"{name}\""},
+                        media_type="application/zip")
 
     def snapshot(self, req, sess, form, files) -> Response:
-        return Response(kiosk.snapshot(self.daemon, boxes=True), 200,
-                        {"Content-Type": "image/jpeg", "Cache-Control": "no-store"})
+        return Response(kiosk.snapshot(self.daemon, boxes=True), 200, {"Cache-Control": "no-store"},
+                        media_type="image/jpeg")

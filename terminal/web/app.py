@@ -1,5 +1,9 @@
 """The web app of the daemon's local server: the kiosk screen at `/` and the admin pages under `/admin/`.
 
+`WebApp(daemon).router` holds the routes (FastAPI's APIRouter); the web-server start-up code puts them on an
+app with the shared plumbing (JSON errors, body limits) and `error_page` as its error renderer, so a
+browser gets an HTML page for an error and scripts get {"error": ...}.
+
 The kiosk's live streams (/events, /camera.mjpg) show employees' names and faces, so they are served only to
 the terminal itself (loopback) or to a logged-in admin; the kiosk page and its static files are public.
 """
@@ -10,62 +14,77 @@ import ipaddress
 import logging
 from http import HTTPStatus
 
+from fastapi import APIRouter, HTTPException, Request
+from starlette.responses import HTMLResponse, Response
+
 from terminal.web import kiosk
-from terminal.web.admin import Admin
-from terminal.web.pages import SECURITY_HEADERS, Stream, esc, render, static
-from terminal.wsgi import HTTPError, Request, Response, Router
+from terminal.web.admin import HTML, Admin
+from terminal.web.pages import SECURITY_HEADERS, esc, json_response, render, static
 
 log = logging.getLogger("presensi.web")
 
-MAX_STREAMS = 4  # of the server's 8 threads: the kiosk needs two, an admin preview one
+MAX_STREAMS = 4  # the kiosk needs two, an admin preview one; each keeps a pool thread waiting for data
+STREAM_ERRORS = {403: {"description": "not the terminal itself and not a logged-in admin"},
+                 503: {"description": "too many live streams, the camera is off, or the terminal is stopping"}}
 
 
 class WebApp:
     def __init__(self, daemon):
         self.daemon = daemon
-        self.router = Router()
         self.slots = kiosk.StreamSlots(MAX_STREAMS)
         self.admin = Admin(daemon, self.slots)
+        self.router = APIRouter()
         r = self.router
-        r.add("GET", "/", self.kiosk_page)
-        r.add("GET", "/static/{name}", lambda req: static(req.params["name"]))
-        r.add("GET", "/kiosk/state", lambda req: Response.json(kiosk.state(self.daemon)))
-        r.add("GET", "/events", self.events)
-        r.add("GET", "/camera.mjpg", self.preview)
+        r.add_api_route("/", self.kiosk_page, methods=["GET"], response_class=HTMLResponse,
+                        responses={200: {"description": "the kiosk screen", **HTML}})
+        r.add_api_route("/static/{name}", self.static_file, methods=["GET"], response_class=Response,
+                        responses={200: {"description": "a script or style sheet of the pages", "content": {
+                            "text/css": {}, "text/javascript": {}}}, 404: {"description": "no such file"}})
+        r.add_api_route("/kiosk/state", self.kiosk_state, methods=["GET"], response_model=None,
+                        responses={200: {"description": "what a freshly loaded kiosk page starts from",
+                                         "content": {"application/json": {"schema": {"type": "object"}}}}})
+        r.add_api_route("/events", self.events, methods=["GET"], response_class=Response,
+                        responses={200: {"description": "Server-Sent Events: status, prompt, decision",
+                                         "content": {"text/event-stream": {}}}, **STREAM_ERRORS})
+        r.add_api_route("/camera.mjpg", self.preview, methods=["GET"], response_class=Response,
+                        responses={200: {"description": "the camera preview (MJPEG)",
+                                         "content": {"multipart/x-mixed-replace": {}}}, **STREAM_ERRORS})
         self.admin.register(r)
 
-    def kiosk_page(self, req: Request) -> Response:
+    def kiosk_page(self) -> Response:
         cfg = self.daemon.cfg
         return render("kiosk.html", device=esc(cfg.device.name or cfg.device.id), timezone=esc(cfg.device.timezone))
 
-    def _local_or_admin(self, req: Request) -> None:
-        if _is_loopback(req.remote_addr) or self.admin.session(req) is not None:
-            return
-        raise HTTPError(403, "the live kiosk streams are shown only on the terminal itself or to a logged-in admin")
+    def static_file(self, name: str) -> Response:
+        return static(name)
 
-    def events(self, req: Request):
-        self._local_or_admin(req)
+    def kiosk_state(self) -> Response:
+        return json_response(kiosk.state(self.daemon))
+
+    def _local_or_admin(self, req: Request) -> None:
+        if _is_loopback(req.client.host if req.client else "") or self.admin.session(req) is not None:
+            return
+        raise HTTPException(403, "the live kiosk streams are shown only on the terminal itself or to a logged-in "
+                                 "admin")
+
+    def events(self, request: Request) -> Response:
+        self._local_or_admin(request)
         return kiosk.events_stream(self.daemon, self.slots)
 
-    def preview(self, req: Request):
-        self._local_or_admin(req)
+    def preview(self, request: Request) -> Response:
+        self._local_or_admin(request)
         return kiosk.preview_stream(self.daemon, self.slots)
 
-    def __call__(self, environ, start_response):
-        req = Request(environ)
-        try:
-            resp = self.router.dispatch(req)
-        except HTTPError as e:
-            resp = _error(req, e.status, e.message, e.headers)
-        except Exception as e:  # a bug must not kill the server thread; details go to the log only
-            log.exception("unhandled error in %s %s", req.method, req.path)
-            resp = _error(req, 500, f"internal error ({type(e).__name__})")
-        status = f"{resp.status} {HTTPStatus(resp.status).phrase}"
-        if isinstance(resp, Stream):
-            start_response(status, [("Content-Type", resp.content_type), *resp.headers.items()])
-            return resp.chunks
-        start_response(status, [("Content-Length", str(len(resp.body))), *resp.headers.items()])
-        return [resp.body]
+    @staticmethod
+    def error_page(req: Request, status: int, message: str, headers: dict | None = None) -> Response | None:
+        """An error as an HTML page for a browser (it asked for text/html); None: the JSON answer."""
+        if "/api/" in req.url.path or "text/html" not in (req.headers.get("Accept") or ""):
+            return None
+        body = (f"<!doctype html><html lang='id'><head><meta charset='utf-8'><title>{status}</title></head>"
+                f"<body><h1>{status} {esc(HTTPStatus(status).phrase)}</h1><p>{esc(message)}</p>"
+                f"<p><a href='/admin/'>Kembali</a></p></body></html>")
+        return Response(body.encode(), status, {**SECURITY_HEADERS, **(headers or {})},
+                        media_type="text/html; charset=utf-8")
 
 
 def _is_loopback(addr: str) -> bool:
@@ -73,17 +92,3 @@ def _is_loopback(addr: str) -> bool:
         return ipaddress.ip_address(addr).is_loopback
     except ValueError:
         return False
-
-
-def _wants_html(req: Request) -> bool:
-    return "/api/" not in req.path and "text/html" in (req.header("Accept") or "")
-
-
-def _error(req: Request, status: int, message: str, headers: dict | None = None) -> Response:
-    if not _wants_html(req):
-        return Response.json({"error": message}, status, headers)
-    body = (f"<!doctype html><html lang='id'><head><meta charset='utf-8'><title>{status}</title></head>"
-            f"<body><h1>{status} {esc(HTTPStatus(status).phrase)}</h1><p>{esc(message)}</p>"
-            f"<p><a href='/admin/'>Kembali</a></p></body></html>")
-    return Response(body.encode(), status, {"Content-Type": "text/html; charset=utf-8", **SECURITY_HEADERS,
-                                            **(headers or {})})

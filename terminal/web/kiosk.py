@@ -1,9 +1,9 @@
 """The kiosk's live data: Server-Sent Events from the daemon's event bus, the camera preview (MJPEG with the
 face box from the pipeline's tracks), camera snapshots, and the state a freshly loaded page starts from.
 
-Every stream holds one of the web server's threads for as long as it runs, so streams are counted
-(`StreamSlots`) and time-limited; the page reconnects by itself (EventSource does; the preview's script
-reloads the image).
+Every stream keeps a thread of the server's pool waiting for its next event or frame for as long as it
+runs, so streams are counted (`StreamSlots`) and time-limited; the page reconnects by itself (EventSource
+does; the preview's script reloads the image).
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import threading
 import time
 
 import cv2
+from fastapi import HTTPException
+from starlette.responses import StreamingResponse
 
-from terminal.web.pages import Stream
-from terminal.wsgi import HTTPError
+from terminal.web.pages import stream
 
 log = logging.getLogger("presensi.web")
 
@@ -38,32 +39,11 @@ class StreamSlots:
 
     def take(self) -> None:
         if not self._sem.acquire(blocking=False):
-            raise HTTPError(503, "too many live streams open; close another kiosk or admin tab",
+            raise HTTPException(503, "too many live streams open; close another kiosk or admin tab",
                             {"Retry-After": "5"})
 
     def give(self) -> None:
         self._sem.release()
-
-
-class Released:
-    """A stream's body that gives its slot (and subscription) back exactly once when the server closes it,
-    also when the body was never iterated (a generator's own `finally` would not run then)."""
-
-    def __init__(self, chunks, release):
-        self.chunks, self.release, self.released = chunks, release, False
-
-    def __iter__(self):
-        return iter(self.chunks)
-
-    def close(self) -> None:
-        try:
-            close = getattr(self.chunks, "close", None)
-            if close:
-                close()
-        finally:
-            if not self.released:
-                self.released = True
-                self.release()
 
 
 def state(daemon) -> dict:
@@ -84,10 +64,10 @@ def _sse(event_id: int | None, type_: str, data: dict) -> bytes:
 
 def _not_stopping(daemon) -> None:
     if daemon.stop_event.is_set():
-        raise HTTPError(503, "the terminal is stopping", {"Retry-After": "5"})
+        raise HTTPException(503, "the terminal is stopping", {"Retry-After": "5"})
 
 
-def events_stream(daemon, slots: StreamSlots) -> Stream:
+def events_stream(daemon, slots: StreamSlots) -> StreamingResponse:
     _not_stopping(daemon)
     slots.take()
     q = daemon.events.subscribe()
@@ -114,7 +94,7 @@ def events_stream(daemon, slots: StreamSlots) -> Stream:
             last_sent = time.monotonic()
             yield _sse(event.id, event.type, event.data)
 
-    return Stream(Released(chunks(), release), "text/event-stream; charset=utf-8",
+    return stream(chunks(), release, "text/event-stream; charset=utf-8",
                   headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
@@ -150,10 +130,10 @@ def encode_preview(image, worker=None, frame_t: float = 0.0) -> bytes:
     return buf.tobytes()
 
 
-def preview_stream(daemon, slots: StreamSlots) -> Stream:
+def preview_stream(daemon, slots: StreamSlots) -> StreamingResponse:
     worker = face_worker(daemon)
     if worker is None:
-        raise HTTPError(503, "the camera is not running")
+        raise HTTPException(503, "the camera is not running")
     _not_stopping(daemon)
     slots.take()
 
@@ -175,7 +155,7 @@ def preview_stream(daemon, slots: StreamSlots) -> Stream:
             yield (b"Content-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode()
                    + b"\r\n\r\n" + jpeg + b"\r\n--frame\r\n")
 
-    return Stream(Released(chunks(), slots.give), "multipart/x-mixed-replace; boundary=frame",
+    return stream(chunks(), slots.give, "multipart/x-mixed-replace; boundary=frame",
                   headers={"Cache-Control": "no-store"})
 
 
@@ -183,14 +163,14 @@ def snapshot(daemon, timeout: float = 2.0, boxes: bool = False) -> bytes:
     """The newest camera frame as JPEG (full resolution; the evidence for a fault report)."""
     worker = face_worker(daemon)
     if worker is None:
-        raise HTTPError(503, "the camera is not running; upload a photo instead")
+        raise HTTPException(503, "the camera is not running; upload a photo instead")
     frame = worker.camera.latest(after_seq=0, timeout=timeout)
     if frame is None:
-        raise HTTPError(503, "the camera gave no picture; upload a photo instead")
+        raise HTTPException(503, "the camera gave no picture; upload a photo instead")
     image = frame.image.copy()
     if boxes:
         draw_faces(image, worker, frame.t)
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
-        raise HTTPError(500, "JPEG encoding of the snapshot failed")
+        raise HTTPException(500, "JPEG encoding of the snapshot failed")
     return buf.tobytes()

@@ -1,0 +1,73 @@
+"""Body limits and hostile bodies against the reference central server over real HTTP on 127.0.0.1 (the
+kiosk's login and admin API get the same attacks in tests/test_web.py): a declared 1 GiB body is refused
+with 413 before any of it is read, a chunked body is stopped at the route's limit, and JSON nested far
+deeper than any parser recurses is a 400 on every JSON endpoint, gzip-compressed or not."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+import requests
+from http_attacks import chunked_until_answer, declared_length, error_of, nested
+from synctools import serve_in_thread
+
+from sync import asgi
+from sync.server import app as server_app
+
+GIB = 2**30
+JSON_ENDPOINTS = ["/api/v1/devices/dev-01/punches", "/api/v1/devices/dev-01/heartbeat",
+                  "/api/v1/devices/dev-01/faults", "/api/v1/devices/dev-01/punch-times", "/api/v1/time"]
+
+
+@pytest.fixture(scope="module")
+def central(tmp_path_factory):
+    app = server_app.make_app(str(tmp_path_factory.mktemp("central") / "central.db"))
+    reg = server_app.add_device(app.store, "dev-01")
+    with serve_in_thread(app) as url:
+        yield url, {"Authorization": f"Bearer {reg['token']}", "Content-Type": "application/json"}
+    app.store.close()
+
+
+def test_a_declared_gigabyte_is_refused_before_the_body_is_read(central):
+    url, auth = central
+    # Nothing of the body is sent: the answer can only come from the declared length.
+    status, headers, body = declared_length(url, "POST", "/api/v1/devices/dev-01/punches", GIB, auth)
+    assert status == 413 and "64 MiB" in error_of(body)
+    assert headers["connection"] == "close" and headers["content-type"] == "application/json"
+    status, _, body = declared_length(url, "PUT", "/api/v1/devices/dev-01/photos/" + "a" * 64, GIB, auth,
+                                      sent_body=b"\xff\xd8" * 1000)
+    assert status == 413 and "8 MiB" in error_of(body)
+    assert requests.get(url + "/api/v1/openapi.json", timeout=10).status_code == 200  # the server is fine
+
+
+def test_a_chunked_body_is_stopped_at_the_limit(central):
+    url, auth = central
+    status, _, body, sent = chunked_until_answer(url, "POST", "/api/v1/devices/dev-01/heartbeat", auth,
+                                                 chunk=b" " * 4096)
+    assert status == 413 and "256 KiB" in error_of(body)
+    assert server_app.SMALL_LIMIT < sent < server_app.SMALL_LIMIT + 4 * 2**20, sent  # stopped near the limit
+
+
+def test_limits_are_declared_in_the_openapi_document(central):
+    url, _ = central
+    doc = requests.get(url + "/api/v1/openapi.json", timeout=10).json()
+    punches = doc["paths"]["/api/v1/devices/{device_id}/punches"]["post"]
+    assert punches[asgi.LIMIT_KEY] == server_app.PUNCHES_LIMIT and "413" in punches["responses"]
+    assert doc["openapi"] == "3.0.3" and not [op for item in doc["paths"].values() for op in item.values()
+                                              if "422" in op["responses"]]
+
+
+@pytest.mark.parametrize("path", JSON_ENDPOINTS)
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+def test_deeply_nested_json_is_a_400(central, path, encoding):
+    url, auth = central
+    raw = nested(100_000)
+    headers = dict(auth)
+    if encoding == "gzip":
+        raw, headers["Content-Encoding"] = gzip.compress(raw), "gzip"
+    r = requests.post(url + path, data=raw, headers=headers, timeout=30)
+    assert r.status_code == 400 and "nested too deeply" in r.json()["error"], (r.status_code, r.text[:200])
+    shallow = b"[" * 500 + b"]" * 500  # parses, but is no batch: refused by the model, still 400
+    r = requests.post(url + path, data=shallow, headers=auth, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]
