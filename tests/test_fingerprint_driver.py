@@ -153,7 +153,7 @@ def test_late_replies_do_not_shift_later_exchanges(emulator):
 
 # --- the command line ------------------------------------------------------------------------------------------
 
-def test_cli_info_scan_and_enroll(tmp_path):
+def test_cli_info_scan_and_enrol(tmp_path):
     with FingerprintEmulator(Settings(capacity=162), link=tmp_path / "fp", paced=True) as emu:
         cfg = write_config(tmp_path / "presensi.toml", tmp_path / "state", f'\n[fingerprint]\nport = "{emu.path}"\n')
         assert presensi("init", config=cfg).returncode == 0

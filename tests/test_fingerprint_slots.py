@@ -13,7 +13,7 @@ from drivers.fingerprint.emulator import protocol as p
 from drivers.fingerprint.emulator.sensorsim import Settings, synthetic_template
 from drivers.fingerprint.registry import from_config
 from terminal.config import Fingerprint
-from terminal.finger.slots import SlotMap, enroll_employee, sync_slots
+from terminal.finger.slots import SlotMap, enrol_employee, sync_slots
 
 
 def roster(n: int, start: int = 0) -> list[tuple[str, list[bytes]]]:
@@ -140,7 +140,7 @@ def test_enrolment_stores_downloads_and_keeps_the_template_for_the_roster(rig):
     finger = synthetic_template("new employee")
     script = {"place": lambda: emu.place_finger(finger), "lift": emu.remove_finger,
               "place_again": lambda: emu.place_finger(finger), "done": emu.remove_finger}
-    result = enroll_employee(sensor, slots, "NEW001", prompt=lambda step: script[step](), timeout=5)
+    result = enrol_employee(sensor, slots, "NEW001", prompt=lambda step: script[step](), timeout=5)
     assert result["slot"] == 0 and emu.sim.library[0] == finger
     import base64
 
@@ -158,7 +158,7 @@ def test_enrolment_with_two_different_fingers_is_refused(rig):
     script = {"place": lambda: emu.place_finger(synthetic_template("a")), "lift": emu.remove_finger,
               "place_again": lambda: emu.place_finger(synthetic_template("b")), "done": emu.remove_finger}
     with pytest.raises(EnrolmentError, match="not of the same finger"):
-        enroll_employee(sensor, slots, "NEW002", prompt=lambda step: script[step](), timeout=5)
+        enrol_employee(sensor, slots, "NEW002", prompt=lambda step: script[step](), timeout=5)
     assert emu.sim.library == {} and slots.rows() == {}
 
 

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 
 from sync.device import pullapi
 from terminal import config
+from terminal.app import status as app_status
 from terminal.log import chain, punchlog
 from terminal.ops import faults
 
@@ -40,7 +41,8 @@ class Served:
                                      "web": {"token": token, "listen": "127.0.0.1:0", "rate_limit": rate_limit}})
         self.stop, self.ready, self.port = threading.Event(), threading.Event(), None
         self.thread = threading.Thread(target=pullapi.serve_pull_api, args=(self.cfg, self.stop),
-                                       kwargs={"on_ready": self._ready}, daemon=True)
+                                       kwargs={"on_ready": self._ready,
+                                               "status": lambda: app_status.collect(self.cfg)}, daemon=True)
         self.thread.start()
         assert self.ready.wait(10), "pull API did not start"
         self.url = f"http://127.0.0.1:{self.port}"

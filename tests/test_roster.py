@@ -24,10 +24,11 @@ from fastapi import FastAPI, HTTPException, Request
 
 from sync.asgi import Served, install_errors
 from sync.device import roster_client
+from sync.server import rosterfiles
 from sync.wire import rosterbundle as rb
-from terminal import config, identity, secretbox
+from terminal import config, secretbox
 from terminal.cli import main as cli_main
-from terminal.log import punchlog
+from terminal.log import chain, punchlog
 from terminal.punch import roster
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +72,7 @@ def server_key():
 def cfg(tmp_path, server_key):
     state = tmp_path / "state"
     c = config.from_dict({"device": {"id": "opd-01"}, "paths": {"state_dir": str(state)},
-                          "central": {"server_key": identity.public_key_b64(server_key), "timeout": 2.0,
+                          "central": {"server_key": chain.public_key_b64(server_key), "timeout": 2.0,
                                       "token": "dev-token"},
                           "roster": {"max_bundle_bytes": 4 * 1024 * 1024, "max_employees": 10}})
     punchlog.init(state)
@@ -295,7 +296,7 @@ def test_readers_see_old_or_new_roster_never_a_mix(cfg):
 def test_kill_9_during_swaps_leaves_a_whole_roster(cfg):
     state = cfg.state_dir
     roster.install(state, version=1, employees=employees(5, "v1"))
-    code = ("import sys; from terminal import roster; from tests.test_roster import employees\n"
+    code = ("import sys; from terminal.punch import roster; from tests.test_roster import employees\n"
             "v = int(sys.argv[2])\nwhile True:\n"
             "    roster.install(sys.argv[1], version=v, employees=employees(40, f'v{v}'))\n"
             "    print(v, flush=True); v += 1\n")
@@ -355,7 +356,7 @@ def test_publish_from_files_csv_and_photos(tmp_path, server_key):
     fp = base64.b64encode(bytes(512)).decode()
     (tmp_path / "pegawai.csv").write_text("id,name,pin_allowed,finger_templates\n"
                                           f"199001012015011002,Budi Santoso,ya,{fp}\n42,Ani,0,\n")
-    emps = rb.publish_from_files(tmp_path / "pegawai.csv", tmp_path / "photos",
+    emps = rosterfiles.publish_from_files(tmp_path / "pegawai.csv", tmp_path / "photos",
                                  previous=[{"id": "199001012015011002", "uid": 777}])
     by_id = {e["id"]: e for e in emps}
     assert by_id["199001012015011002"]["uid"] == 777 and by_id["42"]["uid"] == 42
@@ -365,7 +366,7 @@ def test_publish_from_files_csv_and_photos(tmp_path, server_key):
     assert bundle["counts"]["finger_templates"] == 1
     (tmp_path / "bad.csv").write_text("id,name\nnot valid!,x\n")
     with pytest.raises(ValueError, match="line 2"):
-        rb.publish_from_files(tmp_path / "bad.csv", None)
+        rosterfiles.publish_from_files(tmp_path / "bad.csv", None)
 
 
 # -- pulling over real HTTP -------------------------------------------------------------------------------
@@ -534,7 +535,7 @@ def test_pull_from_the_reference_server(cfg, tmp_path):
                               "central": {"url": srv.url, "token": reg["token"],
                                           "server_key": reg["server_key"], "timeout": 5.0}})
         assert roster_client.pull_roster(c)["status"] == "current"
-        emps = rb.publish_from_files(_csv(tmp_path), None)
+        emps = rosterfiles.publish_from_files(_csv(tmp_path), None)
         store.publish_roster(4, rb.build_bundle(store.server_key(), 4, emps, SCHEDULE, HOLIDAYS))
         assert roster_client.pull_roster(c)["version"] == 4
         assert roster_client.pull_roster(c)["status"] == "current"

@@ -86,7 +86,7 @@ class FingerprintSensor(abc.ABC):
         """Whether a finger is on the glass now (the capture loop waits for it to be lifted)."""
 
     @abc.abstractmethod
-    def enroll(self, slot: int, *, prompt: Callable[[str], None] = lambda step: None, timeout: float = 20.0,
+    def enrol(self, slot: int, *, prompt: Callable[[str], None] = lambda step: None, timeout: float = 20.0,
                poll: float = 0.05) -> bytes:
         """Enrol the finger on the glass into `slot`; returns its template. `prompt` gets the steps
         "place", "lift", "place_again", "done" (the caller shows its own text). Raises EnrolmentError."""

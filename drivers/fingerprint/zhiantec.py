@@ -292,7 +292,7 @@ class ZhianTecSensor(FingerprintSensor):
         if not self.call("deleteTemplate", slot, count):
             raise SensorError(f"the sensor could not delete slot {slot}")
 
-    def enroll(self, slot: int, *, prompt: Callable[[str], None] = lambda step: None, timeout: float = 20.0,
+    def enrol(self, slot: int, *, prompt: Callable[[str], None] = lambda step: None, timeout: float = 20.0,
                poll: float = 0.05) -> bytes:
         """Two reads of the same finger into CharBuffer1 and 2, createTemplate, store in `slot`, download."""
         with self.lock:

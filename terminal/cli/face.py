@@ -11,7 +11,7 @@ from terminal.cli.common import CommandError, add_command, emit, load_config
 
 
 def register(sub) -> None:
-    p = add_command(sub, "enroll-photos", cmd_enroll_photos,
+    p = add_command(sub, "enroll-photos", cmd_enrol_photos,
                     "enrol employees from DIR/<employee-id>/*.jpg|png (replaces their face templates)")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--add", action="store_true", help="add to the employees' templates instead of replacing")
@@ -38,12 +38,12 @@ def _face_errors():
     return (DetectorError, EnrolError, TemplateStoreError, RosterError)
 
 
-def cmd_enroll_photos(args) -> int:
+def cmd_enrol_photos(args) -> int:
     from terminal.face import detect, enrol, quality, store
 
     cfg = load_config(args)
     try:
-        results = enrol.enroll_photos(Path(args.dir), store.TemplateStore(cfg.state_dir),
+        results = enrol.enrol_photos(Path(args.dir), store.TemplateStore(cfg.state_dir),
                                       detect.from_config(cfg.face), quality.QualityLimits.from_config(cfg.face),
                                       replace=not args.add)
     except _face_errors() as e:

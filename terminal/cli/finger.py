@@ -26,7 +26,7 @@ def register(sub) -> None:
     p = add_command(group, "scan", cmd_scan, "wait for a finger and search it on the sensor")
     _port_options(p)
     p.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for a finger (default 15)")
-    p = add_command(group, "enroll", cmd_enroll, "enrol a finger for an employee (two reads)")
+    p = add_command(group, "enroll", cmd_enrol, "enrol a finger for an employee (two reads)")
     _port_options(p)
     p.add_argument("--employee", required=True, metavar="ID", help="the employee's id (NIP)")
     p.add_argument("--timeout", type=float, default=20.0, help="seconds to wait at each step (default 20)")
@@ -116,15 +116,15 @@ def cmd_scan(args) -> int:
     return 0
 
 
-def cmd_enroll(args) -> int:
+def cmd_enrol(args) -> int:
     from drivers.fingerprint.base import SensorError
-    from terminal.finger.slots import SlotMap, enroll_employee
+    from terminal.finger.slots import SlotMap, enrol_employee
 
     fp, cfg = _settings(args, need_state=True)
     sensor = _open_sensor(args, fp)
     try:
         with SlotMap(cfg.state_dir) as slots:
-            result = enroll_employee(sensor, slots, args.employee, timeout=args.timeout,
+            result = enrol_employee(sensor, slots, args.employee, timeout=args.timeout,
                                      prompt=lambda step: print(ENROL_PROMPTS[step], file=sys.stderr, flush=True))
     except SensorError as e:
         raise CommandError(str(e)) from None

@@ -82,7 +82,7 @@ def scan_folder(root: Path) -> dict[str, list[Path]]:
     return out
 
 
-def enroll_photos(root: Path, store: TemplateStore, detector, limits: QualityLimits,
+def enrol_photos(root: Path, store: TemplateStore, detector, limits: QualityLimits,
                   replace: bool = True) -> list[PhotoResult]:
     """Assess every photo, then store the accepted templates per employee (replacing earlier ones)."""
     results = []

@@ -19,7 +19,7 @@ from pathlib import Path
 from drivers.fingerprint.capture import CaptureLoop
 from drivers.fingerprint.registry import from_config
 from terminal.finger.punch import FingerDecision, capture_handler
-from terminal.finger.slots import SlotMap, SyncReport, enroll_employee, report_sync_fault, sync_slots
+from terminal.finger.slots import SlotMap, SyncReport, enrol_employee, report_sync_fault, sync_slots
 from terminal.log import punchlog
 from terminal.log.punchlog import PunchLog
 from terminal.punch.service import PunchService
@@ -65,9 +65,9 @@ class FingerprintService:
         report_sync_fault(self._conn, report)
         return report
 
-    def enroll(self, employee: str, prompt: Callable[[str], None], timeout: float = 20.0) -> dict:
+    def enrol(self, employee: str, prompt: Callable[[str], None], timeout: float = 20.0) -> dict:
         with self.loop.pause():
-            return enroll_employee(self.sensor, self.slots, employee, prompt=prompt, timeout=timeout)
+            return enrol_employee(self.sensor, self.slots, employee, prompt=prompt, timeout=timeout)
 
     def _decided(self, decision: FingerDecision) -> None:
         if self.feedback is not None:

@@ -242,11 +242,11 @@ def free_slot(sensor: FingerprintSensor, slot_map: SlotMap) -> int:
     return slot
 
 
-def enroll_employee(sensor: FingerprintSensor, slot_map: SlotMap, employee: str, *,
+def enrol_employee(sensor: FingerprintSensor, slot_map: SlotMap, employee: str, *,
                     prompt: Callable[[str], None] = lambda step: None, timeout: float = 20.0) -> dict:
     """Enrol a finger for `employee` in a free slot; the template is kept (sealed) for the central server."""
     slot = free_slot(sensor, slot_map)
-    template = sensor.enroll(slot, prompt=prompt, timeout=timeout)
+    template = sensor.enrol(slot, prompt=prompt, timeout=timeout)
     slot_map.assign(slot, employee, template_hash(template))
     slot_map.add_enrolment(employee, slot, template)
     return {"employee": employee, "slot": slot, "template": base64.b64encode(template).decode("ascii")}
