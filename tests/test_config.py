@@ -118,7 +118,7 @@ def test_example_file_is_valid_and_documents_exactly_the_models_keys_with_their_
         for key, field in cls.model_fields.items():
             if key in keys:
                 problems += example_problems(text, section, key, field, *keys[key])
-    assert not problems, "config/presensi.example.toml and terminal/config.py disagree:\n" + "\n".join(problems)
+    assert not problems, "config/presensi.example.toml and terminal/config/sections.py disagree:\n" + "\n".join(problems)
 
 
 def example_problems(text: str, section: str, key: str, field, commented: bool, value: str, comment: str):
@@ -194,6 +194,21 @@ def test_config_check_reports_every_error_of_a_file_one_line_each(tmp_path):
     assert len(lines) == 5, result.stderr
     for key in ("[face] threshold", "[face] workers", "[web] listen", "[central] url", "[bogus]"):
         assert sum(key in line and str(path) in line for line in lines) == 1, (key, lines)
+
+
+def test_config_check_names_the_drivers_a_sensor_model_or_camera_kind_may_be(tmp_path):
+    """The valid values live in the drivers' registries (a new model touches drivers/ only); config check asks
+    them, so a misspelt model is caught before the daemon starts."""
+    path = tmp_path / "drivers.toml"
+    path.write_text(MINIMAL + '[fingerprint]\nmodel = "r999"\n[camera]\nkind = "webcam"\n')
+    result = presensi("config", "check", config=path)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, result.stderr
+    assert "[fingerprint] model = 'r999'" in lines[0] and "emulator, zhiantec" in lines[0]
+    assert "[camera] kind = 'webcam'" in lines[1] and "opencv" in lines[1] and str(path) in lines[1]
+    path.write_text(MINIMAL + '[fingerprint]\nmodel = "emulator"\n[camera]\nkind = "folder"\n')
+    assert presensi("config", "check", config=path).returncode == 0
 
 
 def test_config_check_of_a_missing_file_says_how_to_create_one(tmp_path):

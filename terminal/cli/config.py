@@ -24,11 +24,30 @@ def register(sub) -> None:
                 "validate the configuration and print the effective one (defaults filled in, secrets redacted)")
 
 
+def driver_problems(cfg: config_mod.Config) -> list[str]:
+    """Keys whose valid values are the drivers' registries (drivers/ owns them, so a new sensor model or
+    camera kind touches drivers/ only): checked here, where the wiring may import both."""
+    from drivers.camera import registry as cameras
+    from drivers.fingerprint import registry as sensors
+
+    problems = []
+    if cfg.fingerprint.model not in sensors.MODELS:
+        problems.append(f"{cfg.path}: [fingerprint] model = {cfg.fingerprint.model!r} is not a known sensor "
+                        f"model; use one of: {', '.join(sorted(sensors.MODELS))}")
+    if cfg.camera.kind != cameras.AUTO and cfg.camera.kind not in cameras.KINDS:
+        problems.append(f"{cfg.path}: [camera] kind = {cfg.camera.kind!r} is not a known camera source kind; "
+                        f"use one of: {', '.join([cameras.AUTO, *cameras.KINDS])}")
+    return problems
+
+
 def cmd_check(args) -> int:
     try:
         cfg = config_mod.load(getattr(args, "config", None))
+        problems = driver_problems(cfg)
     except config_mod.ConfigError as e:
-        for line in e.lines:
+        problems = e.lines
+    if problems:
+        for line in problems:
             print(f"presensi: error: {line}", file=sys.stderr)
         return INVALID
     if getattr(args, "json", False):
