@@ -173,8 +173,13 @@ class Session:
 
     def _set_time(self, pkt: c.Packet) -> Iterator[bytes]:
         local = c.decode_time(struct.unpack_from("<I", pkt.payload)[0])
-        # one-second resolution, plus the network path of an unauthenticated LAN client
-        self.view.record_time_sample("zk-settime", local, f"zk:{self.client}", uncertainty_s=2.0)
+        # A claim unless the operator vouched for keyed clients ([zk] trust_set_time, refused by the config
+        # check with comm_key 0): with key 0 anyone on the LAN is "authenticated".
+        zk = self.view.cfg.zk
+        trusted = "[zk] trust_set_time" if zk.trust_set_time and self.comm_key != 0 else None
+        # one-second resolution, plus the network path
+        self.view.record_time_sample("zk-settime", local, f"zk:{self.client}", uncertainty_s=2.0,
+                                     trusted_by=trusted)
         return self._ok(pkt)
 
     @property
