@@ -197,6 +197,7 @@ def test_set_time_with_the_default_key_is_only_an_audited_claim(terminal):
     stays "not verified", no punch moves, kinds and lateness keep the terminal's own time."""
     cfg, server = terminal()
     from conftest import presensi_json
+
     from terminal.timing import timeline
 
     with punchlog.PunchLog(cfg.state_dir) as log:
