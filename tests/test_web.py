@@ -30,7 +30,7 @@ from terminal import config, identity
 from terminal.app import web as web_server
 from terminal.app.daemon import Daemon
 from terminal.face.store import TemplateStore
-from terminal.log import punchlog
+from terminal.log import chain, punchlog
 from terminal.ops import faults
 from terminal.punch import roster
 from terminal.web import auth, ensure_admin_password
@@ -42,6 +42,7 @@ BUDI = "199001012020011001"
 LONG_NAME_ID = "198505052010012002"
 NO_PIN = "197001011995031003"  # on the roster, but not allowed to punch by PIN
 LONG_NAME = "Raden Ajeng Kartini Sosroningrat Wijayakusuma Hadiningrat"
+COMM_KEY = 271828  # the ZK comm key (ZK itself is off here): it must never leave in the diagnostics
 ENROL_PERSON = "Aaron_Peirsol"  # an LFW identity whose four photos all pass the enrolment quality gate
 
 
@@ -76,7 +77,7 @@ class Terminal:
         self.feeding = threading.Event()
         punchlog.init(self.state)
         self.password = ensure_admin_password(self.state)
-        reg = add_device(central.app.store, DEVICE, identity.public_key_b64(identity.load_key(self.state)))
+        reg = add_device(central.app.store, DEVICE, chain.public_key_b64(identity.load_key(self.state)))
         roster.install(self.state, version=1, employees=[
             {"id": BUDI, "name": "Budi Santoso", "uid": 1, "pin_allowed": True},
             {"id": LONG_NAME_ID, "name": LONG_NAME, "uid": 2, "pin_allowed": True},
@@ -86,6 +87,7 @@ class Terminal:
             "central": {"url": central.url, "token": reg["token"], "server_key": reg["server_key"],
                         "push_interval": 2.0, "timeout": 2.0, "max_backoff": 2.0},
             "web": {"listen": "127.0.0.1:0"}, "camera": {"source": str(self.frames), "fps": FPS},
+            "zk": {"comm_key": COMM_KEY},
             "face": {"workers": 1}, "liveness": {"mode": "off"}})
         self.feeder = threading.Thread(target=self._feed, name="camera-feeder", daemon=True)
         self.feeder.start()
@@ -392,6 +394,11 @@ def test_live_streams_are_bounded_and_given_back(terminal):
 
 
 def test_diagnostics_bundle_holds_no_secrets_biometrics_or_photos(terminal):
+    import logging
+
+    # a secret that reached a log line (a library's repr, a careless message) is scrubbed as well
+    logging.getLogger("presensi.test").warning("zk client config comm_key=%d token=%s", COMM_KEY,
+                                               terminal.cfg.central.token)
     s, _ = terminal.login()
     r = s.get(terminal.base + "/admin/diagnostics.zip", timeout=30)
     assert r.status_code == 200 and r.headers["Content-Type"] == "application/zip"
@@ -402,6 +409,8 @@ def test_diagnostics_bundle_holds_no_secrets_biometrics_or_photos(terminal):
     blob = b"".join(z.read(n) for n in names)
     assert terminal.cfg.central.token.encode() not in blob
     assert json.loads(z.read("config.json"))["central"]["token"] == "<redacted>"
+    assert str(COMM_KEY).encode() not in blob and json.loads(z.read("config.json"))["zk"]["comm_key"] == "<redacted>"
+    assert b"comm_key=<redacted>" in z.read("daemon.log")
     for name in names - {"README.txt", "daemon.log"}:
         assert not list(_biometric_like(json.loads(z.read(name)))), name
     assert any(a["action"] == "diagnostics-download" for a in terminal.audit())
