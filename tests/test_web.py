@@ -1,4 +1,4 @@
-"""The kiosk screen and the admin pages, served by a real daemon (terminal.app.daemon.Daemon in a thread, camera
+"""The kiosk screen and the admin pages, served by a real daemon (terminal.daemon.Daemon in a thread, camera
 from a frame folder) with the reference central server on 127.0.0.1, driven through headless Chromium
 (tests/browser_support.py) where a browser matters, and through plain HTTP for the refusals."""
 
@@ -234,30 +234,94 @@ def _call(app, method: str, path: str, body: bytes = b"", headers: dict | None =
     return call_asgi(app, method, path, body, headers, client=addr)
 
 
-def test_repeated_wrong_passwords_lock_the_login(terminal):
-    app = web_server.build_app(terminal.app.daemon)  # its own sessions and counters: the browser is not locked out
-    cookie = "presensi_login=tok123"
+def _login_from(terminal, source: str, password: str, headers: dict | None = None) -> tuple[int, dict, float]:
+    """The login form over real HTTP from a chosen source address on loopback: (status, {"Set-Cookie"},
+    seconds the POST took)."""
+    conn = http.client.HTTPConnection("127.0.0.1", terminal.daemon.web_port, timeout=120,
+                                      source_address=(source, 0))
+    try:
+        conn.request("GET", "/admin/login", headers=headers or {})
+        page = conn.getresponse()
+        html = page.read().decode()
+        cookie = page.getheader("Set-Cookie").split(";")[0]
+        token = re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+        body = f"csrf={token}&password={password}"
+        t0 = time.monotonic()
+        conn.request("POST", "/admin/login", body=body, headers={
+            "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie, **(headers or {})})
+        r = conn.getresponse()
+        r.read()
+        cookies = "; ".join(v for k, v in r.getheaders() if k.lower() == "set-cookie")
+        return r.status, {"Set-Cookie": cookies}, time.monotonic() - t0
+    finally:
+        conn.close()
 
-    def attempt(password: str, addr: str = "10.1.2.3"):
-        return _call(app, "POST", "/admin/login", f"csrf=tok123&password={password}".encode(),
-                     {"Cookie": cookie}, addr)
 
-    for _ in range(auth.FAILURES_PER_CLIENT):
-        assert attempt("wrong-password")[0] == 401
-    status, _, body = attempt(terminal.password)
-    assert status == 429 and "Terlalu banyak" in body.decode()
-    status, headers, _ = attempt(terminal.password, addr="10.9.9.9")  # another address may still log in
-    assert status == 303 and "presensi_admin=" in headers["Set-Cookie"]
-    cookie_attrs = headers["Set-Cookie"]
-    assert "HttpOnly" in cookie_attrs and "SameSite=Strict" in cookie_attrs
-    assert sum(a["action"] == "login-failed" for a in terminal.audit()) >= auth.FAILURES_PER_CLIENT
+def test_wrong_passwords_slow_their_address_and_never_lock_the_right_password_out(terminal):
+    """The attack: 5 wrong passwords from each of 4 addresses (before: the right password was then locked
+    out for everyone for 15 minutes, renewably). Now each guessing address is slowed (measured), the right
+    password works at once from any other address, and from a guessing address too, after its back-off.
+    Behind a proxy on the terminal the address the proxy names counts, not 127.0.0.1."""
+    attackers = [f"127.0.0.{i}" for i in (2, 3, 4, 5)]
+    timings: dict[str, list[float]] = {}
+
+    def guess(addr: str) -> None:
+        start = time.monotonic()
+        for i in range(5):
+            status, _, _ = _login_from(terminal, addr, f"wrong-password-{i}")
+            assert status == 401
+            timings.setdefault(addr, []).append(time.monotonic() - start)
+
+    threads = [threading.Thread(target=guess, args=(a,)) for a in attackers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(len(timings[a]) == 5 for a in attackers)
+    rate = 5 / max(timings[a][-1] for a in attackers)
+    print(f"\nlogin guessing from one address: 5 tries in {max(timings[a][-1] for a in attackers):.1f} s "
+          f"= {rate:.1f} tries/s")
+    # 3 free tries, then 1 s and 2 s of back-off before the 4th and 5th are checked
+    assert all(timings[a][-1] >= auth.backoff(3) + auth.backoff(4) - 0.2 for a in attackers)
+
+    status, headers, took = _login_from(terminal, "127.0.0.6", terminal.password)
+    assert status == 303 and "presensi_admin=" in headers["Set-Cookie"] and took < 2.0
+    assert "HttpOnly" in headers["Set-Cookie"] and "SameSite=Strict" in headers["Set-Cookie"]
+    status, _, took = _login_from(terminal, attackers[0], terminal.password)
+    assert status == 303 and auth.backoff(5) - 0.5 <= took <= auth.backoff(5) + 3.0  # late, not refused
+
+    # behind a proxy on the terminal every client is 127.0.0.1: the address it names is the one slowed
+    proxy = {"X-Forwarded-For": "10.20.30.40"}
+    for i in range(auth.FREE_FAILURES):
+        assert _login_from(terminal, "127.0.0.1", f"wrong-{i}", proxy)[0] == 401
+    status, _, took = _login_from(terminal, "127.0.0.1", "wrong-again", proxy)
+    assert status == 401 and took >= auth.backoff(auth.FREE_FAILURES) - 0.2  # that client is slowed ...
+    status, _, took = _login_from(terminal, "127.0.0.1", terminal.password, {"X-Forwarded-For": "10.20.30.41"})
+    assert status == 303 and took < 1.0  # ... the next one behind the same proxy is not
+    failed = [a["details"]["client"] for a in terminal.audit() if a["action"] == "login-failed"]
+    assert "10.20.30.40" in failed and failed.count("127.0.0.2") >= 5
 
 
 def test_live_streams_are_only_for_the_terminal_itself_or_an_admin(terminal):
-    app = web_server.build_app(terminal.app.daemon)
+    app = web_server.build_app(terminal.daemon)
     assert _call(app, "GET", "/")[0] == 200  # the kiosk page itself is public
     assert _call(app, "GET", "/events")[0] == 403  # names of employees: not for the office network
     assert _call(app, "GET", "/camera.mjpg")[0] == 403  # faces: likewise
+
+
+@pytest.mark.parametrize("header", [{"X-Forwarded-For": "10.1.2.3"}, {"X-Real-IP": "10.1.2.3"},
+                                    {"Forwarded": "for=10.1.2.3;proto=https"}], ids=["xff", "x-real-ip", "forwarded"])
+def test_behind_a_tls_proxy_on_the_terminal_the_streams_are_not_local(terminal, header):
+    """The documented TLS proxy connects from 127.0.0.1 for every client: its header marks the request as
+    remote, so names (/events) and faces (/camera.mjpg) are not served to the office network; the kiosk's
+    own browser (127.0.0.1, no proxy header) still gets them."""
+    for path in ("/events", "/camera.mjpg"):
+        r = requests.get(terminal.base + path, headers=header, timeout=10, stream=True)
+        assert r.status_code == 403, (path, r.status_code)
+        r.close()
+    r = requests.get(terminal.base + "/events", timeout=10, stream=True)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+    r.close()
 
 
 def test_a_declared_gigabyte_login_is_refused_before_the_body_is_read(terminal):
@@ -273,6 +337,66 @@ def test_a_declared_gigabyte_login_is_refused_before_the_body_is_read(terminal):
     status, _, body = declared_length(terminal.base, "POST", "/admin/faults", 2**30, {
         "Content-Type": "multipart/form-data; boundary=x", "Cookie": f"presensi_admin={s.cookies['presensi_admin']}"})
     assert status == 413 and "12 MiB" in error_of(body)
+
+
+def _vm_rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("VmRSS")).split()[1])
+
+
+def _send_declared_body(base: str, path: str, total: int, content_type: str) -> tuple[int, int]:
+    """Announce `total` bytes and really send them, 64 KiB at a time, until the server answers or closes;
+    returns (status, bytes sent)."""
+    import select
+    import socket
+    from urllib.parse import urlsplit
+
+    from http_attacks import read_response
+
+    u = urlsplit(base)
+    sock = socket.create_connection((u.hostname, u.port), timeout=10)
+    sent = 0
+    try:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Type: {content_type}\r\n"
+                     f"Content-Length: {total}\r\n\r\n".encode())
+        piece = b"x" * 65536
+        while sent < total:
+            if select.select([sock], [], [], 0)[0]:
+                break
+            try:
+                sock.sendall(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(piece)
+        return read_response(sock)[0], sent
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data; boundary=x"])
+def test_an_unauthenticated_50_mb_login_is_refused_before_anything_is_spooled(terminal, tmp_path, monkeypatch,
+                                                                                content_type):
+    """Before: a 50 MB login POST was spooled to disk before its 413, so anyone on the LAN could fill the SD
+    card. Now the 413 comes from the declared length: no temporary file appears (the process's temp
+    directory is a fresh one here, so any spool would show) and memory does not grow with the body."""
+    import tempfile
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    rss0 = _vm_rss_kb()
+    for _ in range(3):
+        status, sent = _send_declared_body(terminal.base, "/admin/login", 50 * 2**20, content_type)
+        assert status == 413
+        assert sent < 8 * 2**20, f"{sent} bytes of the body were taken before the answer"
+    status, _, body, sent = chunked_until_answer(terminal.base, "POST", "/admin/login",
+                                                 {"Content-Type": content_type}, chunk=b"x" * 65536)
+    assert status == 413 and "4 KiB" in error_of(body) and sent < 1 * 2**20
+    grown = (_vm_rss_kb() - rss0) / 1024
+    print(f"\n50 MB login POST x3 + chunked: RSS grew {grown:.1f} MiB, nothing spooled")
+    assert list(spool.iterdir()) == [] and grown < 20
+    assert not list(terminal.state.rglob("*.tmp*"))
+    assert requests.get(terminal.base + "/admin/login", timeout=10).status_code == 200
 
 
 @pytest.mark.parametrize("path", ["/admin/api/enrol", "/admin/api/enrol/cancel"])
@@ -340,7 +464,7 @@ def test_changing_the_password_ends_sessions(terminal):
 
 
 def test_events_are_streamed_without_buffering(terminal):
-    conn = http.client.HTTPConnection("127.0.0.1", terminal.app.daemon.web_port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", terminal.daemon.web_port, timeout=10)
     conn.request("GET", "/events")
     resp = conn.getresponse()
     assert resp.status == 200 and resp.getheader("Content-Type").startswith("text/event-stream")
@@ -350,7 +474,7 @@ def test_events_are_streamed_without_buffering(terminal):
     delays = []
     for i in range(5):
         sent = time.monotonic()
-        terminal.app.daemon.events.publish("prompt", {"text": f"uji {i}"})
+        terminal.daemon.events.publish("prompt", {"text": f"uji {i}"})
         buf = b""
         while f"uji {i}".encode() not in buf:
             buf += resp.read1(65536)
@@ -358,19 +482,19 @@ def test_events_are_streamed_without_buffering(terminal):
     conn.close()
     # uvicorn writes each yielded event at once: milliseconds, not a poll interval or a buffer
     assert max(delays) < 0.5, delays
-    terminal.app.daemon.events.publish("prompt", {"text": None})
+    terminal.daemon.events.publish("prompt", {"text": None})
 
 
 def test_live_streams_are_bounded_and_given_back(terminal):
     """Each stream holds a server thread: beyond the limit new ones get 503; closed ones free their slot."""
     deadline = time.monotonic() + 15  # streams of earlier tests end at their next keep-alive write
-    while terminal.app.daemon.events.subscriber_count and time.monotonic() < deadline:
+    while terminal.daemon.events.subscriber_count and time.monotonic() < deadline:
         time.sleep(0.2)
-    baseline = terminal.app.daemon.events.subscriber_count
+    baseline = terminal.daemon.events.subscriber_count
     assert baseline == 0
 
     def open_stream(path="/events"):
-        conn = http.client.HTTPConnection("127.0.0.1", terminal.app.daemon.web_port, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", terminal.daemon.web_port, timeout=10)
         conn.request("GET", path)
         resp = conn.getresponse()
         if resp.status == 200:
@@ -385,9 +509,9 @@ def test_live_streams_are_bounded_and_given_back(terminal):
     for conn, _ in opened:
         conn.close()
     deadline = time.monotonic() + 20  # a closed client is noticed at the next keep-alive write
-    while terminal.app.daemon.events.subscriber_count > baseline and time.monotonic() < deadline:
+    while terminal.daemon.events.subscriber_count > baseline and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert terminal.app.daemon.events.subscriber_count == baseline
+    assert terminal.daemon.events.subscriber_count == baseline
     conn, status = open_stream("/camera.mjpg")
     conn.close()
     assert status == 200
@@ -459,7 +583,7 @@ def test_kiosk_shows_decisions_in_indonesian_within_200_ms(terminal, browser):
     for i, employee in enumerate([BUDI, LONG_NAME_ID, BUDI, LONG_NAME_ID, BUDI]):
         count = browser.js("window.__kiosk.shown.length")
         before_ms = time.time() * 1000
-        outcome = terminal.app.daemon.punches.punch(employee, "pin", details={"operator": "test"})
+        outcome = terminal.daemon.punches.punch(employee, "pin", details={"operator": "test"})
         shown = _shown_after(browser, count)
         latencies.append(shown["at"] - before_ms)
         assert shown["text"] == outcome.message
@@ -472,7 +596,7 @@ def test_kiosk_shows_decisions_in_indonesian_within_200_ms(terminal, browser):
     assert statistics.median(latencies) < 200, latencies  # from before the punch's commit to the painted frame
     count = browser.js("window.__kiosk.shown.length")
     worst = f"Berhasil — {LONG_NAME} bin {LONG_NAME}, Apel Pagi 07.02, terlambat 125 menit"
-    terminal.app.daemon.events.publish("decision", {"accepted": True, "recorded": True, "message": worst})
+    terminal.daemon.events.publish("decision", {"accepted": True, "recorded": True, "message": worst})
     assert _shown_after(browser, count)["text"] == worst
     assert browser.js(OVERFLOW_JS) == [], "the longest message does not fit the 800x480 screen"
     browser.screenshot(ARTIFACTS / "kiosk-longest-message.png")
@@ -484,25 +608,25 @@ def test_kiosk_shows_refusals_prompts_and_unverified_time(terminal, browser):
         browser.navigate(terminal.base + "/")
         browser.wait_for("window.__kiosk.connected")
     count = browser.js("window.__kiosk.shown.length")
-    terminal.app.daemon.events.publish("decision", {"accepted": False, "method": "face",
+    terminal.daemon.events.publish("decision", {"accepted": False, "method": "face",
                                                 "message": "Wajah tidak dikenali — silakan gunakan sidik jari"})
     shown = _shown_after(browser, count)
     assert shown["text"] == "Wajah tidak dikenali — silakan gunakan sidik jari" and shown["cls"] == "bad"
     browser.screenshot(ARTIFACTS / "kiosk-unknown-face.png")
-    terminal.app.daemon.events.publish("prompt", {"text": "Tengok ke kiri"})
+    terminal.daemon.events.publish("prompt", {"text": "Tengok ke kiri"})
     shown = _shown_after(browser, count + 1)
     assert shown == {**shown, "text": "Tengok ke kiri", "cls": "prompt"}
     # the daemon's status says whether a trusted source has verified the clock; the page follows it
-    real = terminal.app.daemon.indicators()
-    terminal.app.daemon.events.publish("status", {**real, "time_verified": False})
+    real = terminal.daemon.indicators()
+    terminal.daemon.events.publish("status", {**real, "time_verified": False})
     browser.wait_for("!document.getElementById('unverified').hidden", 5)
     assert "Waktu belum terverifikasi" in browser.js("document.body.innerText")
     assert browser.js(OVERFLOW_JS) == []
     browser.screenshot(ARTIFACTS / "kiosk-prompt-unverified.png")
-    terminal.app.daemon.events.publish("status", {**real, "time_verified": True})
+    terminal.daemon.events.publish("status", {**real, "time_verified": True})
     browser.wait_for("document.getElementById('unverified').hidden", 5)
-    terminal.app.daemon.events.publish("status", real)
-    terminal.app.daemon.events.publish("prompt", {"text": None})
+    terminal.daemon.events.publish("status", real)
+    terminal.daemon.events.publish("prompt", {"text": None})
 
 
 # -- the admin pages in a browser -------------------------------------------------------------------------
@@ -612,7 +736,7 @@ def test_pages_work_with_the_central_server_down(terminal, browser, central):
     browser.navigate(terminal.base + "/")
     browser.wait_for("window.__kiosk.connected")
     count = browser.js("window.__kiosk.shown.length")
-    outcome = terminal.app.daemon.punches.punch(LONG_NAME_ID, "pin", details={"operator": "test"})
+    outcome = terminal.daemon.punches.punch(LONG_NAME_ID, "pin", details={"operator": "test"})
     assert _shown_after(browser, count)["text"] == outcome.message
     _browser_login(terminal, browser)
     browser.navigate(terminal.base + "/admin/faults")
