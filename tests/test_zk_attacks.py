@@ -85,7 +85,7 @@ class RawTcp:
         self.sock.close()
 
 
-def test_comm_key_guessing_is_slowed_to_a_measured_rate(terminal):
+def test_comm_key_guessing_is_slowed_to_a_measured_rate(terminal, caplog):
     """One attacker tries wrong keys as fast as the server answers, reconnecting whenever it is cut off.
     Before: ~10,000 keys/s in one session (all 10^6 in ~100 s). Now: at most 10/s, backing off
     exponentially; the central server at another address connects at once, and the right key from the
@@ -129,6 +129,25 @@ def test_comm_key_guessing_is_slowed_to_a_measured_rate(terminal):
     late.close()
     print(f"right key from the guessing address answered after {waited:.1f} s")
     assert waited > 0.5
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "wrong comm key" in logged and str(KEY) not in logged and "100000" not in logged
+    assert logged.count("wrong comm key") <= 4  # 1, 2, 4, 8 failures: guessing cannot fill the journal
+
+
+def test_the_comm_key_is_redacted_in_status_and_config_check(tmp_path):
+    """`presensi status` and `presensi config check` (text and JSON) say a key is set, never which."""
+    from conftest import presensi
+
+    cfg = tmp_path / "presensi.toml"
+    cfg.write_text(f'[device]\nid = "zk-01"\n[paths]\nstate_dir = "{tmp_path / "state"}"\n'
+                   f'[zk]\nenabled = true\ncomm_key = {KEY}\n[camera]\nenabled = false\n'
+                   '[fingerprint]\nenabled = false\n')
+    assert presensi("init", config=cfg).returncode == 0
+    outputs = [presensi(*args, config=cfg) for args in (("status",), ("status", "--json"),
+                                                        ("config", "check"), ("config", "check", "--json"))]
+    assert all(o.returncode in (0, 1) for o in outputs), [o.stderr for o in outputs]
+    assert not [o for o in outputs if str(KEY) in o.stdout + o.stderr]
+    assert '"comm_key": "<redacted>"' in outputs[3].stdout
 
 
 def test_udp_guessing_is_refused_unchecked_while_the_address_backs_off(terminal):
