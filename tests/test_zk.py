@@ -196,7 +196,7 @@ def test_set_time_with_the_default_key_is_only_an_audited_claim(terminal):
     terminal answers OK (as a ZK device would), audits it, and nothing follows: not a time sample, the time
     stays "not verified", no punch moves, kinds and lateness keep the terminal's own time."""
     cfg, server = terminal()
-    from conftest import presensi_json
+    from conftest import presensi, presensi_json
 
     from terminal.timing import timeline
 
@@ -226,6 +226,8 @@ def test_set_time_with_the_default_key_is_only_an_audited_claim(terminal):
     assert report["now"]["verified"] is False and report["now"]["basis"] != "zk-settime"
     assert report["now"]["state"] == status_before["now"]["state"]
     assert report["time_claims"] == 1
+    text = presensi("time", "status", config=_write_cfg_file(cfg)).stdout
+    assert "1 time claim(s) from ZK SetTime" in text and "basis zk-settime" not in text
     assert [r.timestamp for r in _download(server.port)] == served_before  # ZK serves the same times
 
 
