@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import secrets
+import threading
 from http.cookies import CookieError, SimpleCookie
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -33,6 +34,7 @@ LOGIN_COOKIE = "presensi_login"  # double-submit token for the login form (there
 NAV = (("/admin/", "Kesehatan"), ("/admin/punches", "Presensi"), ("/admin/faults", "Lapor kerusakan"),
        ("/admin/enrol", "Daftar wajah"), ("/admin/export", "Ekspor USB"))
 PUNCH_LIMIT = 50
+PASSWORD_CHECKS = 2  # scrypt checks running at once
 
 
 # What the generated OpenAPI document says of the pages (the kiosk server's /openapi.json).
@@ -71,6 +73,8 @@ class Admin:
 
         self.daemon, self.cfg = daemon, daemon.cfg
         self.sessions = auth.Sessions()
+        # each scrypt check takes ~32 MiB: logins from many addresses at once must not take the Pi's memory
+        self.checks = threading.BoundedSemaphore(PASSWORD_CHECKS)
         self.tools = Tools(self, slots)
 
     # -- routing and the gate --------------------------------------------------------------------------
@@ -172,7 +176,12 @@ class Admin:
                                             f"{retry} detik.", 429)
         if wait:
             await anyio.sleep(wait)  # slowed, not refused: the right password still works; no thread is held
-        return await run_in_threadpool(self._login, request, form, client)
+        while not self.checks.acquire(blocking=False):  # queue in the event loop, not in the thread pool
+            await anyio.sleep(0.02)
+        try:
+            return await run_in_threadpool(self._login, request, form, client)
+        finally:
+            self.checks.release()
 
     def _login(self, req: Request, form: dict, client: str) -> Response:
         try:
