@@ -204,7 +204,8 @@ class Sim:
         """A ZK server's set-time command, 90 s wrong (whole seconds, as ZK sends)."""
         utc = (t + int(self.sc.liar_error_s * S)) // S * S
         timeline.record_sample(self.conn, source="zk-settime", reading=boot.reading(t), utc_ns=utc,
-                               uncertainty_ns=2 * S, evidence={"sim": "liar"}, params=self.params)
+                               uncertainty_ns=2 * S, evidence={"sim": "liar"}, params=self.params,
+                               trusted_by="[zk] trust_set_time")  # a vouched liar: the hard case
 
     def check(self, t_now: int, boot_now: Boot) -> None:
         """Every punch so far inside its interval; now() inside its interval."""

@@ -125,7 +125,8 @@ class DjangoAdms:
 
 
 class Terminal:
-    def __init__(self, root: Path, url: str, timezone: str = "Asia/Jakarta"):
+    def __init__(self, root: Path, url: str, timezone: str = "Asia/Jakarta", roster_authority: bool = False,
+                 max_reply_bytes: int | None = None):
         self.state = root / "state"
         punchlog.init(self.state)
         self.cfg = root / "presensi.toml"
@@ -136,7 +137,8 @@ class Terminal:
                             '[web]\nlisten = "127.0.0.1:0"\n'
                             f'[zk]\nenabled = true\nlisten = "127.0.0.1:{self.zk_port}"\nserial_number = "{SN}"\n'
                             f'[adms]\nenabled = true\nurl = "{url}"\ndelay = 1.0\nerror_delay = 1.0\n'
-                            'batch_size = 3\n')
+                            f'batch_size = 3\nroster_authority = {str(roster_authority).lower()}\n'
+                            + (f'max_reply_bytes = {max_reply_bytes}\n' if max_reply_bytes else ''))
         self.proc = None
         self.minute = 0
 
@@ -182,9 +184,9 @@ class Terminal:
 
 
 @pytest.fixture
-def pair(tmp_path):
+def pair(tmp_path, request):
     server = DjangoAdms(tmp_path / "server")
-    terminal = Terminal(tmp_path / "terminal", server.url)
+    terminal = Terminal(tmp_path / "terminal", server.url, **getattr(request, "param", {}))
     yield server, terminal
     terminal.kill()
     server.kill()
@@ -259,7 +261,9 @@ def test_every_punch_arrives_exactly_once_through_restarts(pair):
     assert report["adms"]["delivered_through_seq"] == 15 and report["adms"]["pending"] == 0
 
 
+@pytest.mark.parametrize("pair", [{"roster_authority": True}], indirect=True)
 def test_commands_reach_the_terminal_and_clear_log_keeps_the_log(pair):
+    """With [adms] roster_authority = true the operator made this ADMS server the source of people."""
     server, terminal = pair
     server.start()
     terminal.punch(3)
@@ -293,7 +297,7 @@ def test_commands_reach_the_terminal_and_clear_log_keeps_the_log(pair):
     with punchlog.PunchLog(terminal.state) as log:
         assert log.count() == 3 and log.verify() == []  # CLEAR LOG emptied nothing
         actions = [e["action"] for e in log.audit_entries()]
-    assert "adms-clear-log" in actions and "adms-user-update" in actions
+    assert "adms-clear-log" in actions and "adms-user-update" in actions and "adms-roster-command" in actions
     # punches after the CLEAR LOG still arrive, and the earlier ones are not re-sent
     terminal.punch(1)
     terminal.start()
@@ -331,6 +335,46 @@ def test_commands_reach_the_terminal_and_clear_log_keeps_the_log(pair):
     assert finished_commands(server, 8)[-1] == ["reboot", "succeeded", 0]
 
 
+def test_people_commands_without_roster_authority_are_acknowledged_audited_and_ignored(pair):
+    """The attack: whoever answers as the ADMS server (plain HTTP) deletes an employee of the signed roster
+    and adds a stranger. With the default roster_authority = false the server sees every command
+    acknowledged (so it does not retry them for ever) and nothing changes on the terminal; the audit names
+    each ignored command. SET OPTION DateTime is only a time claim."""
+    from terminal.punch import roster
+    from terminal.timing import timeline
+
+    server, terminal = pair
+    roster.install(terminal.state, version=1, employees=[
+        {"id": "199001012020011001", "name": "Budi Santoso", "uid": 1, "pin_allowed": True}])
+    server.start()
+    terminal.punch(1)
+    terminal.start()
+    assert wait_for(lambda: len(server.punches()) == 1)
+    queue(server, "delete_user", {"pin": "199001012020011001"})
+    queue(server, "add_user", {"pin": "666", "name": "Penyusup"})
+    queue(server, "set_time", {})
+    rows = wait_for(lambda: finished_commands(server, 3), timeout=60)
+    assert rows == [["delete_user", "succeeded", 0], ["add_user", "succeeded", 0], ["set_time", "succeeded", 0]]
+    from zk import ZK
+
+    conn = ZK("127.0.0.1", port=terminal.zk_port, ommit_ping=True, timeout=10).connect()
+    zk_users = {u.user_id: u.name for u in conn.get_users()}
+    conn.disconnect()
+    assert zk_users.get("199001012020011001") == "Budi Santoso" and "666" not in zk_users
+    terminal.kill()
+    with roster.Roster.open(terminal.state) as r:
+        assert r.employee("199001012020011001")["name"] == "Budi Santoso" and r.employee("666") is None
+    with punchlog.PunchLog(terminal.state) as log:
+        audit = log.audit_entries()
+        ignored = [e["details"] for e in audit if e["action"] == "adms-roster-command-ignored"]
+        assert sorted((d["command"], d["employee"]) for d in ignored) == [
+            ("DATA DELETE USERINFO", "199001012020011001"), ("DATA UPDATE USERINFO", "666")]
+        assert not [e for e in audit if e["action"] in ("adms-user-update", "adms-user-delete")]
+        claim = [e["details"] for e in audit if e["action"] == "set-time-received"][0]
+        assert claim["source"] == "adms-datetime" and claim["recorded_as"] == "claim"
+        assert timeline.now(log.conn)["basis"] != "adms-datetime"
+
+
 def queue(server: DjangoAdms, command: str, payload: dict) -> None:
     server.orm(f"""
         from fingerprint_attendance.services.commands import queue_command
@@ -349,3 +393,102 @@ def finished_commands(server: DjangoAdms, n: int):
         "SELECT command_type, status, return_code FROM fingerprint_attendance_devicecommand ORDER BY id")]
     done = len(rows) == n and all(r[1] in ("succeeded", "failed") for r in rows)
     return rows if done else None
+
+
+class HostileAdms:
+    """An ADMS server (real HTTP on 127.0.0.1) that answers getrequest with a 40 MB reply once told to:
+    with Content-Length on odd requests, chunked (no length) on even ones, as a broken or spoofed server
+    would."""
+
+    HUGE = 40 * 2**20
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.huge = threading.Event()
+        self.polls = {"small": 0, "huge": 0}
+        outer = self
+        chunk = b"C:1:INFO\n" * 7000  # ~63 KiB, sent again and again
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _small(self, text: bytes) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(text)))
+                self.end_headers()
+                self.wfile.write(text)
+
+            def do_GET(self):
+                if "/iclock/getrequest" not in self.path:
+                    return self._small(b"GET OPTION FROM: x\nDelay=1\nErrorDelay=1\nRealtime=1\n")
+                if not outer.huge.is_set():
+                    outer.polls["small"] += 1
+                    return self._small(b"OK")
+                outer.polls["huge"] += 1
+                chunked = outer.polls["huge"] % 2 == 0
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                if chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                else:
+                    self.send_header("Content-Length", str(outer.HUGE))
+                self.end_headers()
+                try:
+                    for _ in range(outer.HUGE // len(chunk)):
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                    if chunked:
+                        self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client stopped reading: what it should do
+                self.close_connection = True
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", "0") or 0))
+                self._small(b"OK")
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _peak_rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("VmHWM")).split()[1])
+
+
+def test_a_40_mb_reply_is_cut_off_and_memory_stays_flat(tmp_path):
+    """The ADMS client as its own process (python -m sync.device.adms) against a server that answers with
+    40 MB: before, the daemon grew from 102 MB to 289 MB. Now each reply is read as a stream and cut at
+    [adms] max_reply_bytes (1 MiB); the peak RSS does not move, and the client keeps polling."""
+    server = HostileAdms()
+    terminal = Terminal(tmp_path / "terminal", server.url)
+    terminal.punch(2)
+    proc = subprocess.Popen([sys.executable, "-m", "sync.device.adms", "-c", str(terminal.cfg)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: server.polls["small"] >= 3, timeout=60, every=0.1), "the client never polled"
+        before = _peak_rss_kb(proc.pid)
+        server.huge.set()
+        assert wait_for(lambda: server.polls["huge"] >= 4, timeout=60, every=0.1), "the client stopped polling"
+        assert proc.poll() is None
+        after = _peak_rss_kb(proc.pid)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+        server.stop()
+    print(f"\nADMS client peak RSS {before / 1024:.1f} MiB before, {after / 1024:.1f} MiB after "
+          f"{server.polls['huge']} replies of 40 MiB")
+    assert after - before < 8 * 1024, (before, after)
+    assert "max_reply_bytes" in err  # the operator is told why (logged as a warning)

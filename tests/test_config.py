@@ -118,7 +118,8 @@ def test_example_file_is_valid_and_documents_exactly_the_models_keys_with_their_
         for key, field in cls.model_fields.items():
             if key in keys:
                 problems += example_problems(text, section, key, field, *keys[key])
-    assert not problems, "config/presensi.example.toml and terminal/config/sections.py disagree:\n" + "\n".join(problems)
+    assert not problems, ("config/presensi.example.toml and terminal/config/sections.py disagree:\n"
+                          + "\n".join(problems))
 
 
 def example_problems(text: str, section: str, key: str, field, commented: bool, value: str, comment: str):

@@ -39,10 +39,14 @@ def punch(log, t: int, **kw) -> dict:
 
 
 def sample(log, t: int, *, error_s: float = 0.0, unc_ns: int = 5_000_000, source: str = "server-signed",
-           rtt_ns: int = 20_000_000, **kw) -> dict:
+           rtt_ns: int = 20_000_000, trusted_by: str | None = None, **kw) -> dict:
     sent = reading(t - rtt_ns, **kw)
     return timeline.record_sample(log.conn, source=source, reading=reading(t, **kw), sent=sent,
-                                  utc_ns=t - rtt_ns // 2 + int(error_s * S), uncertainty_ns=unc_ns)
+                                  utc_ns=t - rtt_ns // 2 + int(error_s * S), uncertainty_ns=unc_ns,
+                                  trusted_by=trusted_by)
+
+
+VOUCHED = "[zk] trust_set_time"  # the operator trusts this LAN peer's time: its samples take part
 
 
 def bounds(rec: dict) -> tuple[int, int]:
@@ -94,19 +98,41 @@ def test_a_contradicting_sample_is_kept_as_evidence_raises_the_alarm_and_does_no
     for h in (1, 3, 5):
         sample(log, T0 + h * H)
     before = timeline.annotate(log.conn, [p])[0]
-    liar = sample(log, T0 + 6 * H, error_s=90, source="zk-settime", unc_ns=2 * S)
+    liar = sample(log, T0 + 6 * H, error_s=90, source="zk-settime", unc_ns=2 * S, trusted_by=VOUCHED)
     assert liar["status"] == "contradicting"
     after = timeline.annotate(log.conn, [p])[0]
     assert (after["earliest"], after["latest"]) == (before["earliest"], before["latest"])
     assert "sample-contradiction" in after["flags"]
     st = timeline.status(log.conn, reading=reading(T0 + 7 * H))
     assert st["contradicting_samples"] == 1 and st["ok"] is False
-    assert timeline.samples(log.conn, sample_id=liar["id"])[0]["evidence"] == {}  # still stored
+    assert timeline.samples(log.conn, sample_id=liar["id"])[0]["evidence"] == {"trusted_by": VOUCHED}  # kept
+
+
+@pytest.mark.parametrize("source", timeline.CLAIM_SOURCES)
+def test_an_unvouched_lan_time_is_a_claim_that_never_verifies_or_moves_a_punch(log, source):
+    """ZK SetTime with the default key 0, or an ADMS DateTime: anyone on the LAN can send one. Two hours
+    back, it is stored as a claim: the time stays "not verified" and no punch moves."""
+    p = punch(log, T0 + 1 * H)
+    before = timeline.annotate(log.conn, [p])[0]
+    claim = sample(log, T0 + 2 * H, error_s=-2 * 3600, source=source, unc_ns=2 * S)
+    assert claim["status"] == "claim"
+    now = timeline.now(log.conn, reading=reading(T0 + 2 * H))
+    assert now["verified"] is False and now["state"] == "unverified" and now["basis"] != source
+    assert timeline.annotate(log.conn, [p])[0] == before
+    st = timeline.status(log.conn, reading=reading(T0 + 2 * H))
+    assert st["time_claims"] == 1 and st["ok"] is False
+    # a claim stored as an ordinary sample by an older version is set aside as well, and re-marked
+    log.conn.execute("UPDATE time_samples SET status = 'accepted' WHERE id = ?", (claim["id"],))
+    assert timeline.now(log.conn, reading=reading(T0 + 2 * H))["verified"] is False
+    sample(log, T0 + 3 * H)  # an honest sample: verified, and from its own source only
+    now = timeline.now(log.conn, reading=reading(T0 + 3 * H))
+    assert now["verified"] is True and now["basis"] == "server-signed"
+    assert timeline.samples(log.conn, sample_id=claim["id"])[0]["status"] == "claim"
 
 
 def test_a_liar_first_is_outvoted_when_honest_samples_arrive(log):
     p = punch(log, T0 + 1 * H)
-    liar = sample(log, T0 + 2 * H, error_s=-300, source="adms-datetime", unc_ns=S)
+    liar = sample(log, T0 + 2 * H, error_s=-300, source="adms-datetime", unc_ns=S, trusted_by=VOUCHED)
     wrong = timeline.annotate(log.conn, [p])[0]
     assert not bounds(wrong)[0] <= T0 + H <= bounds(wrong)[1]  # alone, a liar cannot be detected
     sample(log, T0 + 3 * H)

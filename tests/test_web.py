@@ -1,4 +1,4 @@
-"""The kiosk screen and the admin pages, served by a real daemon (terminal.app.daemon.Daemon in a thread, camera
+"""The kiosk screen and the admin pages, served by a real daemon (terminal.daemon.Daemon in a thread, camera
 from a frame folder) with the reference central server on 127.0.0.1, driven through headless Chromium
 (tests/browser_support.py) where a browser matters, and through plain HTTP for the refusals."""
 
@@ -42,6 +42,7 @@ BUDI = "199001012020011001"
 LONG_NAME_ID = "198505052010012002"
 NO_PIN = "197001011995031003"  # on the roster, but not allowed to punch by PIN
 LONG_NAME = "Raden Ajeng Kartini Sosroningrat Wijayakusuma Hadiningrat"
+COMM_KEY = 271828  # the ZK comm key (ZK itself is off here): it must never leave in the diagnostics
 ENROL_PERSON = "Aaron_Peirsol"  # an LFW identity whose four photos all pass the enrolment quality gate
 
 
@@ -86,6 +87,7 @@ class Terminal:
             "central": {"url": central.url, "token": reg["token"], "server_key": reg["server_key"],
                         "push_interval": 2.0, "timeout": 2.0, "max_backoff": 2.0},
             "web": {"listen": "127.0.0.1:0"}, "camera": {"source": str(self.frames), "fps": FPS},
+            "zk": {"comm_key": COMM_KEY},
             "face": {"workers": 1}, "liveness": {"mode": "off"}})
         self.feeder = threading.Thread(target=self._feed, name="camera-feeder", daemon=True)
         self.feeder.start()
@@ -232,23 +234,80 @@ def _call(app, method: str, path: str, body: bytes = b"", headers: dict | None =
     return call_asgi(app, method, path, body, headers, client=addr)
 
 
-def test_repeated_wrong_passwords_lock_the_login(terminal):
-    app = web_server.build_app(terminal.daemon)  # its own sessions and counters: the browser is not locked out
-    cookie = "presensi_login=tok123"
+def _login_from(terminal, source: str, password: str, headers: dict | None = None) -> tuple[int, dict, float]:
+    """The login form over real HTTP from a chosen source address on loopback: (status, {"Set-Cookie"},
+    seconds the POST took)."""
+    conn = http.client.HTTPConnection("127.0.0.1", terminal.daemon.web_port, timeout=120,
+                                      source_address=(source, 0))
+    try:
+        conn.request("GET", "/admin/login", headers=headers or {})
+        page = conn.getresponse()
+        html = page.read().decode()
+        cookie = page.getheader("Set-Cookie").split(";")[0]
+        token = re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+        body = f"csrf={token}&password={password}"
+        t0 = time.monotonic()
+        conn.request("POST", "/admin/login", body=body, headers={
+            "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie, **(headers or {})})
+        r = conn.getresponse()
+        r.read()
+        cookies = "; ".join(v for k, v in r.getheaders() if k.lower() == "set-cookie")
+        return r.status, {"Set-Cookie": cookies}, time.monotonic() - t0
+    finally:
+        conn.close()
 
-    def attempt(password: str, addr: str = "10.1.2.3"):
-        return _call(app, "POST", "/admin/login", f"csrf=tok123&password={password}".encode(),
-                     {"Cookie": cookie}, addr)
 
-    for _ in range(auth.FAILURES_PER_CLIENT):
-        assert attempt("wrong-password")[0] == 401
-    status, _, body = attempt(terminal.password)
-    assert status == 429 and "Terlalu banyak" in body.decode()
-    status, headers, _ = attempt(terminal.password, addr="10.9.9.9")  # another address may still log in
-    assert status == 303 and "presensi_admin=" in headers["Set-Cookie"]
-    cookie_attrs = headers["Set-Cookie"]
-    assert "HttpOnly" in cookie_attrs and "SameSite=Strict" in cookie_attrs
-    assert sum(a["action"] == "login-failed" for a in terminal.audit()) >= auth.FAILURES_PER_CLIENT
+def test_wrong_passwords_slow_their_address_and_never_lock_the_right_password_out(terminal):
+    """The attack: 5 wrong passwords from each of 4 addresses (before: the right password was then locked
+    out for everyone for 15 minutes, renewably). Now each guessing address is slowed (measured), the right
+    password works at once from any other address, and from a guessing address too, after its back-off.
+    Behind a proxy on the terminal the address the proxy names counts, not 127.0.0.1."""
+    attackers = [f"127.0.0.{i}" for i in (2, 3, 4, 5)]
+    timings: dict[str, list[float]] = {}
+
+    last_answer: dict[str, float] = {}
+
+    def guess(addr: str) -> None:
+        start = time.monotonic()
+        for i in range(5):
+            status, _, _ = _login_from(terminal, addr, f"wrong-password-{i}")
+            assert status == 401
+            last_answer[addr] = time.monotonic()
+            timings.setdefault(addr, []).append(last_answer[addr] - start)
+
+    threads = [threading.Thread(target=guess, args=(a,)) for a in attackers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(len(timings[a]) == 5 for a in attackers)
+    rate = 5 / max(timings[a][-1] for a in attackers)
+    print(f"\nlogin guessing from one address: 5 tries in {max(timings[a][-1] for a in attackers):.1f} s "
+          f"= {rate:.1f} tries/s")
+    # 3 free tries, then 1 s and 2 s of back-off before the 4th and 5th are checked
+    assert all(timings[a][-1] >= auth.backoff(3) + auth.backoff(4) - 0.2 for a in attackers)
+
+    status, headers, took = _login_from(terminal, "127.0.0.6", terminal.password)
+    assert status == 303 and "presensi_admin=" in headers["Set-Cookie"] and took < 2.0
+    assert "HttpOnly" in headers["Set-Cookie"] and "SameSite=Strict" in headers["Set-Cookie"]
+    started = time.monotonic()
+    status, _, took = _login_from(terminal, attackers[0], terminal.password)
+    # late, not refused: checked once the back-off after its 5th failure (booked before that answer) ran out
+    assert status == 303 and started + took >= last_answer[attackers[0]] + auth.backoff(5) - 0.3
+    assert took <= auth.backoff(5) + 3.0
+
+    # behind a proxy on the terminal every client is 127.0.0.1: the address it names is the one slowed
+    proxy = {"X-Forwarded-For": "10.20.30.40"}
+    for i in range(auth.FREE_FAILURES):
+        assert _login_from(terminal, "127.0.0.1", f"wrong-{i}", proxy)[0] == 401
+    for i in range(2):
+        status, _, took = _login_from(terminal, "127.0.0.1", f"wrong-again-{i}", proxy)
+        assert status == 401 and took >= auth.backoff(auth.FREE_FAILURES + i) - 0.2  # that client is slowed ...
+    status, _, took = _login_from(terminal, "127.0.0.1", terminal.password, {"X-Forwarded-For": "10.20.30.41"})
+    # ... the next one behind the same proxy is not (sharing 10.20.30.40's back-off it would wait 4 s)
+    assert status == 303 and took < auth.backoff(auth.FREE_FAILURES + 2) - 1.5
+    failed = [a["details"]["client"] for a in terminal.audit() if a["action"] == "login-failed"]
+    assert "10.20.30.40" in failed and failed.count("127.0.0.2") >= 5
 
 
 def test_live_streams_are_only_for_the_terminal_itself_or_an_admin(terminal):
@@ -256,6 +315,21 @@ def test_live_streams_are_only_for_the_terminal_itself_or_an_admin(terminal):
     assert _call(app, "GET", "/")[0] == 200  # the kiosk page itself is public
     assert _call(app, "GET", "/events")[0] == 403  # names of employees: not for the office network
     assert _call(app, "GET", "/camera.mjpg")[0] == 403  # faces: likewise
+
+
+@pytest.mark.parametrize("header", [{"X-Forwarded-For": "10.1.2.3"}, {"X-Real-IP": "10.1.2.3"},
+                                    {"Forwarded": "for=10.1.2.3;proto=https"}], ids=["xff", "x-real-ip", "forwarded"])
+def test_behind_a_tls_proxy_on_the_terminal_the_streams_are_not_local(terminal, header):
+    """The documented TLS proxy connects from 127.0.0.1 for every client: its header marks the request as
+    remote, so names (/events) and faces (/camera.mjpg) are not served to the office network; the kiosk's
+    own browser (127.0.0.1, no proxy header) still gets them."""
+    for path in ("/events", "/camera.mjpg"):
+        r = requests.get(terminal.base + path, headers=header, timeout=10, stream=True)
+        assert r.status_code == 403, (path, r.status_code)
+        r.close()
+    r = requests.get(terminal.base + "/events", timeout=10, stream=True)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+    r.close()
 
 
 def test_a_declared_gigabyte_login_is_refused_before_the_body_is_read(terminal):
@@ -271,6 +345,66 @@ def test_a_declared_gigabyte_login_is_refused_before_the_body_is_read(terminal):
     status, _, body = declared_length(terminal.base, "POST", "/admin/faults", 2**30, {
         "Content-Type": "multipart/form-data; boundary=x", "Cookie": f"presensi_admin={s.cookies['presensi_admin']}"})
     assert status == 413 and "12 MiB" in error_of(body)
+
+
+def _vm_rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("VmRSS")).split()[1])
+
+
+def _send_declared_body(base: str, path: str, total: int, content_type: str) -> tuple[int, int]:
+    """Announce `total` bytes and really send them, 64 KiB at a time, until the server answers or closes;
+    returns (status, bytes sent)."""
+    import select
+    import socket
+    from urllib.parse import urlsplit
+
+    from http_attacks import read_response
+
+    u = urlsplit(base)
+    sock = socket.create_connection((u.hostname, u.port), timeout=10)
+    sent = 0
+    try:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Type: {content_type}\r\n"
+                     f"Content-Length: {total}\r\n\r\n".encode())
+        piece = b"x" * 65536
+        while sent < total:
+            if select.select([sock], [], [], 0)[0]:
+                break
+            try:
+                sock.sendall(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(piece)
+        return read_response(sock)[0], sent
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data; boundary=x"])
+def test_an_unauthenticated_50_mb_login_is_refused_before_anything_is_spooled(terminal, tmp_path, monkeypatch,
+                                                                                content_type):
+    """Before: a 50 MB login POST was spooled to disk before its 413, so anyone on the LAN could fill the SD
+    card. Now the 413 comes from the declared length: no temporary file appears (the process's temp
+    directory is a fresh one here, so any spool would show) and memory does not grow with the body."""
+    import tempfile
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    rss0 = _vm_rss_kb()
+    for _ in range(3):
+        status, sent = _send_declared_body(terminal.base, "/admin/login", 50 * 2**20, content_type)
+        assert status == 413
+        assert sent < 8 * 2**20, f"{sent} bytes of the body were taken before the answer"
+    status, _, body, sent = chunked_until_answer(terminal.base, "POST", "/admin/login",
+                                                 {"Content-Type": content_type}, chunk=b"x" * 65536)
+    assert status == 413 and "4 KiB" in error_of(body) and sent < 1 * 2**20
+    grown = (_vm_rss_kb() - rss0) / 1024
+    print(f"\n50 MB login POST x3 + chunked: RSS grew {grown:.1f} MiB, nothing spooled")
+    assert list(spool.iterdir()) == [] and grown < 20
+    assert not list(terminal.state.rglob("*.tmp*"))
+    assert requests.get(terminal.base + "/admin/login", timeout=10).status_code == 200
 
 
 @pytest.mark.parametrize("path", ["/admin/api/enrol", "/admin/api/enrol/cancel"])
@@ -392,6 +526,11 @@ def test_live_streams_are_bounded_and_given_back(terminal):
 
 
 def test_diagnostics_bundle_holds_no_secrets_biometrics_or_photos(terminal):
+    import logging
+
+    # a secret that reached a log line (a library's repr, a careless message) is scrubbed as well
+    logging.getLogger("presensi.test").warning("zk client config comm_key=%d token=%s", COMM_KEY,
+                                               terminal.cfg.central.token)
     s, _ = terminal.login()
     r = s.get(terminal.base + "/admin/diagnostics.zip", timeout=30)
     assert r.status_code == 200 and r.headers["Content-Type"] == "application/zip"
@@ -402,6 +541,8 @@ def test_diagnostics_bundle_holds_no_secrets_biometrics_or_photos(terminal):
     blob = b"".join(z.read(n) for n in names)
     assert terminal.cfg.central.token.encode() not in blob
     assert json.loads(z.read("config.json"))["central"]["token"] == "<redacted>"
+    assert str(COMM_KEY).encode() not in blob and json.loads(z.read("config.json"))["zk"]["comm_key"] == "<redacted>"
+    assert b"comm_key=<redacted>" in z.read("daemon.log")
     for name in names - {"README.txt", "daemon.log"}:
         assert not list(_biometric_like(json.loads(z.read(name)))), name
     assert any(a["action"] == "diagnostics-download" for a in terminal.audit())

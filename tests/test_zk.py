@@ -183,33 +183,73 @@ def test_large_download_through_buffered_chunks(tmp_path, udp):
             emp, local, VERIFY[method], states.get(kind, cfg.zk.unknown_state))
 
 
-def test_set_time_is_a_sample_and_audit_not_a_rewrite(terminal):
+def _write_cfg_file(cfg) -> Path:
+    """The same settings as a presensi.toml, for the real CLI."""
+    path = cfg.state_dir.parent / "presensi.toml"
+    path.write_text(f'[device]\nid = "opd-test-01"\n[paths]\nstate_dir = "{cfg.state_dir}"\n'
+                    f'[zk]\ncomm_key = {cfg.zk.comm_key}\ntrust_set_time = {str(cfg.zk.trust_set_time).lower()}\n')
+    return path
+
+
+def test_set_time_with_the_default_key_is_only_an_audited_claim(terminal):
+    """The attack: a laptop on the LAN with pyzk and the default comm key 0 sets the clock 2 h back. The
+    terminal answers OK (as a ZK device would), audits it, and nothing follows: not a time sample, the time
+    stays "not verified", no punch moves, kinds and lateness keep the terminal's own time."""
     cfg, server = terminal()
+    from conftest import presensi, presensi_json
+
+    from terminal.timing import timeline
+
     with punchlog.PunchLog(cfg.state_dir) as log:
         raw_before = list(log.records())
+        times_before = timeline.annotate(log.conn, raw_before)
+    status_before = presensi_json("time", "status", config=_write_cfg_file(cfg))
+    served_before = [r.timestamp for r in _download(server.port)]
+    shifted = (dt.datetime.now(WIB) - dt.timedelta(hours=2)).replace(tzinfo=None, microsecond=0)
     conn = connect(server.port, False)
     try:
-        now = conn.get_time()
-        assert abs((now - dt.datetime.now(WIB).replace(tzinfo=None)).total_seconds()) < 5
         wall0 = time.time()
-        conn.set_time(dt.datetime(2031, 1, 1, 8, 0, 0))
-        assert abs(time.time() - wall0) < 5  # the system clock was not set to 2031
+        conn.set_time(shifted)
+        assert abs(time.time() - wall0) < 5  # the system clock was not set
+        assert abs((conn.get_time() - dt.datetime.now(WIB).replace(tzinfo=None)).total_seconds()) < 5
     finally:
         conn.disconnect()
     with punchlog.PunchLog(cfg.state_dir) as log:
         entries = [e for e in log.audit_entries() if e["action"] == "set-time-received"]
         assert len(entries) == 1
         details = entries[0]["details"]
-        assert details["peer_local_time"] == "2031-01-01T08:00:00"
-        assert details["utc_ns"] == int(dt.datetime(2031, 1, 1, 1, tzinfo=dt.UTC).timestamp()) * 10**9
-        timeline = pytest.importorskip("terminal.timing.timeline")
-        assert details["recorded_as_sample"] is True
+        assert details["peer_local_time"] == shifted.isoformat() and entries[0]["actor"] == "zk:127.0.0.1"
+        assert details["recorded_as"] == "claim" and details["recorded_as_sample"] is False
         assert list(log.records()) == raw_before and log.verify() == []  # no punch rewritten
-        # what ZK serves is the timeline's corrected time of each punch, in WIB
-        annotated = timeline.annotate(log.conn, raw_before)
-    expected = [dt.datetime.fromisoformat(a["utc"].replace("Z", "+00:00")).astimezone(WIB).replace(
-        tzinfo=None, microsecond=0) for a in annotated]
-    assert [r.timestamp for r in _download(server.port)] == expected
+        assert timeline.annotate(log.conn, raw_before) == times_before  # nor re-timed
+    report = presensi_json("time", "status", config=_write_cfg_file(cfg))
+    assert report["now"]["verified"] is False and report["now"]["basis"] != "zk-settime"
+    assert report["now"]["state"] == status_before["now"]["state"]
+    assert report["time_claims"] == 1
+    text = presensi("time", "status", config=_write_cfg_file(cfg)).stdout
+    assert "1 time claim(s) from ZK SetTime" in text and "basis zk-settime" not in text
+    assert [r.timestamp for r in _download(server.port)] == served_before  # ZK serves the same times
+
+
+def test_set_time_counts_only_when_the_operator_trusts_keyed_clients(terminal):
+    """[zk] trust_set_time = true with a comm key: SetTime from a client that knows the key is a sample
+    and re-anchors punches; the config check refuses trust_set_time with comm_key 0."""
+    with pytest.raises(config.ConfigError, match="trust_set_time = true needs a comm_key"):
+        make_cfg(Path("/tmp/unused"), 0, trust_set_time=True)
+    cfg, server = terminal(comm_key=271828, trust_set_time=True)
+    from terminal.timing import timeline
+
+    conn = connect(server.port, False, key=271828)
+    try:
+        conn.set_time(dt.datetime.now(WIB).replace(tzinfo=None, microsecond=0))
+    finally:
+        conn.disconnect()
+    with punchlog.PunchLog(cfg.state_dir) as log:
+        details = [e for e in log.audit_entries() if e["action"] == "set-time-received"][0]["details"]
+        assert details["recorded_as"] == "sample" and details["trusted_by"] == "[zk] trust_set_time"
+        now = timeline.now(log.conn)
+        assert now["verified"] is True and now["basis"] == "zk-settime"
+        assert log.verify() == []
 
 
 def _download(port: int, udp: bool = False):

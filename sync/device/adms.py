@@ -7,6 +7,13 @@ precedence, so a batch committed just before our crash is not re-sent, and one t
 batch is re-sent anyway, servers deduplicate by (SN, PIN, time). Commands answered are remembered by id, so
 a command re-sent after a crash is answered, not executed twice.
 
+ADMS is plain HTTP and the server is whoever answers at [adms] url, so nothing it says is trusted with
+more than delivery: commands that change people (USERINFO, FINGERTMP, BIODATA, user DELETE, enrolment)
+apply only with `[adms] roster_authority = true`; otherwise they are acknowledged (Return=0, so the server
+does not retry them for ever), audited and ignored: the signed roster from the central server decides who
+may punch. SET OPTION DateTime is a time claim (audited), never a trusted sample. Every reply is read as a
+stream and cut off at `[adms] max_reply_bytes`.
+
 `run_adms(cfg, state_dir, stop_event)` is the daemon's entry; `python -m sync.device.adms -c CONFIG` runs it alone.
 """
 
@@ -32,6 +39,7 @@ HWM_KEY = "adms_hwm"
 DONE_PREFIX = "adms_cmd:"
 MAX_COMMANDS = 50
 QUERY_SCAN_LIMIT = 1_000_000
+READ_CHUNK = 64 * 1024
 
 
 class AdmsError(Exception):
@@ -66,15 +74,19 @@ class AdmsClient:
     # -- HTTP --------------------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, params: dict, body: str | None = None) -> str:
+        url = f"{self.base}/iclock/{path}"
         try:
-            r = self.http.request(method, f"{self.base}/iclock/{path}", params={"SN": self.sn, **params},
-                                  data=body.encode("utf-8") if body is not None else None,
-                                  headers={"Content-Type": "text/plain"}, timeout=self.cfg.adms.timeout)
+            with self.http.request(method, url, params={"SN": self.sn, **params},
+                                   data=body.encode("utf-8") if body is not None else None,
+                                   headers={"Content-Type": "text/plain"}, timeout=self.cfg.adms.timeout,
+                                   stream=True) as r:
+                raw = _read_bounded(r, self.cfg.adms.max_reply_bytes, url)
         except requests.RequestException as e:
             raise AdmsError(f"{self.base}: {type(e).__name__}: {e}") from None
+        text = raw.decode(r.encoding or "utf-8", errors="replace")
         if r.status_code != 200:
-            raise AdmsError(f"{self.base}/iclock/{path}: HTTP {r.status_code} {r.text[:200]!r}")
-        return r.text
+            raise AdmsError(f"{url}: HTTP {r.status_code} {text[:200]!r}")
+        return text
 
     # -- handshake ---------------------------------------------------------------------------------------
 
@@ -196,6 +208,13 @@ class AdmsClient:
     def execute(self, command: str) -> tuple[str, int, dict]:
         """(verb for CMD=, return code (0 = OK), key=value lines) for one server command."""
         upper = command.upper()
+        for prefix, apply in PEOPLE_COMMANDS:
+            if upper.startswith(prefix):
+                try:
+                    return self._people(prefix, command[len(prefix):].strip(), apply)
+                except Exception as e:  # a bad command must not stop the poll loop
+                    log.warning("ADMS command %r failed: %s", prefix, e)
+                    return prefix.split()[0], -1, {}
         for prefix, handler in COMMANDS:
             if upper.startswith(prefix):
                 try:
@@ -218,6 +237,22 @@ class AdmsClient:
     def _log(self, _arg: str) -> tuple[str, int, dict]:
         self.upload_pending()
         return "LOG", 0, {}
+
+    def _people(self, command: str, arg: str, apply: Callable | None) -> tuple[str, int, dict]:
+        """A command that changes people: applied only when the operator made this ADMS server the roster
+        authority; else acknowledged and ignored, with an audit entry (PIN only: a template is biometric)."""
+        verb = command.split(" ", 1)[0]
+        if self.cfg.adms.roster_authority and apply is not None:
+            self.view.log.audit(f"adms:{self.base}", "adms-roster-command", {"command": command})
+            return apply(self, arg)
+        fields = _kv(arg)
+        pin = fields.get("PIN") or fields.get("Pin") or ""
+        reason = "not supported" if self.cfg.adms.roster_authority else "[adms] roster_authority = false"
+        self.view.log.audit(f"adms:{self.base}", "adms-roster-command-ignored",
+                            {"command": command, "employee": pin[:64], "reason": reason})
+        log.info("ADMS %s for PIN %r ignored (%s); the roster comes from the central server", command,
+                 pin[:64], reason)
+        return verb, 0, {}
 
     def _user_update(self, arg: str) -> tuple[str, int, dict]:
         fields = _kv(arg)
@@ -298,13 +333,35 @@ class AdmsClient:
         return "CLEAR", -1, {}
 
 
-COMMANDS: list[tuple[str, Callable]] = [  # longest prefixes first
+# Commands that change who may punch, and how they are applied with roster_authority (None: not supported,
+# acknowledged and ignored either way). Checked before COMMANDS; longest prefixes first.
+PEOPLE_COMMANDS: list[tuple[str, Callable | None]] = [
     ("DATA UPDATE USERINFO", AdmsClient._user_update), ("DATA DELETE USERINFO", AdmsClient._user_delete),
     ("DATA DEL_USER", AdmsClient._user_delete), ("DATA USER", AdmsClient._user_update),
+    ("DATA UPDATE FINGERTMP", None), ("DATA DELETE FINGERTMP", None), ("DATA UPDATE BIODATA", None),
+    ("DATA DELETE BIODATA", None), ("DATA UPDATE FACE", None), ("DATA DELETE FACE", None),
+    ("DATA UPDATE USERPIC", None), ("DATA DELETE USERPIC", None), ("DATA FP", None), ("DATA DEL_FP", None),
+    ("DATA DELETE", None), ("ENROLL_FP", None), ("ENROLL_BIO", None), ("CLEAR USERINFO", None),
+]
+COMMANDS: list[tuple[str, Callable]] = [  # longest prefixes first
     ("DATA QUERY ATTLOG", AdmsClient._query_attlog), ("CLEAR LOG", AdmsClient._clear_log),
     ("CLEAR DATA", AdmsClient._refuse), ("SET OPTION", AdmsClient._set_option), ("REBOOT", AdmsClient._reboot),
     ("INFO", AdmsClient._info), ("CHECK", AdmsClient._check), ("LOG", AdmsClient._log),
 ]
+
+
+def _read_bounded(r: requests.Response, limit: int, url: str) -> bytes:
+    """The body of a streamed reply, at most `limit` bytes: a longer one (declared or sent) is cut off and
+    refused, so a hostile or broken server cannot make the daemon hold a 40 MB reply."""
+    declared = r.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise AdmsError(f"{url}: reply of {int(declared)} bytes refused (limit [adms] max_reply_bytes = {limit})")
+    body = bytearray()
+    for chunk in r.iter_content(READ_CHUNK):
+        body += chunk
+        if len(body) > limit:
+            raise AdmsError(f"{url}: reply longer than {limit} bytes cut off (limit [adms] max_reply_bytes)")
+    return bytes(body)
 
 
 def _kv(text: str) -> dict[str, str]:

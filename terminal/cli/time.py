@@ -50,6 +50,9 @@ def _format(r: dict) -> str:
     if r["contradicting_samples"]:
         lines.append(f"ALARM      {r['contradicting_samples']} time sample(s) contradict the others; they are "
                      "kept as evidence and not used: check the clocks of the servers that sent them")
+    if r.get("time_claims"):
+        lines.append(f"claims     {r['time_claims']} time claim(s) from ZK SetTime / ADMS DateTime are kept as "
+                     "evidence and not used (unauthenticated on the LAN; see [zk] trust_set_time)")
     if r["server_clock_unsynced_samples"]:
         lines.append(f"note       {r['server_clock_unsynced_samples']} sample(s) this boot came from a central server "
                      "whose own clock was not NTP-synchronised (error bound assumed 100 ms): configure chrony "

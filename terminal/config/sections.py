@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from terminal.config import windows
 from terminal.config.fields import Section, _check_id, _check_listen, _check_url, _f
@@ -186,6 +186,16 @@ class Zk(Section):
                                      min=0.1)
     session_max_seconds: float = _f(86400.0, "Close any ZK session after this long, live capture included.",
                                     min=1)
+    max_sessions_per_address: int = _f(
+        4, "Concurrent ZK sessions one client address may hold, so one host cannot take every slot.",
+        min=1, max=1024)
+    handshake_seconds: float = _f(
+        5.0, "A TCP connection that has not connected and authenticated within this many seconds is closed.",
+        min=0.5, max=120)
+    trust_set_time: bool = _f(
+        False, "Treat SetTime from an authenticated ZK client as a trusted time sample (needs a comm_key). "
+        "Risk: anyone who knows the comm key can shift punch times and lateness; off, SetTime is audited as "
+        "a claim and never moves the time.")
 
     @field_validator("listen")
     @classmethod
@@ -196,6 +206,14 @@ class Zk(Section):
     @classmethod
     def _serial_number(cls, value: str) -> str:
         return _check_id(value, empty_ok=True)
+
+    @model_validator(mode="after")
+    def _trust_needs_a_key(self):
+        # with comm_key 0 every client is "authenticated": trusting its SetTime would trust anyone on the LAN
+        if self.trust_set_time and self.comm_key == 0:
+            raise ValueError("trust_set_time = true needs a comm_key other than 0 (with 0 anyone on the network "
+                             "could set the time); set comm_key or trust_set_time = false")
+        return self
 
 
 class Adms(Section):
@@ -208,6 +226,12 @@ class Adms(Section):
                       min=0.1)
     error_delay: float = _f(30.0, "Seconds to wait after a failed request until the server's ErrorDelay "
                             "option says otherwise.", min=0.1)
+    roster_authority: bool = _f(
+        False, "Apply the ADMS server's people commands (USERINFO, FINGERTMP, user DELETE/CLEAR). ADMS is plain "
+        "HTTP: anyone who can spoof the server could then add or remove employees. Off, they are acknowledged, "
+        "audited and ignored (the roster comes from the central server).")
+    max_reply_bytes: int = _f(1024 * 1024, "Largest ADMS server reply read; a longer one is cut off, refused and "
+                              "retried later.", min=4096, max=64 * 1024 * 1024)
 
     @field_validator("url")
     @classmethod

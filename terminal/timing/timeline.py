@@ -13,6 +13,11 @@ the start of any later boot with samples; they carry the flags `no-time-sample` 
 
 The terminal never sets the system clock. A wall clock before BUILD_DATE or implausibly far ahead puts
 the terminal in the "time not verified" state (status, kiosk) while punches are still recorded.
+
+Claims: ZK SetTime and ADMS DateTime come from peers anyone on the office LAN can be (ZK's default comm key
+is 0, ADMS is plain HTTP), so a sample from those sources is stored with status `claim`: kept and audited as
+evidence, never fitted, never able to make the time "verified" or move a punch. Only a caller that names the
+operator's explicit vouching (`trusted_by`, e.g. "[zk] trust_set_time") records one as a sample.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from terminal.timing import clock, fitting
 from terminal.timing.clock import ClockReading
 
 SOURCES = ("server-signed", "http-date", "kernel-ntp", "zk-settime", "adms-datetime", "manual")
+# sources an unauthenticated LAN peer can speak for: claims unless an operator vouched (trusted_by)
+CLAIM_SOURCES = ("zk-settime", "adms-datetime")
+CLAIM = "claim"
 BUILD_DATE_NS = int(dt.datetime(2026, 9, 1, tzinfo=dt.UTC).timestamp()) * 10**9
 PLAUSIBLE_AHEAD_NS = 15 * 365 * 86400 * 10**9  # a wall clock beyond the build date + 15 years is not believed
 WALL_CLOCK_OFF_NS = 60 * 10**9  # punches whose wall clock was this far from the estimate get a flag
@@ -51,15 +59,23 @@ class TimeSampleError(ValueError):
 
 def record_sample(conn: sqlite3.Connection, *, source: str, reading: ClockReading, utc_ns: int,
                   uncertainty_ns: int, evidence: dict | None = None, sent: ClockReading | None = None,
-                  params: Params = DEFAULT_PARAMS) -> dict:
+                  params: Params = DEFAULT_PARAMS, trusted_by: str | None = None) -> dict:
     """Store "at local reading `reading`, UTC was utc_ns ± uncertainty_ns" and re-anchor its boot.
 
     With `sent` (round-trip samples), the remote stamped utc_ns at some instant between `sent` and
     `reading`: the sample then refers to their midpoint and half the round trip is added to its
     uncertainty. Returns the stored sample with its status after re-anchoring ("accepted" or
     "contradicting"; a contradicting sample is kept as evidence and raises the alarm flag).
+
+    A sample of a CLAIM_SOURCES source without `trusted_by` is stored as a claim (status "claim"): evidence
+    only, nothing is re-anchored. `trusted_by` names what vouched for it and is kept in its evidence.
     """
     _check_sample(source, reading, utc_ns, uncertainty_ns, sent)
+    evidence = dict(evidence or {})
+    if trusted_by:
+        evidence["trusted_by"] = trusted_by
+    if source in CLAIM_SOURCES and not trusted_by:
+        return _record_claim(conn, source, reading, utc_ns, uncertainty_ns, evidence, sent)
     conn.execute("BEGIN IMMEDIATE")
     try:
         head = conn.execute("SELECT coalesce(max(seq), 0) FROM punches").fetchone()[0]
@@ -68,9 +84,10 @@ def record_sample(conn: sqlite3.Connection, *, source: str, reading: ClockReadin
                uncertainty_ns, head_seq, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             (source, reading.boot_id, sent.monoraw_ns if sent else None, reading.monoraw_ns,
              reading.realtime_ns, int(utc_ns), int(uncertainty_ns), head,
-             json.dumps(evidence or {}, sort_keys=True, separators=(",", ":"))),
+             json.dumps(evidence, sort_keys=True, separators=(",", ":"))),
         )
         sample_id = cur.lastrowid
+        _mark_claims(conn)
         fits = _Fits(conn, params)
         _store_statuses(conn, fits)
         conn.execute("COMMIT")
@@ -80,6 +97,35 @@ def record_sample(conn: sqlite3.Connection, *, source: str, reading: ClockReadin
         raise
     _reanchor(conn, fits, reading.boot_id)
     return samples(conn, sample_id=sample_id)[0]
+
+
+def _record_claim(conn, source, reading, utc_ns, uncertainty_ns, evidence, sent) -> dict:
+    """Store a peer's time claim as evidence (status "claim"); the fits never read it."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        head = conn.execute("SELECT coalesce(max(seq), 0) FROM punches").fetchone()[0]
+        cur = conn.execute(
+            """INSERT INTO time_samples (source, boot_id, sent_monoraw_ns, monoraw_ns, realtime_ns, utc_ns,
+               uncertainty_ns, head_seq, status, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (source, reading.boot_id, sent.monoraw_ns if sent else None, reading.monoraw_ns,
+             reading.realtime_ns, int(utc_ns), int(uncertainty_ns), head, CLAIM,
+             json.dumps(evidence, sort_keys=True, separators=(",", ":"))),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return samples(conn, sample_id=cur.lastrowid)[0]
+
+
+_UNVOUCHED = (f"source IN ({', '.join(repr(s) for s in CLAIM_SOURCES)}) "
+              "AND json_extract(evidence, '$.trusted_by') IS NULL")
+
+
+def _mark_claims(conn: sqlite3.Connection) -> None:
+    """Samples a database recorded before claims existed (a ZK/ADMS time without vouching) become claims."""
+    conn.execute(f"UPDATE time_samples SET status = '{CLAIM}' WHERE status != '{CLAIM}' AND {_UNVOUCHED}")
 
 
 def _check_sample(source, reading, utc_ns, uncertainty_ns, sent) -> None:
@@ -132,6 +178,8 @@ def _as_fit_sample(row) -> fitting.Sample:
 # -- per-boot fits -----------------------------------------------------------------------------------------
 
 
+# claims never take part, also those stored before claims existed (read-only paths cannot re-mark them)
+_FITTED = f"status != '{CLAIM}' AND NOT ({_UNVOUCHED})"
 _FIT_CACHE: dict[tuple, fitting.BootFit] = {}  # samples are append-only: (db, boot, count, max id) is a version
 _FIT_CACHE_MAX = 512
 
@@ -142,8 +190,8 @@ class _Fits:
     def __init__(self, conn: sqlite3.Connection, params: Params):
         self.conn, self.params = conn, params
         db = conn.execute("PRAGMA database_list").fetchone()[2]
-        rows = conn.execute("""SELECT boot_id, count(*), max(id), min(head_seq), max(head_seq) FROM time_samples
-                               GROUP BY boot_id""").fetchall()
+        rows = conn.execute(f"""SELECT boot_id, count(*), max(id), min(head_seq), max(head_seq) FROM time_samples
+                                WHERE {_FITTED} GROUP BY boot_id""").fetchall()
         self.head_range: dict[str, tuple[int, int]] = {}
         self.fits: dict[str, fitting.BootFit] = {}
         for boot, n, max_id, head_lo, head_hi in (tuple(r) for r in rows):
@@ -160,7 +208,8 @@ class _Fits:
 
     def _boot_samples(self, boot_id: str) -> list[fitting.Sample]:
         names = ("id", "source", "sent_monoraw_ns", "monoraw_ns", "utc_ns", "uncertainty_ns")
-        rows = self.conn.execute(f"SELECT {', '.join(names)} FROM time_samples WHERE boot_id = ?", (boot_id,))
+        rows = self.conn.execute(f"SELECT {', '.join(names)} FROM time_samples WHERE boot_id = ? AND {_FITTED}",
+                                 (boot_id,))
         return [_as_fit_sample(_row(tuple(r), names)) for r in rows]
 
     def get(self, boot_id: str) -> fitting.BootFit | None:
@@ -415,7 +464,8 @@ def status(conn: sqlite3.Connection, *, reading: ClockReading | None = None,
     return {
         "ok": current["verified"] and contradicting == 0, "now": current, "boot_id": reading.boot_id,
         "drift": drift, "samples_this_boot": len(boot_samples), "samples_total": _count(conn, "time_samples"),
-        "contradicting_samples": contradicting, "recent_samples": [_brief(s) for s in boot_samples[:8]],
+        "contradicting_samples": contradicting, "time_claims": _count(conn, "time_samples", f"status = '{CLAIM}'"),
+        "recent_samples": [_brief(s) for s in boot_samples[:8]],
         "unanchored_punches": _count(conn, "punch_times", "flags LIKE '%no-time-sample%'"),
         # the central server signed these while its own kernel said it was not NTP-synchronised
         "server_clock_unsynced_samples": sum(1 for s in boot_samples

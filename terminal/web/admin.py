@@ -12,16 +12,18 @@ import datetime as dt
 import json
 import logging
 import secrets
+import threading
 from http.cookies import CookieError, SimpleCookie
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+import anyio
 from fastapi import APIRouter, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, Response
 
 from terminal.log import punchlog
-from terminal.web import auth, forms
+from terminal.web import auth, clients, forms
 from terminal.web.forms import form_body
 from terminal.web.pages import esc, redirect, render
 
@@ -32,6 +34,7 @@ LOGIN_COOKIE = "presensi_login"  # double-submit token for the login form (there
 NAV = (("/admin/", "Kesehatan"), ("/admin/punches", "Presensi"), ("/admin/faults", "Lapor kerusakan"),
        ("/admin/enrol", "Daftar wajah"), ("/admin/export", "Ekspor USB"))
 PUNCH_LIMIT = 50
+PASSWORD_CHECKS = 2  # scrypt checks running at once
 
 
 # What the generated OpenAPI document says of the pages (the kiosk server's /openapi.json).
@@ -70,6 +73,8 @@ class Admin:
 
         self.daemon, self.cfg = daemon, daemon.cfg
         self.sessions = auth.Sessions()
+        # each scrypt check takes ~32 MiB: logins from many addresses at once must not take the Pi's memory
+        self.checks = threading.BoundedSemaphore(PASSWORD_CHECKS)
         self.tools = Tools(self, slots)
 
     # -- routing and the gate --------------------------------------------------------------------------
@@ -161,17 +166,24 @@ class Admin:
     async def login(self, request: Request) -> Response:
         _check_origin(request)
         form, _ = await forms.parse(request)
-        return await run_in_threadpool(self._login, request, form)
-
-    def _login(self, req: Request, form: dict) -> Response:
-        client = _client(req)
-        if not auth.tokens_equal(form.get("csrf"), read_cookie(req, LOGIN_COOKIE)):
+        if not auth.tokens_equal(form.get("csrf"), read_cookie(request, LOGIN_COOKIE)):
             raise HTTPException(403, "missing or wrong CSRF token: reload the login page and try again")
-        wait = self.sessions.locked(client)
+        client = _client(request)
+        wait = self.sessions.turn(client)
+        if wait is None:  # this address queued a minute of guesses: refused unchecked, nobody else is
+            retry = int(self.sessions.locked(client)) + 1
+            return self.login_page(request, f"Terlalu banyak percobaan gagal dari alamat ini. Coba lagi dalam "
+                                            f"{retry} detik.", 429)
         if wait:
-            self.audit("-", "login-locked", {"client": client})
-            return self.login_page(req, f"Terlalu banyak percobaan gagal. Coba lagi dalam {int(wait // 60) + 1} "
-                                        "menit.", 429)
+            await anyio.sleep(wait)  # slowed, not refused: the right password still works; no thread is held
+        while not self.checks.acquire(blocking=False):  # queue in the event loop, not in the thread pool
+            await anyio.sleep(0.02)
+        try:
+            return await run_in_threadpool(self._login, request, form, client)
+        finally:
+            self.checks.release()
+
+    def _login(self, req: Request, form: dict, client: str) -> Response:
         try:
             ok = auth.verify_password(self.cfg.state_dir, form.get("password", ""))
         except auth.PasswordError as e:
@@ -288,7 +300,7 @@ class Admin:
 
 
 def _client(req: Request) -> str:
-    return req.client.host if req.client else ""
+    return clients.client_address(req)
 
 
 def _json_form(raw: bytes) -> dict:

@@ -5,19 +5,19 @@ app with the shared plumbing (JSON errors, body limits) and `error_page` as its 
 browser gets an HTML page for an error and scripts get {"error": ...}.
 
 The kiosk's live streams (/events, /camera.mjpg) show employees' names and faces, so they are served only to
-the terminal itself (loopback) or to a logged-in admin; the kiosk page and its static files are public.
+the terminal itself (loopback without proxy headers, terminal/web/clients.py) or to a logged-in admin; the
+kiosk page and its static files are public.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from http import HTTPStatus
 
 from fastapi import APIRouter, HTTPException, Request
 from starlette.responses import HTMLResponse, Response
 
-from terminal.web import kiosk
+from terminal.web import clients, kiosk
 from terminal.web.admin import HTML, Admin
 from terminal.web.pages import SECURITY_HEADERS, esc, json_response, render, static
 
@@ -62,7 +62,7 @@ class WebApp:
         return json_response(kiosk.state(self.daemon))
 
     def _local_or_admin(self, req: Request) -> None:
-        if _is_loopback(req.client.host if req.client else "") or self.admin.session(req) is not None:
+        if clients.is_local(req) or self.admin.session(req) is not None:
             return
         raise HTTPException(403, "the live kiosk streams are shown only on the terminal itself or to a logged-in "
                                  "admin")
@@ -85,10 +85,3 @@ class WebApp:
                 f"<p><a href='/admin/'>Kembali</a></p></body></html>")
         return Response(body.encode(), status, {**SECURITY_HEADERS, **(headers or {})},
                         media_type="text/html; charset=utf-8")
-
-
-def _is_loopback(addr: str) -> bool:
-    try:
-        return ipaddress.ip_address(addr).is_loopback
-    except ValueError:
-        return False

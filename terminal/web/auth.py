@@ -4,8 +4,14 @@ The password is kept only as a scrypt hash in `state_dir/admin.json` (mode 0600)
 they can be raised later. `presensi init` creates a random one-time password and prints it once; `presensi
 admin set-password` replaces it. Sessions live in memory (a restart logs everyone out, which is fine for a
 terminal): a 256-bit random cookie, HttpOnly, SameSite=Strict, with an idle and an absolute time limit.
-Every POST carries the session's CSRF token. Failed logins are counted per client address and in total;
-too many lock logins for a while, so a password cannot be guessed over the office network.
+Every POST carries the session's CSRF token.
+
+Failed logins slow down the address they come from, never anyone else: after FREE_FAILURES wrong
+passwords each further attempt from that address waits its turn (1 s, 2 s, 4 s ... up to MAX_DELAY) before
+the password is checked, so guessing over the office network gets a few tries a minute. The right password
+is never refused for someone else's failures (no global lock-out: before, 20 wrong passwords from four
+addresses locked the right one out for 15 minutes, renewably); from a guessing address it works too, late.
+Only when one address queues more than MAX_DELAY of attempts is the next refused (429) unchecked.
 """
 
 from __future__ import annotations
@@ -28,10 +34,10 @@ MIN_PASSWORD = 10
 SESSION_IDLE = 30 * 60.0
 SESSION_MAX = 12 * 3600.0
 MAX_SESSIONS = 20
-FAILURES_PER_CLIENT = 5  # wrong passwords from one address within FAILURE_WINDOW → that address locked
-FAILURES_TOTAL = 20  # from all addresses together → logins locked for everyone
-FAILURE_WINDOW = 15 * 60.0
-LOCKOUT = 15 * 60.0
+FREE_FAILURES = 3  # wrong passwords from one address before its attempts are slowed
+MAX_DELAY = 60.0  # the back-off of one address grows to this and no further
+FAILURE_WINDOW = 15 * 60.0  # an address quiet this long starts afresh
+MAX_ADDRESSES = 4096  # back-off bookkeeping is bounded whatever the number of addresses
 
 
 class PasswordError(ValueError):
@@ -111,13 +117,13 @@ class Session:
 
 
 class Sessions:
-    """In-memory sessions and login throttling; thread-safe (the web server has several threads)."""
+    """In-memory sessions and login back-off; thread-safe (the web server has several threads)."""
 
     def __init__(self, clock=time.monotonic):
         self.clock = clock
         self._sessions: dict[str, Session] = {}
-        self._failures: dict[str, list[float]] = {}  # client address -> failure times
-        self._locked_until: dict[str, float] = {}  # client address or "*" -> monotonic time
+        self._failures: dict[str, tuple[int, float]] = {}  # client address -> (failures, last failure)
+        self._next_check: dict[str, float] = {}  # client address -> monotonic time its next check may run
         self._lock = threading.Lock()
 
     def create(self, user: str) -> Session:
@@ -148,28 +154,65 @@ class Sessions:
         with self._lock:
             self._sessions.pop(token or "", None)
 
-    # -- lock-out ------------------------------------------------------------------------------------
+    # -- back-off -------------------------------------------------------------------------------------
+
+    def turn(self, client: str) -> float | None:
+        """Seconds this login attempt from `client` must wait before its password is checked (0 = now), or
+        None when the address already has MAX_DELAY of attempts queued (answer 429 without checking).
+        Each granted turn of a slowed address books the next one, so parallel attempts queue up."""
+        now = self.clock()
+        with self._lock:
+            failures = self._recent_failures(client, now)
+            if failures < FREE_FAILURES:
+                return 0.0
+            at = max(now, self._next_check.get(client, 0.0))
+            if at - now > MAX_DELAY:
+                return None
+            self._next_check[client] = at + backoff(failures)
+            return at - now
 
     def locked(self, client: str) -> float:
-        """Seconds this client must still wait before trying again (0 = may try)."""
+        """Seconds until `client` may have a password checked (0 = may now); for pages that want to say so."""
         now = self.clock()
         with self._lock:
-            until = max(self._locked_until.get(client, 0.0), self._locked_until.get("*", 0.0))
-        return max(0.0, until - now)
+            if self._recent_failures(client, now) < FREE_FAILURES:
+                return 0.0
+            return max(0.0, self._next_check.get(client, 0.0) - now)
 
-    def failed(self, client: str) -> None:
+    def _recent_failures(self, client: str, now: float) -> int:
+        n, last = self._failures.get(client, (0, 0.0))
+        if n and now - last > FAILURE_WINDOW:
+            self._failures.pop(client, None)
+            self._next_check.pop(client, None)
+            return 0
+        return n
+
+    def failed(self, client: str) -> float:
+        """A wrong password from `client`; returns the back-off its next attempt will wait."""
         now = self.clock()
         with self._lock:
-            for key, limit in ((client, FAILURES_PER_CLIENT), ("*", FAILURES_TOTAL)):
-                recent = [t for t in self._failures.get(key, []) if now - t < FAILURE_WINDOW] + [now]
-                self._failures[key] = recent
-                if len(recent) >= limit:
-                    self._locked_until[key] = now + LOCKOUT
-                    self._failures[key] = []
+            n = self._recent_failures(client, now) + 1
+            self._failures[client] = (n, now)
+            if len(self._failures) > MAX_ADDRESSES:  # forget the address that failed longest ago
+                oldest = min(self._failures, key=lambda k: self._failures[k][1])
+                self._failures.pop(oldest)
+                self._next_check.pop(oldest, None)
+            delay = backoff(n)
+            if delay:
+                self._next_check[client] = max(self._next_check.get(client, 0.0), now + delay)
+            return delay
 
     def succeeded(self, client: str) -> None:
         with self._lock:
             self._failures.pop(client, None)
+            self._next_check.pop(client, None)
+
+
+def backoff(failures: int) -> float:
+    """No wait for the first FREE_FAILURES failures, then 1 s, 2 s, 4 s ... up to MAX_DELAY."""
+    if failures < FREE_FAILURES:
+        return 0.0
+    return min(2.0 ** (failures - FREE_FAILURES), MAX_DELAY)
 
 
 def tokens_equal(a: str | None, b: str | None) -> bool:

@@ -8,6 +8,7 @@ import collections
 import io
 import json
 import logging
+import re
 import threading
 import time
 import zipfile
@@ -15,7 +16,7 @@ import zipfile
 from terminal.log import punchlog
 from terminal.ops import faults
 
-SECRET_WORDS = ("token", "password", "secret", "private")
+SECRET_WORDS = ("token", "password", "secret", "private", "comm_key")
 LOG_LINES = 2000
 
 README = """presensi-edge diagnostics bundle
@@ -62,8 +63,43 @@ def ring_log() -> RingLog:
 def redact(value, key: str = ""):
     if isinstance(value, dict):
         return {k: redact(v, k) for k, v in value.items()}
-    if any(w in key.lower() for w in SECRET_WORDS) and value not in (None, ""):
+    if isinstance(value, bool):  # "comm_key": true says a key is set, not which
+        return value
+    if any(w in key.lower() for w in SECRET_WORDS) and value not in (None, "", 0):
         return "<redacted>"
+    return value
+
+
+def secret_values(cfg) -> list[str]:
+    """The configuration's secrets as text (the token, the ZK comm key, ...): scrubbed from every file of
+    the bundle, so one that reached a log line or an audit entry does not leave the building either."""
+    from terminal import config
+
+    if not hasattr(cfg, "model_dump"):
+        return []
+    out = []
+    for name in config.SECTIONS:
+        section = getattr(cfg, name, None)
+        for key, f in type(section).model_fields.items() if section is not None else ():
+            value = getattr(section, key)
+            if config.is_secret(f) and value not in (None, "", 0) and not isinstance(value, bool):
+                out.append(str(value))
+    return out
+
+
+def scrub(value, secrets: list[str]):
+    """`value` (text, or a JSON-able structure) with every secret replaced by <redacted>."""
+    if isinstance(value, dict):
+        return {k: scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(v, secrets) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return "<redacted>" if str(value) in secrets else value
+    if isinstance(value, str):
+        for secret in secrets:
+            # a numeric secret only as a whole number (a comm key inside a longer number is not it)
+            pattern = rf"(?<![0-9]){re.escape(secret)}(?![0-9])" if secret.isdigit() else re.escape(secret)
+            value = re.sub(pattern, "<redacted>", value)
     return value
 
 
@@ -95,9 +131,11 @@ def build(daemon, health: dict) -> bytes:
     }
     buf = io.BytesIO()
     stamp = time.localtime()[:6]
+    secrets = secret_values(cfg)
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for name, content in files.items():
-            text = content if isinstance(content, str) else json.dumps(content, indent=1, ensure_ascii=False,
-                                                                       default=str)
+            content = scrub(json.loads(json.dumps(content, default=str)) if not isinstance(content, str)
+                            else content, secrets)
+            text = content if isinstance(content, str) else json.dumps(content, indent=1, ensure_ascii=False)
             z.writestr(zipfile.ZipInfo(name, stamp), text.encode("utf-8"))
     return buf.getvalue()

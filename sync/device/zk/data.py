@@ -280,23 +280,27 @@ class TerminalView:
         t = dt.datetime.fromisoformat(utc.replace("Z", "+00:00")) if utc else dt.datetime.now(dt.UTC)
         return t.astimezone(self.tz).replace(tzinfo=None, microsecond=0)
 
-    def record_time_sample(self, source: str, local: dt.datetime, actor: str, uncertainty_s: float) -> dict:
-        """A peer told us the time: a C2 time sample plus an audit entry. Never a change of any clock."""
+    def record_time_sample(self, source: str, local: dt.datetime, actor: str, uncertainty_s: float,
+                           trusted_by: str | None = None) -> dict:
+        """A peer told us the time: an audit entry, and a time claim in the timeline (evidence only) or,
+        when the operator vouched for the peer (`trusted_by` names the config key), a C2 time sample.
+        Never a change of any clock."""
         from terminal.timing import clock
 
         reading = clock.read()
         utc = local.replace(tzinfo=self.tz).astimezone(dt.UTC)
         utc_ns = int(utc.timestamp()) * 1_000_000_000
         details = {"source": source, "peer_local_time": local.isoformat(), "utc_ns": utc_ns,
-                   "wall_clock_ns": reading.realtime_ns, "recorded_as_sample": False}
-        record_sample = getattr(self.timeline, "record_sample", None)
-        if record_sample is not None:
-            try:
-                record_sample(self.log.conn, source=source, reading=reading, utc_ns=utc_ns,
-                              uncertainty_ns=int(uncertainty_s * 1e9), evidence={"actor": actor})
-                details["recorded_as_sample"] = True
-            except Exception as e:
-                details["sample_error"] = f"{type(e).__name__}: {e}"
-                log.warning("time sample from %s not recorded: %s", actor, e)
+                   "wall_clock_ns": reading.realtime_ns, "recorded_as_sample": False,
+                   "recorded_as": None, "trusted_by": trusted_by}
+        try:
+            stored = self.timeline.record_sample(
+                self.log.conn, source=source, reading=reading, utc_ns=utc_ns,
+                uncertainty_ns=int(uncertainty_s * 1e9), evidence={"actor": actor}, trusted_by=trusted_by)
+            details["recorded_as"] = "claim" if stored["status"] == self.timeline.CLAIM else "sample"
+            details["recorded_as_sample"] = details["recorded_as"] == "sample"
+        except Exception as e:
+            details["sample_error"] = f"{type(e).__name__}: {e}"
+            log.warning("time from %s not recorded: %s", actor, e)
         self.log.audit(actor, "set-time-received", details)
         return details

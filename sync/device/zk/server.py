@@ -5,6 +5,9 @@ ports); the daemon calls it. `python -m sync.device.zk.server -c CONFIG` runs it
 terminals that only speak ZK (`python -m sync.device.adms -c CONFIG` runs the ADMS client alone).
 Garbage never crashes it: a frame that cannot be parsed closes that TCP connection (or is dropped on
 UDP); a parseable one with a wrong checksum, session or size gets the protocol's error reply.
+Attacks from the LAN are contained by sync/device/zk/guard.py: comm-key guessing is slowed per address,
+session slots are shared out per address, and connections that do not authenticate within
+[zk] handshake_seconds are closed, so the central server always gets a slot.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 
 from sync.device.zk import codec as c
 from sync.device.zk.data import TerminalView
+from sync.device.zk.guard import AuthThrottle, Slot, SlotTable
 from sync.device.zk.session import Session
 from terminal import config as config_mod
 
@@ -59,8 +63,10 @@ class ZkServer:
         self.tcp.settimeout(POLL_SECONDS)
         self.udp.settimeout(POLL_SECONDS)
         self.host, self.port = host, self.tcp.getsockname()[1]
-        self.slots = threading.BoundedSemaphore(cfg.zk.max_sessions)
+        self.slots = SlotTable(cfg.zk.max_sessions, cfg.zk.max_sessions_per_address)
+        self.throttle = AuthThrottle(sleep=stop_event.wait)
         self.threads: list[threading.Thread] = []
+        self._refused_logged: dict[str, float] = {}
 
     def start(self) -> ZkServer:
         for target, name in ((self._accept_loop, "zk-tcp"), (self._udp_loop, "zk-udp")):
@@ -93,18 +99,29 @@ class ZkServer:
                     log.warning("zk accept failed: %s", e)
                     time.sleep(POLL_SECONDS)
                     continue
-                if not self.slots.acquire(blocking=False):
-                    log.warning("zk: %s refused, %d sessions busy", addr[0], self.cfg.zk.max_sessions)
+                slot = self.slots.take(addr[0], evict=lambda conn=conn: _shutdown(conn))
+                if slot is None:
+                    self._log_refused(addr[0])
                     conn.close()
                     continue
-                threading.Thread(target=self._serve_tcp, args=(conn, addr), name=f"zk-{addr[0]}",
+                threading.Thread(target=self._serve_tcp, args=(conn, addr, slot), name=f"zk-{addr[0]}",
                                  daemon=True).start()
 
-    def _serve_tcp(self, conn: socket.socket, addr) -> None:
+    def _log_refused(self, client: str) -> None:
+        """Once a minute per address: a connection flood must not fill the journal."""
+        now = time.monotonic()
+        if now - self._refused_logged.get(client, -60.0) >= 60.0:
+            if len(self._refused_logged) > 1024:
+                self._refused_logged.clear()
+            self._refused_logged[client] = now
+            log.warning("zk: %s refused: it holds %d of its %d sessions, or all %d are authenticated and busy",
+                        client, self.slots.held(client), self.slots.per_address, self.slots.total)
+
+    def _serve_tcp(self, conn: socket.socket, addr, slot: Slot) -> None:
         holder: list[Session] = []
         try:
             conn.settimeout(POLL_SECONDS)
-            self._tcp_session(conn, addr[0], holder)
+            self._tcp_session(conn, addr[0], holder, slot)
         except c.FrameError as e:
             log.info("zk %s: %s; connection closed", addr[0], e)
         except OSError as e:
@@ -115,11 +132,12 @@ class ZkServer:
             conn.close()
             if holder:
                 holder[0].view.close()
-            self.slots.release()
+            self.slots.give(slot)
 
-    def _tcp_session(self, conn: socket.socket, client: str, holder: list[Session]) -> None:
+    def _tcp_session(self, conn: socket.socket, client: str, holder: list[Session], slot: Slot) -> None:
         """Frames in, replies out. The session (and its database connections) opens with the first valid
-        frame, so port scans and garbage cost nothing but a socket."""
+        frame, so port scans and garbage cost nothing but a socket. A connection not authenticated within
+        [zk] handshake_seconds is closed: idle or half-open sockets cannot hold slots."""
         zk = self.cfg.zk
         pending = bytearray()
         started = last = time.monotonic()
@@ -130,6 +148,9 @@ class ZkServer:
                                                                            zk.session_max_seconds)):
                 return
             if session is None and (now - last > zk.session_idle_seconds or now - started > zk.session_max_seconds):
+                return
+            if not slot.authenticated and now - started > zk.handshake_seconds:
+                log.info("zk %s: not authenticated within %.0f s; connection closed", client, zk.handshake_seconds)
                 return
             try:
                 chunk = conn.recv(65536)
@@ -150,8 +171,14 @@ class ZkServer:
                 pkt = c.parse_packet(bytes(pending[8:8 + length]))
                 del pending[:8 + length]
                 if not holder:
-                    holder.append(Session(TerminalView(self.cfg, self.state_dir), client, udp=False))
-                self._send_tcp(conn, holder[0].handle(pkt))
+                    holder.append(Session(TerminalView(self.cfg, self.state_dir), client, udp=False,
+                                          throttle=self.throttle))
+                frames = holder[0].handle(pkt)
+                # marked before the reply leaves: a client that just authenticated is never evicted
+                slot.authenticated = holder[0].authenticated
+                self._send_tcp(conn, frames)
+                if holder[0].closed:
+                    return
 
     @staticmethod
     def _send_tcp(conn: socket.socket, frames) -> None:
@@ -168,7 +195,7 @@ class ZkServer:
 
     def _udp_loop(self) -> None:
         view = TerminalView(self.cfg, self.state_dir)
-        sessions: OrderedDict[int, tuple[tuple, Session]] = OrderedDict()
+        sessions: OrderedDict[int, tuple[tuple, Session, Slot]] = OrderedDict()
         try:
             with self.udp:
                 housekeeping = 0.0
@@ -188,8 +215,8 @@ class ZkServer:
                     except Exception:
                         log.exception("zk udp packet from %s failed", addr[0])
         finally:
-            for _ in sessions:
-                self.slots.release()
+            for _, _, slot in sessions.values():
+                self.slots.give(slot)
             view.close()
 
     def _udp_packet(self, view: TerminalView, sessions: OrderedDict, data: bytes, addr) -> None:
@@ -198,49 +225,77 @@ class ZkServer:
         except c.FrameError:
             return  # not even a header: nothing to answer to
         if pkt.command == c.CMD_CONNECT:
-            if not self.slots.acquire(blocking=False) and not self._evict_idle_udp(sessions):
+            session = Session(view, addr[0], udp=True, throttle=self.throttle)
+            while session.id in sessions:
+                session = Session(view, addr[0], udp=True, throttle=self.throttle)
+            slot = self._udp_slot(sessions, session)
+            if slot is None:
                 self.udp.sendto(c.build_packet(c.CMD_ACK_ERROR, 0, pkt.reply), addr)
                 return
-            session = Session(view, addr[0], udp=True)
-            while session.id in sessions:
-                session = Session(view, addr[0], udp=True)
-            sessions[session.id] = (addr, session)
+            sessions[session.id] = (addr, session, slot)
         else:
             entry = sessions.get(pkt.session)
+            if entry is not None and entry[1].closed:  # evicted by a newer client
+                self._drop_udp(sessions, pkt.session)
+                entry = None
             if entry is None or entry[0] != addr:
                 if pkt.command != c.CMD_ACK_OK:
                     self.udp.sendto(c.build_packet(c.CMD_ACK_UNAUTH, pkt.session, pkt.reply), addr)
                 return
-            session = entry[1]
-        for i, frame in enumerate(session.handle(pkt), 1):
+            session, slot = entry[1], entry[2]
+        frames = session.handle(pkt)
+        slot.authenticated = session.authenticated  # before the reply leaves, as for TCP
+        for i, frame in enumerate(frames, 1):
             self.udp.sendto(frame, addr)
             if i % UDP_BURST == 0:
                 time.sleep(0.001)  # a direct read streams thousands of datagrams: let the client's buffer drain
         if session.closed:
-            sessions.pop(session.id, None)
-            self.slots.release()
+            self._drop_udp(sessions, session.id)
 
-    @staticmethod
-    def _evict_idle_udp(sessions: OrderedDict, min_idle: float = 5.0) -> bool:
+    def _udp_slot(self, sessions: OrderedDict, session: Session) -> Slot | None:
+        def evict() -> None:  # may run in the TCP accept thread: only mark it, the UDP thread drops it
+            session.closed = True
+
+        slot = self.slots.take(session.client, evict)
+        if slot is None and self._evict_idle_udp(sessions):
+            slot = self.slots.take(session.client, evict)
+        return slot
+
+    def _drop_udp(self, sessions: OrderedDict, sid: int) -> None:
+        entry = sessions.pop(sid, None)
+        if entry is not None:
+            self.slots.give(entry[2])
+
+    def _evict_idle_udp(self, sessions: OrderedDict, min_idle: float = 5.0) -> bool:
         """UDP clients often never send EXIT: when every slot is taken, the longest-idle UDP session (not in
         live capture) gives its slot to the new one."""
         now = time.monotonic()
-        idle = [(s.last_seen, sid) for sid, (_, s) in sessions.items()
+        idle = [(s.last_seen, sid) for sid, (_, s, _) in sessions.items()
                 if s.live_after is None and now - s.last_seen >= min_idle]
         if not idle:
             return False
-        sessions.pop(min(idle)[1])
-        return True  # the slot passes to the new session without release/acquire
+        _, _, slot = sessions.pop(min(idle)[1])
+        self.slots.give(slot)
+        return True
 
     def _udp_housekeeping(self, sessions: OrderedDict) -> None:
         zk = self.cfg.zk
-        for sid, (addr, session) in list(sessions.items()):
-            if session.expired(zk.session_idle_seconds, zk.session_max_seconds):
-                sessions.pop(sid)
-                self.slots.release()
+        now = time.monotonic()
+        for sid, (addr, session, _slot) in list(sessions.items()):
+            if session.closed or session.expired(zk.session_idle_seconds, zk.session_max_seconds) or (
+                    not session.authenticated and now - session.started > zk.handshake_seconds):
+                self._drop_udp(sessions, sid)
                 continue
             for frame in session.live_events():
                 self.udp.sendto(frame, addr)
+
+
+def _shutdown(conn: socket.socket) -> None:
+    """End a TCP session from another thread: its recv returns and its thread closes the socket."""
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def serve_zk(cfg, state_dir, stop_event: threading.Event) -> ZkServer:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 from sync.device.zk import codec as c
 from sync.device.zk.data import TerminalView, serial_number
+from sync.device.zk.guard import AuthThrottle
 
 log = logging.getLogger(__name__)
 FIRMWARE = "Ver 6.60 Apr 28 2020 presensi-edge"
@@ -25,6 +26,7 @@ UDP_DATA = 1024            # DATA datagram payload size (pyzk and ZKLibrary read
 USER_CAPACITY = 65534
 RECORD_CAPACITY = 10_000_000
 WINDOW = 8192              # punch records encoded at a time for a buffered read (320 KiB)
+SESSION_AUTH_FAILURES = 5  # wrong comm keys one session may send before it is closed
 
 
 class ReadBuffer:
@@ -74,9 +76,11 @@ class ReadBuffer:
 
 
 class Session:
-    def __init__(self, view: TerminalView, client: str, *, udp: bool):
+    def __init__(self, view: TerminalView, client: str, *, udp: bool, throttle: AuthThrottle | None = None):
         cfg = view.cfg
         self.view, self.client, self.udp = view, client, udp
+        self.throttle = throttle  # shared by all sessions: comm-key checks are rationed per address
+        self.auth_failures = 0
         self.comm_key = cfg.zk.comm_key
         self.verify_checksum = cfg.zk.verify_checksum
         self.id = secrets.randbelow(0xFFFE) + 1
@@ -150,10 +154,30 @@ class Session:
         return self._reply(c.CMD_ACK_OK if self.authenticated else c.CMD_ACK_UNAUTH, pkt)
 
     def _auth(self, pkt: c.Packet) -> Iterator[bytes]:
-        if self.connected and pkt.session == self.id and c.commkey_valid(pkt.payload, self.comm_key, self.id):
+        if not (self.connected and pkt.session == self.id):
+            return self._reply(c.CMD_ACK_UNAUTH, pkt)
+        # TCP waits for its address's turn (slow, never wrong); UDP, one thread for all, is refused unchecked
+        if self.throttle is not None and not self.throttle.turn(self.client, wait=not self.udp):
+            return self._auth_failed(pkt, checked=False)
+        if c.commkey_valid(pkt.payload, self.comm_key, self.id):
             self.authenticated = True
+            if self.throttle is not None:
+                self.throttle.succeeded(self.client)
             return self._ok(pkt)
-        log.warning("zk %s: wrong comm key", self.client)
+        return self._auth_failed(pkt, checked=True)
+
+    def _auth_failed(self, pkt: c.Packet, *, checked: bool) -> Iterator[bytes]:
+        self.auth_failures += 1
+        if checked and self.throttle is not None:
+            delay = self.throttle.failed(self.client)
+            n = self.throttle.failures(self.client)
+            if n & (n - 1) == 0:  # 1, 2, 4, 8 ...: a guessing attack cannot fill the journal (never the key)
+                log.warning("zk %s: wrong comm key (%d from this address; next check in %.1f s)",
+                            self.client, n, delay)
+        elif checked:
+            log.warning("zk %s: wrong comm key", self.client)
+        if self.auth_failures >= SESSION_AUTH_FAILURES:
+            self.closed = True  # the server closes the connection (TCP) or drops the session (UDP)
         return self._reply(c.CMD_ACK_UNAUTH, pkt)
 
     def _exit(self, pkt: c.Packet) -> Iterator[bytes]:
@@ -173,8 +197,13 @@ class Session:
 
     def _set_time(self, pkt: c.Packet) -> Iterator[bytes]:
         local = c.decode_time(struct.unpack_from("<I", pkt.payload)[0])
-        # one-second resolution, plus the network path of an unauthenticated LAN client
-        self.view.record_time_sample("zk-settime", local, f"zk:{self.client}", uncertainty_s=2.0)
+        # A claim unless the operator vouched for keyed clients ([zk] trust_set_time, refused by the config
+        # check with comm_key 0): with key 0 anyone on the LAN is "authenticated".
+        zk = self.view.cfg.zk
+        trusted = "[zk] trust_set_time" if zk.trust_set_time and self.comm_key != 0 else None
+        # one-second resolution, plus the network path
+        self.view.record_time_sample("zk-settime", local, f"zk:{self.client}", uncertainty_s=2.0,
+                                     trusted_by=trusted)
         return self._ok(pkt)
 
     @property
