@@ -123,12 +123,12 @@ def test_damaged_page_is_found_at_start(config_file):
 
 
 HOLD_LOCK = """
-import sys, time
+import sys
 from terminal.log import punchlog
 log = punchlog.PunchLog(sys.argv[1])
 with log._lock.hold():
     print("holding", flush=True)
-    time.sleep(float(sys.argv[2]))
+    sys.stdin.readline()  # until the test says every waiter has queued (no fixed time a busy machine can beat)
 rec = log.append("holder", "pin")
 print(rec["seq"], flush=True)
 """
@@ -142,8 +142,8 @@ def tickets(state) -> int:
 
 def test_second_writer_waits_and_writers_are_served_in_order(config_file):
     state = config.load(config_file).state_dir
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(state), "1.5"], stdout=subprocess.PIPE,
-                              text=True, cwd=REPO)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(state)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=REPO)
     assert holder.stdout.readline().strip() == "holding"
     waiters = []
     for name in ("first", "second", "third"):
@@ -154,6 +154,9 @@ def test_second_writer_waits_and_writers_are_served_in_order(config_file):
         deadline = time.monotonic() + 30
         while tickets(state) == queued and time.monotonic() < deadline:  # wait until it has queued
             time.sleep(0.01)
+        assert tickets(state) > queued, f"{name} never queued for the write lock"
+    holder.stdin.write("release\n")
+    holder.stdin.flush()
     results = [json.loads(w.communicate(timeout=30)[0]) for w in waiters]
     holder.communicate(timeout=30)
     seqs = [r["seq"] for r in results]
