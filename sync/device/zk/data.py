@@ -1,5 +1,6 @@
 """What the ZKTeco protocols see of this terminal: users with 16-bit uids, punches as (state, verify,
-local time), per-client "collected" marks, the ADMS high-water mark and a fallback user store.
+local time), per-client "collected" marks, the ADMS high-water mark and the stamps it posted (by device and
+log_id), and a fallback user store.
 
 Sources: the punch log (never changed here), the roster (`terminal.punch.roster`), else the distinct
 employees of the log plus users an ADMS server sent; `terminal.timing.timeline` for the corrected time (the
@@ -83,6 +84,8 @@ class CompatStore:
                CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
                CREATE TABLE IF NOT EXISTS sent_lines (log_id TEXT NOT NULL, seq INTEGER NOT NULL,
                    line TEXT NOT NULL, PRIMARY KEY (log_id, seq));
+               CREATE TABLE IF NOT EXISTS adms_stamps (sn TEXT NOT NULL, log_id TEXT NOT NULL,
+                   stamp INTEGER NOT NULL, PRIMARY KEY (sn, log_id, stamp));
                CREATE TABLE IF NOT EXISTS users (pin TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT '',
                    privilege INTEGER NOT NULL DEFAULT 0, card TEXT NOT NULL DEFAULT '',
                    deleted INTEGER NOT NULL DEFAULT 0, realtime_ns INTEGER NOT NULL);"""
@@ -121,6 +124,16 @@ class CompatStore:
     def remember_lines(self, log_id: str, lines: dict[int, str]) -> None:
         self.conn.executemany("INSERT OR IGNORE INTO sent_lines VALUES (?, ?, ?)",
                               [(log_id, seq, line) for seq, line in lines.items()])
+
+    def remember_stamp(self, sn: str, log_id: str, stamp: int) -> None:
+        """An ATTLOG batch ending at `stamp` of log `log_id` is about to be posted as device `sn`."""
+        self.conn.execute("INSERT OR IGNORE INTO adms_stamps VALUES (?, ?, ?)", (sn, log_id, stamp))
+
+    def sent_stamp(self, sn: str, log_id: str, stamp: int) -> bool:
+        """Did this device post a batch of this log ending at `stamp`? Only then may a server's stamp count."""
+        row = self.conn.execute("SELECT 1 FROM adms_stamps WHERE sn=? AND log_id=? AND stamp=?",
+                                (sn, log_id, stamp)).fetchone()
+        return row is not None
 
     def uid_map(self, employees: list[str], reserved: set[int] = frozenset()) -> dict[str, int]:
         """Stable uids: assigned once (the numeric id itself when it fits, else a hash probe), kept forever."""
