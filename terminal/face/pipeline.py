@@ -61,6 +61,12 @@ class Decision:
         return {} if m is None else {"candidate": m.candidate, **{k: v for k, v in m.as_dict().items()
                                                                   if k != "employee"}}
 
+    def punch_details(self, face_cfg) -> dict:
+        """What a face punch records of this decision (the daemon and `presensi scan --record` alike)."""
+        line = self.as_json()
+        return {**self.scores(), "frames": line["frames"], "ms": line["ms"], "liveness": line["liveness"],
+                "threshold": face_cfg.threshold, "margin_required": face_cfg.margin, "top_k": face_cfg.top_k}
+
     def best_frame_jpeg(self, quality: int = 85) -> bytes | None:
         if self.best_frame is None:
             return None
