@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from conftest import presensi, presensi_json, write_config
@@ -134,3 +135,50 @@ def test_a_damaged_roster_refuses_until_an_operator_overrides(service):
     assert outcome.refused and "daftar pegawai terminal ini rusak" in outcome.message
     forced = svc.punch(BUDI, "pin", override_reason="roster rusak, diperiksa operator", operator="admin")
     assert forced.recorded and forced.record["details"]["override"]["operator"] == "admin"
+
+
+# --- no fail-open: a broken time service flags the punch and raises a fault (issue 16) ----------------------------
+
+def poison_the_time_service(state_dir, employee: str) -> None:
+    """A punch of an earlier boot, and a damaged time sample of that boot (a value that is not a number):
+    every fit, and so every corrected time, now raises inside terminal.timing."""
+    from terminal.timing import clock
+
+    with punchlog.PunchLog(state_dir) as log:
+        now = clock.read()
+        earlier = clock.ClockReading("0" * 8 + "-dead-boot", 10**9, 10**9, now.realtime_ns - 3 * 86400 * 10**9,
+                                     now.timex_status, now.maxerror_us)
+        log.append(employee, "pin", kind="masuk", reading=earlier)
+        log.conn.execute("INSERT INTO time_samples (source, boot_id, monoraw_ns, realtime_ns, utc_ns, "
+                         "uncertainty_ns, head_seq) VALUES ('central', ?, 2000000000, 0, 'damaged', 1, 1)",
+                         (earlier.boot_id,))
+
+
+def test_a_broken_time_service_still_records_the_punch_flagged_with_a_clock_fault(tmp_path):
+    cfg = write_config(tmp_path / "presensi.toml", tmp_path / "state")
+    assert presensi("init", config=cfg).returncode == 0
+    poison_the_time_service(tmp_path / "state", BUDI)
+    result = presensi("punch", "--employee", BUDI, "--method", "pin", "--json", config=cfg)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["recorded"] is True and record["seq"] == 2
+    assert "could not be computed" in record["details"]["time_unverified"]
+    shown = presensi_json("status", config=cfg)["faults"]
+    assert any(f["fault_key"] == "punch:time-unverified" and f["category"] == "clock" for f in shown["open"]), \
+        shown
+
+
+def test_zk_and_adms_serve_raw_times_when_the_timeline_fails_but_raise_a_clock_fault(tmp_path):
+    from sync.device.zk.data import RAW_TIME_FAULT, TerminalView
+    from terminal.ops import faults
+
+    cfg_path = write_config(tmp_path / "presensi.toml", tmp_path / "state")
+    punchlog.init(tmp_path / "state")
+    poison_the_time_service(tmp_path / "state", BUDI)
+    view = TerminalView(config.load(cfg_path), tmp_path / "state")
+    try:
+        served = list(view.punches(0, view.head(), {BUDI: 1}))
+        assert [p.seq for p in served] == [1], "delivery stalled on the broken timeline"
+        assert [f["fault_key"] for f in faults.open_faults(view.log.conn)] == [RAW_TIME_FAULT]
+    finally:
+        view.close()

@@ -14,6 +14,7 @@ the punch's details (inside the hash chain) and into the audit table.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import sqlite3
@@ -29,6 +30,7 @@ from terminal.timing import clock, timeline
 
 log = logging.getLogger("presensi.punch")
 
+TIME_FAULT = "punch:time-unverified"
 FAILED_MESSAGE = "Gagal simpan — silakan ulangi atau hubungi operator"
 
 
@@ -68,6 +70,7 @@ class PunchService:
         # Face, fingerprint and web threads punch through one service: deciding (the repeat check reads the
         # log) and appending must happen as one step, or two quick reads of one finger could both record.
         self._lock = threading.Lock()
+        self._time_fault_open = True  # unknown at start: the first clean decision clears a stale fault
 
     def load_schedule(self) -> rules.Schedule:
         """The config's windows, with the installed roster's schedule and holidays taking precedence."""
@@ -107,6 +110,7 @@ class PunchService:
                                                        "refused_because": check.reason}}
         with self._lock:
             decision = self._decide(employee, name, reading)
+            self._flag_time(decision)
             if not decision.record:
                 earlier = self.log.get(decision.repeat_of["seq"]) if decision.repeat_of else None
                 outcome = PunchOutcome(employee, name, method, recorded=False, acknowledged=True,
@@ -119,6 +123,24 @@ class PunchService:
         self._notify(outcome)
         return outcome
 
+    def _flag_time(self, decision: rules.Decision) -> None:
+        """A decision made on raw wall clocks (the timeline failed) is recorded flagged, never silently:
+        its details say time_unverified, and IT staff get a clock fault (cleared by the next clean one)."""
+        from terminal.ops import faults
+
+        problem = decision.details.get("time_unverified")
+        try:
+            if problem:
+                log.error("punch decided on the raw clock: %s", problem)
+                faults.raise_fault(self.log.conn, TIME_FAULT, part="clock", category="clock",
+                                   message=f"punch kinds decided on the raw wall clock: {problem}")
+            elif self._time_fault_open:
+                faults.clear_fault(self.log.conn, TIME_FAULT, message="corrected times available again")
+        except Exception as e:  # the punch itself goes on; the flag in its details remains
+            log.error("clock fault not recorded: %s", e)
+            return
+        self._time_fault_open = bool(problem)
+
     def _audit_override(self, operator, employee, method, reason, check, outcome) -> None:
         try:
             self.log.audit(operator or "operator", "punch-override",
@@ -128,11 +150,22 @@ class PunchService:
             log.error("override of seq %s not written to the audit table: %s", outcome.record["seq"], e)
 
     def _decide(self, employee: str, name: str, reading: clock.ClockReading) -> rules.Decision:
-        estimate = timeline.now(self.log.conn, reading=reading)
+        """Kind and repeat from the best time now. The record holds raw readings only, so a broken time
+        service must not stop the punch: it is decided on the wall clock and flagged time_unverified."""
+        problem = None
+        try:
+            estimate = timeline.now(self.log.conn, reading=reading)
+        except Exception as e:  # a bug or a damaged sample in the time service
+            estimate, problem = {}, f"the corrected time now could not be computed ({type(e).__name__}: {e})"
         ns = estimate.get("utc_ns") if "utc_ns" in estimate else None
         utc = _parse_iso(estimate.get("utc")) if ns is None else dt.datetime.fromtimestamp(ns / 1e9, dt.UTC)
         utc = utc or dt.datetime.fromtimestamp(reading.realtime_ns / 1e9, dt.UTC)
-        return history.decide_for_log(self.schedule, self.log.conn, employee, name, utc, reading)
+        decision = history.decide_for_log(self.schedule, self.log.conn, employee, name, utc, reading)
+        if problem:
+            earlier = decision.details.get("time_unverified")
+            problem = f"{problem}; {earlier}" if earlier else problem
+            decision = dataclasses.replace(decision, details={**decision.details, "time_unverified": problem})
+        return decision
 
     def _append(self, employee, name, method, decision, details, photo_jpeg, reading) -> PunchOutcome:
         stored = {**decision.details, **(details or {})}

@@ -3,9 +3,10 @@ local time), per-client "collected" marks, the ADMS high-water mark and the stam
 log_id), and a fallback user store.
 
 Sources: the punch log (never changed here), the roster (`terminal.punch.roster`), else the distinct
-employees of the log plus users an ADMS server sent; `terminal.timing.timeline` for the corrected time (the
-punch's raw wall clock only where the timeline fails). Our own bookkeeping lives in
-state_dir/zkcompat.db, so nothing here touches the punch database's schema.
+employees of the log plus users an ADMS server sent; `terminal.timing.timeline` for the corrected time.
+Where the timeline fails, delivery must not stall (the raw, signed records are what counts), so the punch's
+raw wall clock is served instead, but never silently: a clock fault names how many punches went out that
+way. Our own bookkeeping lives in state_dir/zkcompat.db, so nothing here touches the punch database's schema.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from pathlib import Path
 
 from terminal.config import Config, ConfigError
 from terminal.log.punchlog import PunchLog
+from terminal.ops import faults
 from terminal.punch import roster
 from terminal.timing import timeline
 
 log = logging.getLogger(__name__)
 COMPAT_DB = "zkcompat.db"
+RAW_TIME_FAULT = "zk:raw-wall-clock"
 FIXED_OFFSETS = {"Asia/Jakarta": 7, "Asia/Makassar": 8, "Asia/Jayapura": 9}
 MAX_UID = 65534
 
@@ -194,6 +197,7 @@ class TerminalView:
         self.tz = zone(cfg.device.timezone)
         self.timeline = timeline
         self.roster_mod = roster
+        self._raw_time_open = True  # unknown at start: the first clean annotation clears a stale fault
 
     def close(self) -> None:
         self.log.close()
@@ -222,15 +226,9 @@ class TerminalView:
         return sorted(users.values(), key=lambda u: u.uid)
 
     def _roster_people(self) -> list[ZkUser] | None:
-        roster_cls = getattr(self.roster_mod, "Roster", None)
-        if roster_cls is None:
-            return None
         try:
-            roster = roster_cls.open(self.state_dir)
-            try:
-                people = roster.people() if hasattr(roster, "people") else roster.employees()
-            finally:
-                getattr(roster, "close", lambda: None)()
+            with self.roster_mod.Roster.open(self.state_dir) as roster:
+                people = roster.people()
         except Exception as e:  # a damaged roster must not stop punches from being served
             log.warning("roster unavailable (%s); serving employees from the punch log", e)
             return None
@@ -250,12 +248,12 @@ class TerminalView:
     def local_times(self, records: list[dict]) -> list[dt.datetime]:
         """Naive local time of each punch in [device] timezone, from the corrected UTC when known."""
         utcs: list[str | None] = [None] * len(records)
-        annotate = getattr(self.timeline, "annotate", None)
-        if annotate is not None:
-            try:
-                utcs = [r.get("utc") for r in annotate(self.log.conn, records)]
-            except Exception as e:
-                log.warning("timeline.annotate failed (%s); using the raw wall clock", e)
+        try:
+            utcs = [r.get("utc") for r in self.timeline.annotate(self.log.conn, records)]
+            self._raw_time_cleared()
+        except Exception as e:  # serve the raw clock (delivery never stalls), and raise the fault
+            self._raw_time_fault(f"{len(records)} punches (seq {records[0]['seq']}-{records[-1]['seq']}) "
+                                 f"served with the raw wall clock: corrected times failed ({type(e).__name__}: {e})")
         out = []
         for rec, utc in zip(records, utcs, strict=False):
             if utc:
@@ -284,14 +282,29 @@ class TerminalView:
 
     def now_local(self) -> dt.datetime:
         utc = None
-        now_fn = getattr(self.timeline, "now", None)
-        if now_fn is not None:
-            try:
-                utc = now_fn(self.log.conn).get("utc")
-            except Exception as e:
-                log.warning("timeline.now failed (%s); using the wall clock", e)
+        try:
+            utc = self.timeline.now(self.log.conn).get("utc")
+        except Exception as e:
+            self._raw_time_fault(f"the time served to ZK/ADMS clients is the raw wall clock: the corrected "
+                                 f"time failed ({type(e).__name__}: {e})")
         t = dt.datetime.fromisoformat(utc.replace("Z", "+00:00")) if utc else dt.datetime.now(dt.UTC)
         return t.astimezone(self.tz).replace(tzinfo=None, microsecond=0)
+
+    def _raw_time_fault(self, message: str) -> None:
+        log.error("%s", message)
+        try:
+            faults.raise_fault(self.log.conn, RAW_TIME_FAULT, part="clock", category="clock", message=message)
+            self._raw_time_open = True
+        except Exception as e:  # the fault store is the punch database: when it fails, the log line remains
+            log.error("clock fault not recorded: %s", e)
+
+    def _raw_time_cleared(self) -> None:
+        if self._raw_time_open:  # once per view and after each failure: not a write per batch
+            try:
+                faults.clear_fault(self.log.conn, RAW_TIME_FAULT, message="corrected times available again")
+                self._raw_time_open = False
+            except Exception as e:
+                log.error("clock fault not cleared: %s", e)
 
     def record_time_sample(self, source: str, local: dt.datetime, actor: str, uncertainty_s: float) -> dict:
         """A peer told us the time: a C2 time sample plus an audit entry. Never a change of any clock."""
@@ -302,14 +315,12 @@ class TerminalView:
         utc_ns = int(utc.timestamp()) * 1_000_000_000
         details = {"source": source, "peer_local_time": local.isoformat(), "utc_ns": utc_ns,
                    "wall_clock_ns": reading.realtime_ns, "recorded_as_sample": False}
-        record_sample = getattr(self.timeline, "record_sample", None)
-        if record_sample is not None:
-            try:
-                record_sample(self.log.conn, source=source, reading=reading, utc_ns=utc_ns,
-                              uncertainty_ns=int(uncertainty_s * 1e9), evidence={"actor": actor})
-                details["recorded_as_sample"] = True
-            except Exception as e:
-                details["sample_error"] = f"{type(e).__name__}: {e}"
-                log.warning("time sample from %s not recorded: %s", actor, e)
+        try:
+            self.timeline.record_sample(self.log.conn, source=source, reading=reading, utc_ns=utc_ns,
+                                        uncertainty_ns=int(uncertainty_s * 1e9), evidence={"actor": actor})
+            details["recorded_as_sample"] = True
+        except Exception as e:  # a refused claim is recorded as refused (the audit entry below), not trusted
+            details["sample_error"] = f"{type(e).__name__}: {e}"
+            log.warning("time sample from %s not recorded: %s", actor, e)
         self.log.audit(actor, "set-time-received", details)
         return details
