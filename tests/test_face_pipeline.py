@@ -357,7 +357,9 @@ def test_liveness_hook_runs_after_identification_and_decides(hog, templates, pas
     assert face.left_eye[0] > face.right_eye[0] and face.landmarks is not None
     d = decisions[0]
     assert len(decisions) == 1
-    assert d.accepted is passed and d.liveness == {"test": {"score": 0.1}, "passed": passed}
+    # a pass on a challenge frame counts only once that frame was re-identified as the same employee
+    rechecked = {"identity": {"same": True, "rechecked": 1}} if passed else {}
+    assert d.accepted is passed and d.liveness == {"test": {"score": 0.1}, "passed": passed, **rechecked}
     assert d.employee == ("emp-bill" if passed else None)
     assert d.reason == ("matched" if passed else "liveness: test verdict")
 
