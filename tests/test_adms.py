@@ -261,6 +261,32 @@ def test_every_punch_arrives_exactly_once_through_restarts(pair):
     assert report["adms"]["delivered_through_seq"] == 15 and report["adms"]["pending"] == 0
 
 
+def test_a_stamp_of_a_re_initialised_punch_database_does_not_skip_the_new_logs_punches(pair):
+    """The server keeps ATTLOGStamp per device, not per log: after the punch database was re-initialised
+    (new log_id, seq from 1 again), its stamp of the old log must not be adopted, or the new log's first
+    punches would never be delivered."""
+    server, terminal = pair
+    server.start()
+    terminal.punch(5)
+    terminal.start()
+    assert wait_for(lambda: len(server.punches()) == 5)
+    assert wait_for(lambda: server.query(
+        f"SELECT attlog_stamp FROM fingerprint_attendance_device WHERE serial_number='{SN}'") == [("5",)])
+    terminal.kill()
+    for f in terminal.state.glob(punchlog.DB_FILE + "*"):
+        f.unlink()  # the operator re-initialised the punch database; zkcompat.db stays
+    old = server.punches()
+    punchlog.init(terminal.state)
+    terminal.minute = 100  # other times, so the server's (PIN, time) dedupe cannot hide a missing punch
+    terminal.punch(8)
+    terminal.start()
+    assert wait_for(lambda: len(server.punches()) >= 13), \
+        f"only {len(server.punches()) - 5} of the new log's 8 punches arrived"
+    time.sleep(3)  # room for a wrong re-send to show up
+    got = server.punches()
+    assert sorted(got) == sorted(old + terminal.expected()) and len(got) == 13
+
+
 @pytest.mark.parametrize("pair", [{"roster_authority": True}], indirect=True)
 def test_commands_reach_the_terminal_and_clear_log_keeps_the_log(pair):
     """With [adms] roster_authority = true the operator made this ADMS server the source of people."""

@@ -183,7 +183,7 @@ def test_scan_records_one_face_punch_with_evidence(terminal, tmp_path):
     decisions = [x for x in json_lines(result.stdout)]
     assert len(decisions) == 1, decisions
     d = decisions[0]
-    assert set(d) == {"employee", "accepted", "reason", "liveness", "frames", "ms"}
+    assert set(d) == {"employee", "accepted", "reason", "liveness", "frames", "ms", "punch"}  # punch: --record
     assert d["employee"] == "emp-boris" and d["accepted"] is True and d["reason"] == "matched"
     assert d["liveness"] == {"mode": "off", "passed": True}
     assert d["frames"] >= 3 and d["ms"] > 0
@@ -195,6 +195,30 @@ def test_scan_records_one_face_punch_with_evidence(terminal, tmp_path):
     photo = terminal.parent / "state" / log[0]["photo_path"]
     assert cv2.imread(str(photo)).shape == (480, 640, 3)
     assert '"camera_fault": "ended"' in result.stderr  # the file source ending is reported
+
+
+def test_scan_record_goes_through_the_punch_service_kind_repeat_and_roster(terminal, tmp_path):
+    """`presensi scan --record` punches as the daemon does: a schedule kind, no second record within the
+    repeat interval, and nobody recorded who is not in an installed roster."""
+    frames = write_sequence(tmp_path / "frames", [(None, 6), (lfw("Boris_Becker", 3), 14), (None, 4)])
+    scan = ("scan", "--camera", str(frames), "--json", "--record", "--fps", "15")
+    first = json_lines(presensi(*scan, config=terminal, timeout=120).stdout)
+    assert [d["punch"]["recorded"] for d in first] == [True]
+    again = presensi(*scan, config=terminal, timeout=120)
+    assert again.returncode == 0, again.stderr
+    second = json_lines(again.stdout)
+    assert [(d["punch"]["recorded"], d["punch"]["acknowledged"]) for d in second] == [(False, True)]
+    assert second[0]["punch"]["message"].startswith("Sudah tercatat")
+    log = json_lines(presensi("log", "list", "--json", config=terminal).stdout)[0]
+    assert len(log) == 1 and log[0]["kind"] == first[0]["punch"]["kind"] != ""
+
+    from terminal.punch import roster
+    roster.install(terminal.parent / "state", version=1,
+                   employees=[{"id": "emp-bill", "name": "Bill", "uid": 1, "pin_allowed": True}])
+    third = json_lines(presensi(*scan, config=terminal, timeout=120).stdout)
+    assert [d["punch"]["refused"] for d in third] == [True]
+    assert "tidak ada di daftar pegawai" in third[0]["punch"]["message"]
+    assert len(json_lines(presensi("log", "list", "--json", config=terminal).stdout)[0]) == 1
 
 
 def test_scan_refuses_a_stranger_and_records_nothing(terminal, tmp_path):
@@ -333,7 +357,9 @@ def test_liveness_hook_runs_after_identification_and_decides(hog, templates, pas
     assert face.left_eye[0] > face.right_eye[0] and face.landmarks is not None
     d = decisions[0]
     assert len(decisions) == 1
-    assert d.accepted is passed and d.liveness == {"test": {"score": 0.1}, "passed": passed}
+    # a pass on a challenge frame counts only once that frame was re-identified as the same employee
+    rechecked = {"identity": {"same": True, "rechecked": 1}} if passed else {}
+    assert d.accepted is passed and d.liveness == {"test": {"score": 0.1}, "passed": passed, **rechecked}
     assert d.employee == ("emp-bill" if passed else None)
     assert d.reason == ("matched" if passed else "liveness: test verdict")
 

@@ -288,3 +288,52 @@ def test_a_second_program_on_the_port_is_refused_instead_of_garbling_the_line(em
     first.close()
     assert second.info()["templates"] == 1
     second.close()
+
+
+# --- a garbled exchange is flushed and retried (issue 16) -------------------------------------------------------
+
+def test_three_stray_bytes_before_the_first_ack_do_not_stop_the_power_up_handshake(emulator):
+    emulator.set_fault("garbage3", count=1)  # the very first reply (VfyPwd) starts with 3 stray bytes
+    health_events = []
+    sensor = from_config(Fingerprint(port=emulator.path), on_health=health_events.append)
+    assert sensor.info()["templates"] == 1
+    assert emulator.faults == {}, "the garbled reply was never sent"
+    assert sensor.health()["state"] == "ok" and sensor.health()["garbled"] == 1
+    assert [e["state"] for e in health_events] == ["ok"], "a retried garble was reported as a fault"
+    sensor.close()
+
+
+def test_noise_during_capture_is_retried_and_the_daemon_punch_still_lands(punching):
+    emulator, sensor, log, decisions, health_events = punching
+    assert wait_for(lambda: sensor.health()["state"] == "ok", 5) is not None
+    before = len(health_events)
+    emulator.set_fault("garbage3", count=1)
+    emulator.place_finger(synthetic_template(EMPLOYEE), score=91)
+    assert wait_for(lambda: log.count() == 1, 5) is not None
+    assert log.get(1)["details"] == {"score": 91, "slot": 7}
+    assert emulator.faults == {} and sensor.health()["garbled"] >= 1
+    assert all(e["state"] == "ok" for e in health_events[before:]), "a retried garble was reported as a fault"
+
+
+def test_a_garble_that_persists_is_still_a_fault_after_a_bounded_number_of_tries(emulator):
+    sensor = from_config(Fingerprint(port=emulator.path))
+    sensor.open()
+    emulator.set_fault("garbage3")
+    started = time.monotonic()
+    with pytest.raises(SensorError, match="valid header") as e:
+        sensor.call("getTemplateCount")
+    assert e.value.category == "protocol" and time.monotonic() - started < 10
+    assert sensor.health()["state"] == "fault"
+    emulator.clear_fault("garbage3")
+    assert sensor.call("getTemplateCount") == 1
+
+
+def test_cli_finger_scan_survives_three_stray_bytes_before_the_first_ack(tmp_path):
+    with FingerprintEmulator(Settings(capacity=200), link=tmp_path / "fp", paced=True) as emu:
+        emu.sim.store(7, synthetic_template(EMPLOYEE))
+        emu.place_finger(synthetic_template(EMPLOYEE), score=66)
+        emu.set_fault("garbage3", count=1)
+        scan = presensi("finger", "scan", "--json", "--port", emu.path, timeout=30)
+        assert scan.returncode == 0, scan.stderr
+        assert json.loads(scan.stdout) == {"slot": 7, "score": 66, "employee": None}
+        assert emu.faults == {}

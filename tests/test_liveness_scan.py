@@ -100,3 +100,42 @@ def test_a_real_pose_change_passes_the_challenge_through_the_pipeline(tmp_path):
     checks = accepted[0]["liveness"]
     assert checks["passed"] is True and set(checks["ran"]) == {"frozen", "challenge"}
     assert checks["challenge"]["challenge"] == "left" and checks["challenge"]["peak"] >= 0.15
+
+
+@pytest.mark.parametrize("attacker_photo", ["Juan_Carlos_Ferrero/Juan_Carlos_Ferrero_0002.jpg",
+                                            "Christian_Longo/Christian_Longo_0001.jpg",
+                                            "Jean-Claude_Juncker/Jean-Claude_Juncker_0002.jpg"])
+def test_an_in_place_swap_during_the_challenge_is_refused(tmp_path, attacker_photo):
+    """The victim's photo is held up until she is identified and the prompt appears; then the attacker puts
+    his own head in its place (same position and size, so the tracker keeps its track) and turns left as
+    asked. The challenge alone is satisfied by a real head turn; the re-identification during the challenge
+    sees another person and refuses."""
+    from liveness_support import Landmarker, place_face, room_background
+
+    person, frontal_name = "Carla_Del_Ponte", "Carla_Del_Ponte_0001.jpg"
+    landmarker = Landmarker()
+    victim = cv2.imread(str(LFW / person / frontal_name))
+    attacker = cv2.imread(str(LFW / attacker_photo))
+    shots = {"victim": (victim, landmarker.detect(victim)), "attacker": (attacker, landmarker.detect(attacker))}
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng, background = np.random.default_rng(9), room_background(9)
+    for i in range(60):
+        image, face = shots["victim" if i < 30 else "attacker"]
+        frame, _ = place_face(image, face, background, rng, target_iod=70.0)
+        cv2.imwrite(str(frames / f"frame_{i:04d}.jpg"), frame)
+    enrol_dir = tmp_path / "enrol" / "emp-007"
+    enrol_dir.mkdir(parents=True)
+    for path in sorted((LFW / person).glob("*.jpg")):
+        cv2.imwrite(str(enrol_dir / path.name), cv2.resize(cv2.imread(str(path)), (500, 500)))
+    cfg = write_config(tmp_path / "presensi.toml", tmp_path / "state",
+                       extra='\n[liveness]\nmode = "active"\nchallenges = "left"\n')
+    assert presensi("init", config=cfg).returncode == 0
+    assert presensi("enroll-photos", str(tmp_path / "enrol"), config=cfg, timeout=120).returncode == 0
+    result = presensi("scan", "--camera", str(frames), "--fps", "10", "--json", config=cfg, timeout=180)
+    assert result.returncode == 0, result.stderr
+    decisions = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert decisions and not any(d["accepted"] for d in decisions), (decisions, result.stderr[-2000:])
+    refused = [d for d in decisions if d["reason"].startswith("liveness")]
+    assert refused and "identity" in refused[0]["reason"], decisions
+    assert refused[0]["liveness"]["passed"] is False

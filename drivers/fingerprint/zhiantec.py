@@ -9,6 +9,11 @@ bounds every call. After any error the connection is closed; the next call reope
 the input on open), drains the line until quiet, and checks the password and system parameters before
 anything else is trusted. Health is reported through `health()` and an optional callback.
 
+A garbled exchange (stray bytes before a reply: the R30x handshake byte at power-up, noise on a long UART
+cable) is not a fault by itself: the call flushes the line, reconnects and runs again, at most
+`garble_retries` more times. Only a garble that persists is reported; every command we use is idempotent
+(reads, a search, a store or delete into a named slot), so running one twice is harmless.
+
 Enrolment is the module's own sequence: two reads -> createTemplate -> store -> download the 512-byte
 characteristics, which go to the central server and from there to the office's other terminals.
 """
@@ -79,18 +84,20 @@ class ZhianTecSensor(FingerprintSensor):
     model = "zhiantec"
 
     def __init__(self, port: str, baud: int = 57600, address: int = 0xFFFFFFFF, password: int = 0, *,
-                 reply_timeout: float = 1.0, call_deadline: float = 8.0,
+                 reply_timeout: float = 1.0, call_deadline: float = 8.0, garble_retries: int = 2,
                  on_health: Callable[[dict], None] | None = None):
         self.port, self.baud, self.address, self.password = port, baud, address, password
         self.reply_timeout = reply_timeout  # the slowest command (GenImg, Search) answers within ~1 s
         self.call_deadline = call_deadline
+        self.garble_retries = max(0, garble_retries)
+        self._retrying = False  # while True a protocol error is counted, not reported: the call runs again
         self.on_health = on_health
         self.lock = threading.RLock()
         self.params: dict | None = None
         self._pf: PyFingerprint | None = None
         self._guard: _GuardedSerial | None = None
         self._health = {"state": "closed", "port": port, "fault": None, "category": None, "since": time.monotonic(),
-                        "consecutive_errors": 0, "errors": 0, "recoveries": 0, "last_ok": None}
+                        "consecutive_errors": 0, "errors": 0, "recoveries": 0, "last_ok": None, "garbled": 0}
 
     @classmethod
     def from_settings(cls, settings, *, on_health: Callable[[dict], None] | None = None,
@@ -103,8 +110,7 @@ class ZhianTecSensor(FingerprintSensor):
     def open(self) -> dict:
         """Connect (if not connected) and return the system parameters."""
         with self.lock:
-            if self._pf is None:
-                self._connect()
+            self._retry_garbled(lambda: None)
             return dict(self.params)
 
     def close(self) -> None:
@@ -176,9 +182,24 @@ class ZhianTecSensor(FingerprintSensor):
     def call(self, method: str, *args, deadline: float | None = None):
         """Run one pyfingerprint method; connects first if needed. Raises SensorError on any failure."""
         with self.lock:
-            if self._pf is None:
-                self._connect()
-            return self._exchange(method, *args, deadline=deadline)
+            return self._retry_garbled(lambda: self._exchange(method, *args, deadline=deadline))
+
+    def _retry_garbled(self, step: Callable[[], object]):
+        """Connect if needed, then run `step`; a garbled exchange (category "protocol") is flushed by
+        reconnecting and run again, bounded. Other errors (silence, a refusal, a lost port) raise at once."""
+        for attempt in range(self.garble_retries + 1):
+            self._retrying = attempt < self.garble_retries
+            try:
+                if self._pf is None:
+                    self._connect()
+                return step()
+            except SensorError as e:
+                if e.category != "protocol" or attempt == self.garble_retries:
+                    raise
+                self._drop()  # reopening flushes pyserial's input; _connect drains what still arrives
+            finally:
+                self._retrying = False
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def _exchange(self, method: str, *args, deadline: float | None = None, record_success: bool = True):
         guard = self._guard
@@ -199,8 +220,11 @@ class ZhianTecSensor(FingerprintSensor):
         return result
 
     def _fail(self, error: SensorError) -> SensorError:
-        """Record a fault; the caller raises the returned error."""
+        """Record a fault; the caller raises the returned error. A garble about to be retried is only counted."""
         h = self._health
+        if self._retrying and error.category == "protocol":
+            h["garbled"] += 1
+            return error
         h["consecutive_errors"] += 1
         h["errors"] += 1
         self._set_health("fault", str(error), error.category)

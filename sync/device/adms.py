@@ -3,7 +3,9 @@
 Delivery is exactly-once across restarts of either side: punches go out in seq order as ATTLOG lines with
 `Stamp=<last seq of the batch>`; our high-water mark (state_dir/zkcompat.db) moves only after the server
 answered OK, and at each handshake the server's stored ATTLOGStamp (the last batch it committed) takes
-precedence, so a batch committed just before our crash is not re-sent, and one the server lost is. Where a
+precedence, so a batch committed just before our crash is not re-sent, and one the server lost is. A stamp
+counts only if this device posted a batch of this log ending there (zkcompat.db keeps them by serial number
+and log_id): the stamp of a punch database since re-initialised never skips the new log's punches. Where a
 batch is re-sent anyway, servers deduplicate by (SN, PIN, time). Commands answered are remembered by id, so
 a command re-sent after a crash is answered, not executed twice.
 
@@ -112,13 +114,23 @@ class AdmsClient:
         return opts
 
     def _adopt_server_stamp(self, stamp: str | None) -> None:
-        """The server's stamp is what it committed last; trust it when it names a seq of this log."""
+        """The server's stamp is what it committed last; trust it only when this device posted a batch of
+        this log (log_id) ending there. A bare number cannot say which log it counts: after the punch
+        database was re-initialised (new log_id, seq from 1 again) the server's stamp of the old log would
+        otherwise skip the new log's first punches, which would then never be delivered. 0 (the server holds
+        nothing) is true of any log; a stamp we cannot place leaves our own mark, at worst a re-send the
+        server deduplicates."""
         if stamp is None or not stamp.strip().isdigit():
             return
-        value, head = int(stamp), self.view.head()
-        if value <= head and value != self.hwm():
-            log.info("ADMS: server holds punches through seq %d (ours said %d)", value, self.hwm())
-            self._set_hwm(value)
+        value, head, log_id = int(stamp), self.view.head(), self.view.log.log_id
+        if value > head or value == self.hwm():
+            return
+        if value and not self.view.store.sent_stamp(self.sn, log_id, value):
+            log.warning("ADMS: the server's ATTLOGStamp %d was not posted from this log (log_id %s); it is "
+                        "ignored and delivery resumes after seq %d", value, log_id, self.hwm())
+            return
+        log.info("ADMS: server holds punches through seq %d (ours said %d)", value, self.hwm())
+        self._set_hwm(value)
 
     def hwm(self) -> int:
         # keyed by log_id: a re-initialised punch database starts again at seq 1
@@ -157,6 +169,7 @@ class AdmsClient:
                 break
             lines = self._lines(punches)
             body = "\n".join(lines.values()) + "\n"
+            self.view.store.remember_stamp(self.sn, self.view.log.log_id, punches[-1].seq)
             reply = self._request("POST", "cdata", {"table": "ATTLOG", "Stamp": str(punches[-1].seq)}, body)
             if not reply.strip().upper().startswith("OK"):
                 raise AdmsError(f"ATTLOG upload answered {reply[:100]!r}; the batch stays queued")

@@ -70,8 +70,49 @@ def roster_refresh(ctx: JobContext) -> dict:
 
 
 def photo_retention(ctx: JobContext) -> dict:
-    removed = evidence.delete_older_than(ctx.cfg.state_dir, ctx.cfg.photos.keep_days)
-    return {"removed": removed}
+    """Delete photos past [photos] keep_days, except the evidence still needed: the photo of a punch the
+    central server has not acknowledged (its photo not delivered), and the photo of a fault event that is
+    open or not yet delivered. Above [photos] max_mb the oldest photos go even so, with a fault, because a
+    full disk would refuse every punch."""
+    from terminal.log import punchlog
+    from terminal.ops import faults
+
+    with punchlog.PunchLog(ctx.cfg.state_dir) as plog:
+        protected = protected_photos(ctx.cfg, plog.conn, plog.log_id)
+        result = evidence.apply_retention(ctx.cfg.state_dir, ctx.cfg.photos.keep_days, protected,
+                                          max_bytes=int(ctx.cfg.photos.max_mb * 1024 * 1024))
+        key = "photos:cap"
+        if result.cap_removed_protected:
+            faults.raise_fault(
+                plog.conn, key, part="disk", category="disk",
+                message=f"photos exceeded [photos] max_mb = {ctx.cfg.photos.max_mb:g}: "
+                        f"{result.cap_removed_protected} photos of undelivered punches or open faults deleted",
+                diagnostics=result.as_dict())
+        elif result.total_bytes <= ctx.cfg.photos.max_mb * 1024 * 1024 or not ctx.cfg.photos.max_mb:
+            faults.clear_fault(plog.conn, key, message="photos fit within [photos] max_mb again")
+    return result.as_dict()
+
+
+def protected_photos(cfg: Config, conn, log_id: str) -> set[str]:
+    """Relative paths of the photos retention must keep (see photo_retention). Without a central server
+    nothing will acknowledge a punch photo, so those follow keep_days; fault-report photos are kept."""
+    from terminal.log import syncstate
+
+    target = syncstate.target_of(cfg.central.url)
+    if target:
+        photos_done = syncstate.acked(conn, target, "photos", log_id)
+        faults_done = syncstate.acked(conn, target, "faults", "faults")  # the push client's key for events
+        rows = conn.execute("SELECT photo_path FROM punches WHERE seq > ? AND photo_path IS NOT NULL",
+                            (photos_done,)).fetchall()
+    else:
+        faults_done, rows = None, []
+    keep = {r[0] for r in rows}
+    keep |= {r[0] for r in conn.execute(
+        """SELECT photo_path FROM fault_events WHERE photo_path IS NOT NULL AND (id > ? OR fault_key IN
+               (SELECT fault_key FROM fault_events f WHERE f.id = (SELECT MAX(id) FROM fault_events g
+                WHERE g.fault_key = f.fault_key AND g.event IN ('raised', 'cleared')) AND f.event = 'raised'))""",
+        (faults_done if faults_done is not None else -1,))}
+    return keep
 
 
 def integrity_check(ctx: JobContext) -> dict:

@@ -24,7 +24,9 @@ def register(sub) -> None:
                    help="device index, /dev/videoN, GStreamer pipeline, video file or folder of frames")
     p.add_argument("--kind", default="auto", metavar="KIND",
                    help="source kind as [camera] kind (default auto: from the spelling of SOURCE)")
-    p.add_argument("--record", action="store_true", help="record accepted decisions as face punches")
+    p.add_argument("--record", action="store_true",
+                   help="record accepted decisions as face punches (through the punch service, as the daemon: "
+                        "roster, schedule kind, repeat interval)")
     p.add_argument("--seconds", type=float, default=None, metavar="S",
                    help="stop after S seconds (default: run until the file ends or Ctrl-C)")
     p.add_argument("--fps", type=float, default=None, help="replay rate of a file source (default [camera] fps)")
@@ -119,6 +121,7 @@ def cmd_scan(args) -> int:
 
     cfg = load_config(args)
     log = _open_log(cfg) if args.record else None
+    punches = _punch_service(cfg, log) if log is not None else None
     try:
         source = cam.open_source(args.camera, cfg.camera.width, cfg.camera.height, args.fps or cfg.camera.fps,
                                  kind=args.kind)
@@ -134,7 +137,7 @@ def cmd_scan(args) -> int:
     camera = cam.Camera(source, settings, on_fault=_print_fault, on_recover=_print_recover)
     try:
         with camera:
-            _scan_loop(args, cfg, camera, pipeline, log)
+            _scan_loop(args, cfg, camera, pipeline, punches)
     finally:
         pipeline.close()
         if log is not None:
@@ -142,7 +145,7 @@ def cmd_scan(args) -> int:
     return 0
 
 
-def _scan_loop(args, cfg, camera, pipeline, log) -> None:
+def _scan_loop(args, cfg, camera, pipeline, punches) -> None:
     deadline = time.monotonic() + args.seconds if args.seconds else None
     seq = 0
     while deadline is None or time.monotonic() < deadline:
@@ -153,21 +156,42 @@ def _scan_loop(args, cfg, camera, pipeline, log) -> None:
             continue
         seq = frame.seq
         for decision in pipeline.process(frame.image, frame.t):
-            _report(args, cfg, decision, log)
+            _report(args, cfg, decision, punches)
     for decision in pipeline.finish():
-        _report(args, cfg, decision, log)
+        _report(args, cfg, decision, punches)
 
 
-def _report(args, cfg, decision, log) -> None:
+def _report(args, cfg, decision, punches) -> None:
     line = decision.as_json()
-    if log is not None and decision.accepted:
-        details = {**decision.scores(), "frames": line["frames"], "ms": line["ms"], "liveness": line["liveness"],
-                   "threshold": cfg.face.threshold, "margin_required": cfg.face.margin, "top_k": cfg.face.top_k}
-        log.append(decision.employee, "face", details=details, photo_jpeg=decision.best_frame_jpeg(),
-                   latitude=cfg.device.latitude, longitude=cfg.device.longitude)
     text = (f"{'ACCEPTED' if decision.accepted else 'refused '} {decision.employee or '-':<20} "
             f"{decision.reason:<16} frames {decision.frames}  {decision.ms:.0f} ms")
+    if punches is not None and decision.accepted:
+        outcome = punches.punch(decision.employee, "face", details=decision.punch_details(cfg.face),
+                                photo_jpeg=decision.best_frame_jpeg())
+        line = {**line, "punch": _punch_summary(outcome)}
+        text += f"  -> {_punch_text(outcome)}"
     emit(args, line, text)
+
+
+def _punch_service(cfg, log):
+    from terminal.punch.service import PunchService
+
+    return PunchService(cfg, log)
+
+
+def _punch_summary(outcome) -> dict:
+    """The `punch` field of a recorded scan line: what the punch service did with the decision."""
+    rec = outcome.record or {}
+    return {"recorded": outcome.recorded, "acknowledged": outcome.acknowledged, "refused": outcome.refused,
+            "seq": rec.get("seq"), "kind": outcome.kind, "message": outcome.message, "error": outcome.error}
+
+
+def _punch_text(outcome) -> str:
+    if outcome.recorded:
+        return f"recorded seq {outcome.record['seq']} {outcome.kind}: {outcome.message}"
+    if outcome.acknowledged:
+        return f"already recorded (seq {(outcome.record or {}).get('seq', '?')}): {outcome.message}"
+    return f"NOT recorded: {outcome.error or outcome.message}"
 
 
 def _open_log(cfg):

@@ -26,6 +26,9 @@ def register(sub) -> None:
     p.add_argument("--employee", required=True, metavar="ID", help="employee id (NIP)")
     p.add_argument("--method", required=True, choices=["pin"],
                    help="pin: an operator confirmed the employee (face and finger punches come from the sensors)")
+    p.add_argument("--override-reason", metavar="TEXT", default=None,
+                   help="record the punch although the roster refuses it (not in the roster, PIN not allowed); "
+                        "the reason and the operator go into the punch and the audit table")
 
     log = add_group(sub, "log", "read, export and verify the punch log")
     p = add_command(log, "list", cmd_log_list, "list punches")
@@ -68,8 +71,15 @@ def cmd_punch(args) -> int:
     cfg = load_config(args)
     from terminal.punch.service import PunchService
 
+    if args.override_reason is not None and not args.override_reason.strip():
+        raise CommandError("--override-reason must say why the roster is overridden (it is audited)")
+    operator = f"cli:{_login_name()}"
     with open_log(cfg) as log:
-        outcome = PunchService(cfg, log).punch(args.employee, args.method, details={"operator": "cli"})
+        outcome = PunchService(cfg, log).punch(args.employee, args.method, details={"operator": "cli"},
+                                               override_reason=args.override_reason, operator=operator)
+    if outcome.refused:
+        raise CommandError(f"{outcome.error}; the punch was NOT recorded (an operator may record it anyway "
+                           "with --override-reason TEXT, which is audited)")
     if not outcome.acknowledged:
         raise CommandError(outcome.error or outcome.message)
     rec = outcome.record
@@ -80,6 +90,17 @@ def cmd_punch(args) -> int:
         text = f"already recorded (seq {rec['seq'] if rec else '?'}): {outcome.message}"
     emit(args, result, text.rstrip())
     return 0
+
+
+def _login_name() -> str:
+    """Who ran the command, for the audit table (sudo keeps the real operator in SUDO_USER)."""
+    import getpass
+    import os
+
+    try:
+        return os.environ.get("SUDO_USER") or getpass.getuser()
+    except Exception:  # no passwd entry (a container): the uid still names someone
+        return f"uid{os.getuid()}"
 
 
 def cmd_log_list(args) -> int:

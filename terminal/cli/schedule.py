@@ -4,6 +4,7 @@ roster's published schedule), and what a punch at a given office-local time woul
 from __future__ import annotations
 
 import datetime as dt
+import sys
 
 from terminal.cli.common import CommandError, add_command, add_group, emit, load_config
 from terminal.log import punchlog
@@ -72,7 +73,11 @@ def cmd_try(args) -> int:
     recent = []
     if args.employee:
         with punchlog.PunchLog(cfg.state_dir) as log:
-            recent = history.recent_punches(log.conn, args.employee, utc)
+            try:
+                recent = history.recent_punches(log.conn, args.employee, utc)
+            except history.AnnotationFailed as e:  # decide anyway, but say on what ground
+                print(f"presensi: warning: {e}", file=sys.stderr)
+                recent = e.placed
     decision = sched.decide(args.name, utc, recent)
     emit(args, decision.as_dict(), f"{decision.message}  (kind {decision.kind}, ZK state {decision.zk_state}"
                                    f"{', not recorded: repeat' if not decision.record else ''})")

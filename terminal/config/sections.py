@@ -240,7 +240,11 @@ class Adms(Section):
 
 
 class Photos(Section):
-    keep_days: int = _f(30, "Days to keep punch photos before they are deleted (0 = keep none).", min=0)
+    keep_days: int = _f(30, "Days to keep punch photos before they are deleted (0 = keep none). Photos of "
+                        "punches the central server has not acknowledged, and of open or undelivered faults, "
+                        "are kept longer, until delivered.", min=0)
+    max_mb: float = _f(2048.0, "Hard cap (MB) on the photos in state_dir: above it the oldest photos are "
+                       "deleted even if not yet delivered, with a disk fault (0 = no cap).", min=0)
 
 
 class Health(Section):

@@ -4,6 +4,14 @@ gallery scores -> agreement across frames -> liveness -> one Decision per person
 ``FacePipeline.process(frame, t)`` is called with every camera frame and returns the decisions reached
 on it. A face that was decided is tracked and not embedded again while it stays in view. With nobody in
 view and nothing moving, detection is skipped (the empty scene costs almost nothing).
+
+During the liveness challenge the identity does not rest on the tracker alone: the tracker follows a box,
+and a photo of the victim held up to be identified can be swapped in place for the attacker's own head,
+which then turns as asked. So frames of the challenge are re-identified at a reduced rate (every
+`reid_every` seconds, plus the frame that passed the challenge, always), and each must still be the
+identified employee: nobody else nearer, and within `threshold + reid_slack` (a turned head embeds a
+little farther from its frontal templates). A frame of someone else refuses the attempt; a passed
+challenge is accepted only once its own frame was confirmed.
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ class PipelineSettings:
     idle_detect_every: float = 1.0  # even without motion, look for a face this often (someone standing still)
     track_lost_after: float = 1.0  # a track not seen for this long has left
     retry_after: float = 2.0  # a refused face still in view gets a new attempt after this long
+    reid_every: float = 0.5  # seconds between re-identifications of a face during the liveness challenge
+    reid_slack: float = 0.08  # added to the match threshold for those frames (turned heads embed farther)
 
     @classmethod
     def from_config(cls, face_cfg) -> PipelineSettings:
@@ -61,6 +71,12 @@ class Decision:
         return {} if m is None else {"candidate": m.candidate, **{k: v for k, v in m.as_dict().items()
                                                                   if k != "employee"}}
 
+    def punch_details(self, face_cfg) -> dict:
+        """What a face punch records of this decision (the daemon and `presensi scan --record` alike)."""
+        line = self.as_json()
+        return {**self.scores(), "frames": line["frames"], "ms": line["ms"], "liveness": line["liveness"],
+                "threshold": face_cfg.threshold, "margin_required": face_cfg.margin, "top_k": face_cfg.top_k}
+
     def best_frame_jpeg(self, quality: int = 85) -> bytes | None:
         if self.best_frame is None:
             return None
@@ -85,6 +101,11 @@ class _Track:
     rejected_quality: int = 0
     seen_clock: float = 0.0  # self.clock() when first detected (ms is measured from here)
     retry_at: float | None = None  # refused: start a new attempt at this time if still in view
+    challenge_frames: int = 0  # frames fed to the liveness session after the identifying one
+    reid: list = field(default_factory=list)  # (future, t) re-identifications in flight
+    reid_at: float = -1e18  # when the last re-identification was submitted
+    reid_done: int = 0  # re-identifications that confirmed the employee
+    passed: dict | None = None  # liveness passed: its checks, waiting for the passing frame's confirmation
 
 
 def iou(a, b) -> float:
@@ -161,8 +182,11 @@ class FacePipeline:
                 continue
             rgb = embed_mod.to_rgb(frame) if rgb is None else rgb
             if tr.session is not None:
-                tr.face, _ = embed_mod.align(rgb, tr.face)  # liveness needs the landmark model's points
-                decisions += self._feed_liveness(tr, frame, t)
+                # liveness needs the landmark model's points; the chip is what re-identification embeds
+                tr.face, chip = embed_mod.align(rgb, tr.face)
+                if tr.passed is None:
+                    tr.challenge_frames += 1
+                    decisions += self._feed_liveness(tr, frame, t, chip=chip)
                 continue
             self._maybe_embed(tr, frame, rgb)
         decisions += self._collect(frame, t, wait)
@@ -210,6 +234,7 @@ class FacePipeline:
     def _collect(self, frame: np.ndarray, t: float, wait: bool) -> list[Decision]:
         decisions = []
         for tr in self.tracks:
+            decisions += self._collect_reid(tr, wait)
             while tr.pending and (wait or tr.pending[0][0].done()):
                 future, fr, face = tr.pending.pop(0)
                 try:
@@ -244,26 +269,72 @@ class FacePipeline:
             return [self._finish(tr, False, reason, {}, match)]
         return []
 
-    def _feed_liveness(self, tr: _Track, frame, t, face=None) -> list[Decision]:
+    def _feed_liveness(self, tr: _Track, frame, t, face=None, chip=None) -> list[Decision]:
         result = tr.session.feed(frame, face or tr.face, t)
         if result is None:
+            if chip is not None and t - tr.reid_at >= self.settings.reid_every:
+                self._submit_reid(tr, chip, t)
             return []
         checks = dict(result.checks or {})
         checks["passed"] = bool(result.passed)
         if not result.passed:
             return [self._finish(tr, False, f"liveness: {result.reason}", checks, tr.identity)]
-        return [self._finish(tr, True, "matched", checks, tr.identity)]
+        if tr.challenge_frames == 0 or chip is None:
+            return [self._finish(tr, True, "matched", checks, tr.identity)]  # decided on the identifying frame
+        tr.passed = checks  # accepted once this very frame is confirmed to be the same employee
+        self._submit_reid(tr, chip, t)
+        return []
+
+    # -- identity during the liveness challenge
+    def _submit_reid(self, tr: _Track, chip: np.ndarray, t: float) -> None:
+        tr.reid_at = t
+        tr.reid.append((self.pool.submit(chip), t))
+
+    def _collect_reid(self, tr: _Track, wait: bool) -> list[Decision]:
+        while tr.reid and not tr.decided and (wait or tr.reid[0][0].done()):
+            future, _ = tr.reid.pop(0)
+            try:
+                emb = future.result()
+            except Exception:  # cannot confirm who this is: fail closed once the challenge is passed
+                self.stats["embed_errors"] += 1
+                if tr.passed is not None and not tr.reid:
+                    return [self._finish(tr, False, "liveness: identity could not be re-checked",
+                                         {**tr.passed, "passed": False}, tr.identity)]
+                continue
+            self.stats["embedded"] += 1
+            check = self._same_employee(tr.identity.employee, emb)
+            if not check["same"]:
+                checks = {**(tr.passed or {}), "passed": False, "identity": check}
+                return [self._finish(tr, False, "liveness: identity changed during the challenge", checks,
+                                     tr.identity)]
+            tr.reid_done += 1
+        if tr.passed is not None and not tr.reid and not tr.decided:
+            checks = {**tr.passed, "identity": {"same": True, "rechecked": tr.reid_done}}
+            return [self._finish(tr, True, "matched", checks, tr.identity)]
+        return []
+
+    def _same_employee(self, employee: str, emb: np.ndarray) -> dict:
+        """Is this challenge frame still `employee`? Nobody else nearer, and near enough."""
+        row = self.gallery.scores(emb[None, :], self.rule.top_k)[0]
+        if employee not in self.gallery.employees:  # the gallery was swapped meanwhile
+            return {"same": False, "distance": None}
+        own = float(row[self.gallery.employees.index(employee)])
+        nearest = float(row.min())
+        same = own <= self.rule.threshold + self.settings.reid_slack and own <= nearest
+        return {"same": bool(same), "distance": round(own, 4)}
 
     def _restart(self, tr: _Track, t: float) -> None:
         tr.decided, tr.retry_at, tr.identity, tr.session = False, None, None, None
         tr.rows, tr.best, tr.first_seen, tr.seen_clock = [], (np.inf, None), t, self.clock()
+        tr.challenge_frames, tr.reid, tr.reid_at, tr.reid_done, tr.passed = 0, [], -1e18, 0, None
 
     def _finish(self, tr: _Track, accepted: bool, reason: str, liveness: dict, match: Match | None) -> Decision:
         tr.decided = True
         tr.retry_at = None if accepted else tr.last_seen + self.settings.retry_after
-        for future, _, _ in tr.pending:
+        for future, *_ in tr.pending + tr.reid:
             future.cancel()
         tr.pending.clear()
+        tr.reid.clear()
         ms = max(0.0, (self.clock() - tr.seen_clock) * 1000.0)
         employee = match.employee if (accepted and match) else None
         return Decision(employee, accepted, reason, liveness, len(tr.rows), ms, match, tr.best[1])
@@ -271,7 +342,7 @@ class FacePipeline:
     def _expire(self, t: float) -> list[Decision]:
         decisions, keep = [], []
         for tr in self.tracks:
-            if t - tr.last_seen > self.settings.track_lost_after and not tr.pending:
+            if t - tr.last_seen > self.settings.track_lost_after and not tr.pending and not tr.reid:
                 continue  # left the view: forget it (a returning person gets a new decision)
             keep.append(tr)
             if not tr.decided and t - tr.first_seen > self._timeout(tr):

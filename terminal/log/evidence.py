@@ -62,21 +62,90 @@ def store_photo(state_dir: Path, jpeg: bytes) -> StoredPhoto:
     return StoredPhoto(rel, digest)
 
 
+@dataclass(frozen=True)
+class RetentionResult:
+    """What one retention run did; `cap_removed_protected` > 0 means evidence was lost to the disk cap."""
 
-def delete_older_than(state_dir: Path, keep_days: int, now: float | None = None) -> int:
-    """Retention: remove photo day-folders older than keep_days. Returns how many files were removed."""
+    removed: int = 0  # files past keep_days that nothing needed any more
+    kept_protected: int = 0  # files past keep_days kept: an unacknowledged punch or an open fault needs them
+    cap_removed: int = 0  # files removed (oldest first) because photos exceeded the disk cap
+    cap_removed_protected: int = 0  # of those, files that were still protected
+    total_bytes: int = 0  # photo bytes left afterwards
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def apply_retention(state_dir: Path, keep_days: int, protected: set[str], *, max_bytes: int = 0,
+                    now: float | None = None) -> RetentionResult:
+    """Retention: delete photos older than keep_days (0: any age) unless `protected` names them (relative
+    paths, as punch records and fault events store them); then, if photos still take more than max_bytes
+    (0: no cap), delete the oldest until they fit, protected or not: a full disk would refuse every punch.
+    Today's folder is never removed (a punch may be writing into it); nothing but *.jpg / *.png is touched."""
     root = Path(state_dir) / PHOTO_DIR
     if not root.exists():
-        return 0
+        return RetentionResult()
     now = now or time.time()
     if now < BUILD_EPOCH:  # a clock in 1970 would make every photo look ancient: keep them
-        return 0
+        return RetentionResult(total_bytes=_total_bytes(_photo_files(root)))
+    today = time.strftime("%Y%m%d", time.gmtime(now))
     cutoff = time.strftime("%Y%m%d", time.gmtime(now - keep_days * 86400))
-    removed = 0
+    removed = kept = 0
+    for day, f in _photo_files(root):
+        if not (day < cutoff or keep_days == 0):
+            continue
+        if f"{PHOTO_DIR}/{day}/{f.name}" in protected:
+            kept += 1
+            continue
+        f.unlink(missing_ok=True)
+        removed += 1
+    cap_removed = cap_protected = 0
+    files = _photo_files(root)
+    total = _total_bytes(files)
+    for day, f in files:  # oldest day first
+        if not max_bytes or total <= max_bytes:
+            break
+        size = _size(f)
+        f.unlink(missing_ok=True)
+        total -= size
+        cap_removed += 1
+        cap_protected += f"{PHOTO_DIR}/{day}/{f.name}" in protected
+    _remove_empty_days(root, today)
+    return RetentionResult(removed, kept, cap_removed, cap_protected, total)
+
+
+def _photo_files(root: Path) -> list[tuple[str, Path]]:
+    """(day folder name, file) of every stored photo, oldest first: by day folder, then by when written."""
+    out = []
     for day in sorted(root.iterdir()):
-        if day.is_dir() and day.name.isdigit() and (day.name < cutoff or keep_days == 0):
-            for f in day.iterdir():
-                f.unlink(missing_ok=True)
-                removed += 1
-            day.rmdir()
-    return removed
+        if day.is_dir() and day.name.isdigit():
+            files = [f for f in day.iterdir() if f.suffix in (".jpg", ".png")]
+            out += [(day.name, f) for f in sorted(files, key=lambda f: (_mtime_ns(f), f.name))]
+    return out
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _total_bytes(files: list[tuple[str, Path]]) -> int:
+    return sum(_size(f) for _, f in files)
+
+
+def _remove_empty_days(root: Path, today: str) -> None:
+    for day in root.iterdir():
+        if day.is_dir() and day.name.isdigit() and day.name < today:
+            try:
+                day.rmdir()  # only succeeds when empty
+            except OSError:
+                pass

@@ -3,10 +3,16 @@
 The rules (terminal/punch/rules.py) decide from plain data; this module is where that data is read from the
 punch log (SQL over the punches table) and placed in time: by the monotonic clock for the current boot, by the
 timeline's annotation for earlier boots.
+
+If the annotation itself fails, a punch must still be possible (a time-service bug must not stop attendance),
+but never silently on weaker ground: the earlier boots' punches are then placed by their raw wall clock, and
+the decision says so (`time_unverified` in its details), so the punch is recorded flagged and the punch
+service raises a clock fault.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import sqlite3
@@ -14,6 +20,14 @@ import time
 
 from terminal.punch.rules import Decision, RecentPunch, Schedule
 from terminal.timing import timeline
+
+
+class AnnotationFailed(Exception):
+    """The timeline could not place earlier boots' punches; `placed` holds them by their raw wall clock."""
+
+    def __init__(self, message: str, placed: list[RecentPunch]):
+        super().__init__(message)
+        self.placed = placed
 
 
 def recent_punches(conn: sqlite3.Connection, employee: str, now_utc: dt.datetime, reading=None,
@@ -24,7 +38,8 @@ def recent_punches(conn: sqlite3.Connection, employee: str, now_utc: dt.datetime
     it), which no wall-clock step can disturb; punches of earlier boots use the time service's annotation
     (terminal/timing/timeline.py), or their raw wall clock when it has none. With `since`, punches of earlier boots are
     skipped when the current boot began before `since` (boots never interleave in seq order), which spares
-    the annotation on a terminal that has been running since before today.
+    the annotation on a terminal that has been running since before today. Raises AnnotationFailed when
+    earlier boots' punches could not be annotated (its `placed` is the raw-clock answer).
     """
     cur = conn.execute("SELECT * FROM punches WHERE employee = ? ORDER BY seq DESC LIMIT ?", (employee, limit))
     cols = [c[0] for c in cur.description]
@@ -33,7 +48,12 @@ def recent_punches(conn: sqlite3.Connection, employee: str, now_utc: dt.datetime
         boot_began = now_utc - dt.timedelta(microseconds=reading.boottime_ns / 1000)
         if boot_began <= since:
             records = [r for r in records if r["boot_id"] == reading.boot_id]
-    annotated = _annotate(conn, [r for r in records if reading is None or r["boot_id"] != reading.boot_id])
+    earlier = [r for r in records if reading is None or r["boot_id"] != reading.boot_id]
+    failure = None
+    try:
+        annotated = _annotate(conn, earlier)
+    except Exception as e:  # the time service's bug: place them by the raw clock, and say so
+        annotated, failure = {}, f"{type(e).__name__}: {e}"
     out = []
     for r in records:
         if reading is not None and r["boot_id"] == reading.boot_id:
@@ -41,6 +61,9 @@ def recent_punches(conn: sqlite3.Connection, employee: str, now_utc: dt.datetime
         else:
             utc = annotated.get(r["seq"]) or dt.datetime.fromtimestamp(r["realtime_ns"] / 1e9, dt.UTC)
         out.append(RecentPunch(r["kind"] or _kind_from_details(r["details"]), utc, r["seq"]))
+    if failure is not None:
+        raise AnnotationFailed(f"the corrected times of {len(earlier)} earlier punches could not be computed "
+                               f"({failure}); they were placed by the raw wall clock", out)
     return out
 
 
@@ -73,10 +96,7 @@ def _annotate(conn, records: list[dict]) -> dict[int, dt.datetime]:
         cols = [c[0] for c in cur.description]
         batch = [dict(zip(cols, tuple(r), strict=True)) for r in cur.fetchall()]
         batch += [r for r in missing if r["seq"] <= top - ANNOTATION_BATCH]
-        try:
-            annotated = timeline.annotate(conn, batch)
-        except Exception:  # a broken annotation must never stop a punch; the raw clock is the fallback
-            return {}
+        annotated = timeline.annotate(conn, batch)  # a failure is the caller's to flag (recent_punches)
         if len(_ANNOTATIONS) > _ANNOTATIONS_MAX:
             _ANNOTATIONS.clear()
         for rec in annotated:
@@ -92,6 +112,11 @@ def _annotate(conn, records: list[dict]) -> dict[int, dt.datetime]:
 
 def decide_for_log(schedule: Schedule, conn: sqlite3.Connection, employee: str, name: str,
                    now_utc: dt.datetime, reading=None) -> Decision:
-    """The daemon's one call per identified employee: look at the log, then decide."""
+    """The daemon's one call per identified employee: look at the log, then decide. If earlier punches
+    could not be placed in time, the decision is made on their raw clock and carries `time_unverified`."""
     since = min(schedule.local_midnight(now_utc), now_utc - schedule.repeat)
-    return schedule.decide(name, now_utc, recent_punches(conn, employee, now_utc, reading, since=since))
+    try:
+        return schedule.decide(name, now_utc, recent_punches(conn, employee, now_utc, reading, since=since))
+    except AnnotationFailed as e:
+        decision = schedule.decide(name, now_utc, e.placed)
+        return dataclasses.replace(decision, details={**decision.details, "time_unverified": str(e)})

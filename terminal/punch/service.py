@@ -1,14 +1,23 @@
 """One punch, whatever the method: decide its kind, append it durably, then (only then) give feedback.
 
-Face, fingerprint and operator PIN all end here. The order is the design's promise: the employee hears
-the beep and reads "Berhasil" only after the record is committed; a storage failure is reported on the
-screen as "gagal simpan" and nothing is acknowledged.
+Face, fingerprint and operator PIN all end here, from the daemon, the admin page and the commands alike
+(`presensi punch`, `presensi scan --record`). The order is the design's promise: the employee hears the beep
+and reads "Berhasil" only after the record is committed; a storage failure is reported on the screen as
+"gagal simpan" and nothing is acknowledged.
+
+Who may punch is decided here too, so that no way in is weaker than another: once a roster is installed,
+only its employees are recorded (every method), and a PIN punch only for those with pin_allowed. A
+terminal without any roster yet (version 0: set up by `presensi enroll-photos` alone) accepts everyone,
+as it always has. An operator may override a refusal with a stated reason; the override is written into
+the punch's details (inside the hash chain) and into the audit table.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,6 +30,7 @@ from terminal.timing import clock, timeline
 
 log = logging.getLogger("presensi.punch")
 
+TIME_FAULT = "punch:time-unverified"
 FAILED_MESSAGE = "Gagal simpan — silakan ulangi atau hubungi operator"
 
 
@@ -38,6 +48,7 @@ class PunchOutcome:
     record: dict | None = None  # the committed record (or the earlier one for a repeat)
     decision: dict = field(default_factory=dict)
     error: str | None = None
+    refused: bool = False  # who may punch said no (not in the roster, no PIN allowed); nothing recorded
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -59,6 +70,7 @@ class PunchService:
         # Face, fingerprint and web threads punch through one service: deciding (the repeat check reads the
         # log) and appending must happen as one step, or two quick reads of one finger could both record.
         self._lock = threading.Lock()
+        self._time_fault_open = True  # unknown at start: the first clean decision clears a stale fault
 
     def load_schedule(self) -> rules.Schedule:
         """The config's windows, with the installed roster's schedule and holidays taking precedence."""
@@ -78,11 +90,27 @@ class PunchService:
             self.schedule = new
 
     def punch(self, employee: str, method: str, *, details: dict | None = None,
-              photo_jpeg: bytes | None = None, reading: clock.ClockReading | None = None) -> PunchOutcome:
+              photo_jpeg: bytes | None = None, reading: clock.ClockReading | None = None,
+              override_reason: str | None = None, operator: str | None = None) -> PunchOutcome:
+        """Record one punch. `override_reason` (with `operator`, who gives it) lets an operator record a
+        punch the roster would refuse; without it a refusal is final."""
         reading = reading or clock.read()
         name = self.names(employee) or employee
+        check = admission(self.cfg.state_dir, employee, method)
+        name = name if name != employee else (check.name or employee)
+        override = (override_reason or "").strip()
+        if check.refusal and not override:
+            outcome = PunchOutcome(employee, name, method, recorded=False, acknowledged=False,
+                                   message=check.refusal, error=check.reason, refused=True)
+            log.warning("punch refused (method %s): %s", method, check.reason)
+            self._notify(outcome)
+            return outcome
+        if check.refusal:
+            details = {**(details or {}), "override": {"reason": override[:500], "operator": operator or "",
+                                                       "refused_because": check.reason}}
         with self._lock:
             decision = self._decide(employee, name, reading)
+            self._flag_time(decision)
             if not decision.record:
                 earlier = self.log.get(decision.repeat_of["seq"]) if decision.repeat_of else None
                 outcome = PunchOutcome(employee, name, method, recorded=False, acknowledged=True,
@@ -90,15 +118,54 @@ class PunchService:
                                        decision=decision.as_dict())
             else:
                 outcome = self._append(employee, name, method, decision, details, photo_jpeg, reading)
+        if check.refusal and outcome.recorded:
+            self._audit_override(operator, employee, method, override, check, outcome)
         self._notify(outcome)
         return outcome
 
+    def _flag_time(self, decision: rules.Decision) -> None:
+        """A decision made on raw wall clocks (the timeline failed) is recorded flagged, never silently:
+        its details say time_unverified, and IT staff get a clock fault (cleared by the next clean one)."""
+        from terminal.ops import faults
+
+        problem = decision.details.get("time_unverified")
+        try:
+            if problem:
+                log.error("punch decided on the raw clock: %s", problem)
+                faults.raise_fault(self.log.conn, TIME_FAULT, part="clock", category="clock",
+                                   message=f"punch kinds decided on the raw wall clock: {problem}")
+            elif self._time_fault_open:
+                faults.clear_fault(self.log.conn, TIME_FAULT, message="corrected times available again")
+        except Exception as e:  # the punch itself goes on; the flag in its details remains
+            log.error("clock fault not recorded: %s", e)
+            return
+        self._time_fault_open = bool(problem)
+
+    def _audit_override(self, operator, employee, method, reason, check, outcome) -> None:
+        try:
+            self.log.audit(operator or "operator", "punch-override",
+                           {"employee": employee, "method": method, "reason": reason[:500],
+                            "refused_because": check.reason, "seq": outcome.record["seq"]})
+        except LogError as e:  # the punch and its details already carry the override
+            log.error("override of seq %s not written to the audit table: %s", outcome.record["seq"], e)
+
     def _decide(self, employee: str, name: str, reading: clock.ClockReading) -> rules.Decision:
-        estimate = timeline.now(self.log.conn, reading=reading)
+        """Kind and repeat from the best time now. The record holds raw readings only, so a broken time
+        service must not stop the punch: it is decided on the wall clock and flagged time_unverified."""
+        problem = None
+        try:
+            estimate = timeline.now(self.log.conn, reading=reading)
+        except Exception as e:  # a bug or a damaged sample in the time service
+            estimate, problem = {}, f"the corrected time now could not be computed ({type(e).__name__}: {e})"
         ns = estimate.get("utc_ns") if "utc_ns" in estimate else None
         utc = _parse_iso(estimate.get("utc")) if ns is None else dt.datetime.fromtimestamp(ns / 1e9, dt.UTC)
         utc = utc or dt.datetime.fromtimestamp(reading.realtime_ns / 1e9, dt.UTC)
-        return history.decide_for_log(self.schedule, self.log.conn, employee, name, utc, reading)
+        decision = history.decide_for_log(self.schedule, self.log.conn, employee, name, utc, reading)
+        if problem:
+            earlier = decision.details.get("time_unverified")
+            problem = f"{problem}; {earlier}" if earlier else problem
+            decision = dataclasses.replace(decision, details={**decision.details, "time_unverified": problem})
+        return decision
 
     def _append(self, employee, name, method, decision, details, photo_jpeg, reading) -> PunchOutcome:
         stored = {**decision.details, **(details or {})}
@@ -122,6 +189,39 @@ class PunchService:
                 fn(outcome)
             except Exception:  # a broken LED must not undo or hide a committed punch
                 log.exception("feedback %r failed", fn)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Whether the roster lets `employee` punch by `method`: refusal is the screen's text (None = yes),
+    reason the same in English for logs, the CLI and the audit table."""
+
+    refusal: str | None = None
+    reason: str = ""
+    name: str = ""
+
+
+def admission(state_dir, employee: str, method: str) -> Admission:
+    """The roster's word on one punch. No roster installed (version 0): everyone. An unreadable roster
+    refuses (fail closed: it cannot say who belongs here), and the operator may still override."""
+    from terminal.punch import roster
+
+    try:
+        with roster.Roster.open(state_dir) as r:
+            if r.version == 0:
+                return Admission()
+            person = r.employee(employee)
+    except (roster.RosterError, sqlite3.DatabaseError) as e:
+        return Admission("Ditolak: daftar pegawai terminal ini rusak; hubungi operator",
+                         f"the roster cannot be read ({e})")
+    if person is None:
+        return Admission(f"Ditolak: NIP {employee} tidak ada di daftar pegawai terminal ini",
+                         f"employee {employee} is not in the installed roster")
+    name = person.get("name") or ""
+    if method == "pin" and not person.get("pin_allowed"):
+        return Admission(f"Ditolak: {name or employee} tidak diizinkan presensi dengan PIN",
+                         f"employee {employee} is not allowed to punch by PIN (pin_allowed = false)", name)
+    return Admission(name=name)
 
 
 def _parse_iso(text: str | None) -> dt.datetime | None:

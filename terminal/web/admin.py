@@ -241,6 +241,8 @@ class Admin:
         body = (f"<h1>Presensi terbaru</h1>{note}<form method='post' action='/admin/punches' class='inline'>"
                 f"<input type='hidden' name='csrf' value='{esc(sess.csrf)}'><label>Presensi PIN oleh operator: "
                 "NIP <input name='employee' required pattern='[A-Za-z0-9._\\-]{1,64}'></label>"
+                "<label>Alasan pengecualian (hanya bila daftar pegawai menolak; dicatat) "
+                "<input name='override_reason' maxlength='500'></label>"
                 "<button type='submit'>Catat</button></form>"
                 "<table id='punches'><tr><th>No</th><th>Waktu</th><th>NIP</th><th>Nama</th><th>Cara</th>"
                 f"<th>Jenis</th><th>Terlambat (menit)</th></tr>{rows}</table>")
@@ -274,29 +276,17 @@ class Admin:
         employee = (form.get("employee") or "").strip()
         if not employee or len(employee) > 64 or not all(c.isalnum() or c in "._-" for c in employee):
             raise HTTPException(400, "employee id: 1-64 letters, digits, '.', '_' or '-'")
-        refusal = self._pin_refusal(employee)
-        if refusal:
-            self.audit(sess.user, "pin-punch-refused", {"employee": employee, "reason": refusal})
-            return self.punches(req, sess, form, files, message=refusal)
-        outcome = self.daemon.punches.punch(employee, "pin", details={"operator": sess.user})
+        # The punch service decides who may punch (the roster, pin_allowed), as for every other way in.
+        reason = (form.get("override_reason") or "").strip()[:500] or None
+        outcome = self.daemon.punches.punch(employee, "pin", details={"operator": sess.user},
+                                            override_reason=reason, operator=sess.user)
+        if outcome.refused:
+            self.audit(sess.user, "pin-punch-refused", {"employee": employee, "reason": outcome.message})
+            return self.punches(req, sess, form, files, message=outcome.message)
         self.audit(sess.user, "pin-punch", {"employee": employee, "recorded": outcome.recorded,
-                                            "seq": (outcome.record or {}).get("seq")})
+                                            "seq": (outcome.record or {}).get("seq"),
+                                            **({"override_reason": reason} if reason else {})})
         return self.punches(req, sess, form, files, message=outcome.message)
-
-
-    def _pin_refusal(self, employee: str) -> str | None:
-        """The roster decides who may punch by PIN; a terminal without any roster yet accepts everyone."""
-        from terminal.punch import roster as roster_mod
-
-        with roster_mod.Roster.open(self.cfg.state_dir) as r:
-            if r.version == 0:
-                return None
-            person = r.employee(employee)
-        if person is None:
-            return f"Ditolak: NIP {employee} tidak ada di daftar pegawai terminal ini"
-        if not person.get("pin_allowed"):
-            return f"Ditolak: {person.get('name') or employee} tidak diizinkan presensi dengan PIN"
-        return None
 
 
 def _client(req: Request) -> str:

@@ -32,6 +32,7 @@ from drivers.fingerprint.emulator.sensorsim import INSTRUCTION_NAMES, SensorSim,
 FAULTS = {
     "garbage": "noise bytes before the reply (a bad converter, a baud mismatch)",
     "stray55": "one stray 0x55 byte before the reply (the R503 power-on byte)",
+    "garbage3": "three stray bytes before the reply (an R30x power-up handshake byte plus UART noise)",
     "bad_checksum": "the reply's checksum is wrong",
     "truncated": "the reply's last bytes never arrive",
     "wrong_pid": "the reply's packet id is not an ack",
@@ -284,6 +285,8 @@ class FingerprintEmulator:
             del out[len(out) // 2]
         if "stray55" in active:
             out[:0] = b"\x55"
+        if "garbage3" in active:
+            out[:0] = b"\x55\x00\xfe"
         if "garbage" in active:
             out[:0] = bytes(random.choice([0x00, 0x13, 0x7E, 0xA5, 0xFF]) for _ in range(7))
         if "late" in active:

@@ -1,10 +1,12 @@
 """What the ZKTeco protocols see of this terminal: users with 16-bit uids, punches as (state, verify,
-local time), per-client "collected" marks, the ADMS high-water mark and a fallback user store.
+local time), per-client "collected" marks, the ADMS high-water mark and the stamps it posted (by device and
+log_id), and a fallback user store.
 
 Sources: the punch log (never changed here), the roster (`terminal.punch.roster`), else the distinct
-employees of the log plus users an ADMS server sent; `terminal.timing.timeline` for the corrected time (the
-punch's raw wall clock only where the timeline fails). Our own bookkeeping lives in
-state_dir/zkcompat.db, so nothing here touches the punch database's schema.
+employees of the log plus users an ADMS server sent; `terminal.timing.timeline` for the corrected time.
+Where the timeline fails, delivery must not stall (the raw, signed records are what counts), so the punch's
+raw wall clock is served instead, but never silently: a clock fault names how many punches went out that
+way. Our own bookkeeping lives in state_dir/zkcompat.db, so nothing here touches the punch database's schema.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from pathlib import Path
 
 from terminal.config import Config, ConfigError
 from terminal.log.punchlog import PunchLog
+from terminal.ops import faults
 from terminal.punch import roster
 from terminal.timing import timeline
 
 log = logging.getLogger(__name__)
 COMPAT_DB = "zkcompat.db"
+RAW_TIME_FAULT = "zk:raw-wall-clock"
 FIXED_OFFSETS = {"Asia/Jakarta": 7, "Asia/Makassar": 8, "Asia/Jayapura": 9}
 MAX_UID = 65534
 
@@ -83,6 +87,8 @@ class CompatStore:
                CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
                CREATE TABLE IF NOT EXISTS sent_lines (log_id TEXT NOT NULL, seq INTEGER NOT NULL,
                    line TEXT NOT NULL, PRIMARY KEY (log_id, seq));
+               CREATE TABLE IF NOT EXISTS adms_stamps (sn TEXT NOT NULL, log_id TEXT NOT NULL,
+                   stamp INTEGER NOT NULL, PRIMARY KEY (sn, log_id, stamp));
                CREATE TABLE IF NOT EXISTS users (pin TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT '',
                    privilege INTEGER NOT NULL DEFAULT 0, card TEXT NOT NULL DEFAULT '',
                    deleted INTEGER NOT NULL DEFAULT 0, realtime_ns INTEGER NOT NULL);"""
@@ -121,6 +127,16 @@ class CompatStore:
     def remember_lines(self, log_id: str, lines: dict[int, str]) -> None:
         self.conn.executemany("INSERT OR IGNORE INTO sent_lines VALUES (?, ?, ?)",
                               [(log_id, seq, line) for seq, line in lines.items()])
+
+    def remember_stamp(self, sn: str, log_id: str, stamp: int) -> None:
+        """An ATTLOG batch ending at `stamp` of log `log_id` is about to be posted as device `sn`."""
+        self.conn.execute("INSERT OR IGNORE INTO adms_stamps VALUES (?, ?, ?)", (sn, log_id, stamp))
+
+    def sent_stamp(self, sn: str, log_id: str, stamp: int) -> bool:
+        """Did this device post a batch of this log ending at `stamp`? Only then may a server's stamp count."""
+        row = self.conn.execute("SELECT 1 FROM adms_stamps WHERE sn=? AND log_id=? AND stamp=?",
+                                (sn, log_id, stamp)).fetchone()
+        return row is not None
 
     def uid_map(self, employees: list[str], reserved: set[int] = frozenset()) -> dict[str, int]:
         """Stable uids: assigned once (the numeric id itself when it fits, else a hash probe), kept forever."""
@@ -181,6 +197,7 @@ class TerminalView:
         self.tz = zone(cfg.device.timezone)
         self.timeline = timeline
         self.roster_mod = roster
+        self._raw_time_open = True  # unknown at start: the first clean annotation clears a stale fault
 
     def close(self) -> None:
         self.log.close()
@@ -209,15 +226,9 @@ class TerminalView:
         return sorted(users.values(), key=lambda u: u.uid)
 
     def _roster_people(self) -> list[ZkUser] | None:
-        roster_cls = getattr(self.roster_mod, "Roster", None)
-        if roster_cls is None:
-            return None
         try:
-            roster = roster_cls.open(self.state_dir)
-            try:
-                people = roster.people() if hasattr(roster, "people") else roster.employees()
-            finally:
-                getattr(roster, "close", lambda: None)()
+            with self.roster_mod.Roster.open(self.state_dir) as roster:
+                people = roster.people()
         except Exception as e:  # a damaged roster must not stop punches from being served
             log.warning("roster unavailable (%s); serving employees from the punch log", e)
             return None
@@ -237,12 +248,12 @@ class TerminalView:
     def local_times(self, records: list[dict]) -> list[dt.datetime]:
         """Naive local time of each punch in [device] timezone, from the corrected UTC when known."""
         utcs: list[str | None] = [None] * len(records)
-        annotate = getattr(self.timeline, "annotate", None)
-        if annotate is not None:
-            try:
-                utcs = [r.get("utc") for r in annotate(self.log.conn, records)]
-            except Exception as e:
-                log.warning("timeline.annotate failed (%s); using the raw wall clock", e)
+        try:
+            utcs = [r.get("utc") for r in self.timeline.annotate(self.log.conn, records)]
+            self._raw_time_cleared()
+        except Exception as e:  # serve the raw clock (delivery never stalls), and raise the fault
+            self._raw_time_fault(f"{len(records)} punches (seq {records[0]['seq']}-{records[-1]['seq']}) "
+                                 f"served with the raw wall clock: corrected times failed ({type(e).__name__}: {e})")
         out = []
         for rec, utc in zip(records, utcs, strict=False):
             if utc:
@@ -271,14 +282,29 @@ class TerminalView:
 
     def now_local(self) -> dt.datetime:
         utc = None
-        now_fn = getattr(self.timeline, "now", None)
-        if now_fn is not None:
-            try:
-                utc = now_fn(self.log.conn).get("utc")
-            except Exception as e:
-                log.warning("timeline.now failed (%s); using the wall clock", e)
+        try:
+            utc = self.timeline.now(self.log.conn).get("utc")
+        except Exception as e:
+            self._raw_time_fault(f"the time served to ZK/ADMS clients is the raw wall clock: the corrected "
+                                 f"time failed ({type(e).__name__}: {e})")
         t = dt.datetime.fromisoformat(utc.replace("Z", "+00:00")) if utc else dt.datetime.now(dt.UTC)
         return t.astimezone(self.tz).replace(tzinfo=None, microsecond=0)
+
+    def _raw_time_fault(self, message: str) -> None:
+        log.error("%s", message)
+        try:
+            faults.raise_fault(self.log.conn, RAW_TIME_FAULT, part="clock", category="clock", message=message)
+            self._raw_time_open = True
+        except Exception as e:  # the fault store is the punch database: when it fails, the log line remains
+            log.error("clock fault not recorded: %s", e)
+
+    def _raw_time_cleared(self) -> None:
+        if self._raw_time_open:  # once per view and after each failure: not a write per batch
+            try:
+                faults.clear_fault(self.log.conn, RAW_TIME_FAULT, message="corrected times available again")
+                self._raw_time_open = False
+            except Exception as e:
+                log.error("clock fault not cleared: %s", e)
 
     def record_time_sample(self, source: str, local: dt.datetime, actor: str, uncertainty_s: float,
                            trusted_by: str | None = None) -> dict:
