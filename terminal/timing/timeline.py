@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from terminal.timing import clock, fitting
 from terminal.timing.clock import ClockReading
 
-SOURCES = ("server-signed", "http-date", "kernel-ntp", "zk-settime", "adms-datetime", "manual")
+SOURCES = ("server-signed", "http-date", "kernel-ntp", "zk-settime", "adms-datetime", "manual", "rtc", "gps")
 BUILD_DATE_NS = int(dt.datetime(2026, 9, 1, tzinfo=dt.UTC).timestamp()) * 10**9
 PLAUSIBLE_AHEAD_NS = 15 * 365 * 86400 * 10**9  # a wall clock beyond the build date + 15 years is not believed
 WALL_CLOCK_OFF_NS = 60 * 10**9  # punches whose wall clock was this far from the estimate get a flag
