@@ -29,7 +29,7 @@ log = logging.getLogger("presensi.timesources")
 
 S = 1_000_000_000
 TRUSTED_MAX_AGE_NS = 2 * 3600 * S  # a trusted sample older than this no longer calibrates the RTC
-MIN_GAP_NS = 3000 * S  # GPS and kernel samples: at most about one an hour per boot (the rest add nothing)
+MIN_GAP_NS = 3000 * S  # samples of one source: at most about one an hour per boot (the rest add nothing)
 SOURCES = ("kernel-ntp", "gps", "rtc")  # what this module may record: never zk-settime, adms-datetime
 
 
@@ -44,7 +44,7 @@ def read_sources(cfg: Config, conn: sqlite3.Connection, *, force: bool = False,
     if t.gps != "off":
         out["gps"] = _guard("gps", lambda: _gps(cfg, conn, force, read_clock))
     if t.rtc != "off":
-        out["rtc"] = _guard("rtc", lambda: _rtc(cfg, conn, read_clock))
+        out["rtc"] = _guard("rtc", lambda: _rtc(cfg, conn, force, read_clock))
     return out
 
 
@@ -103,12 +103,14 @@ def _read_bracketed(drv, read_clock) -> tuple[int, clock.ClockReading, clock.Clo
     return seconds, before, read_clock()
 
 
-def _rtc(cfg: Config, conn: sqlite3.Connection, read_clock) -> dict:
+def _rtc(cfg: Config, conn: sqlite3.Connection, force: bool, read_clock) -> dict:
     t = cfg.time
     try:
         drv = open_rtc(t.rtc, t.rtc_path, t.rtc_device)
         if rtc.trusted_now(conn, read_clock(), max_age_ns=TRUSTED_MAX_AGE_NS) is not None:
             result = _calibrate(cfg, conn, drv, read_clock)
+        elif not force and _recent(conn, "rtc", read_clock()):
+            return {"ok": True, "skipped": "an RTC sample of this boot is less than an hour old"}
         else:
             seconds, before, after = _read_bracketed(drv, read_clock)
             kwargs = rtc.sample_kwargs(seconds, before, after, rtc.load(cfg.state_dir), t.rtc_drift_ppm,

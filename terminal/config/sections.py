@@ -260,7 +260,7 @@ class Time(Section):
     kernel_ntp: bool = _f(True, "Record the kernel's time as a sample while it says it is NTP-synchronised "
                           "(chrony, systemd-timesyncd), with its maximum error.")
     sources_interval: float = _f(600.0, "Seconds between readings of the offline time sources (also read once "
-                                 "at start); GPS and NTP samples are kept at most one per hour per boot.", min=1)
+                                 "at start); GPS, RTC and NTP samples are kept at most one per hour per boot.", min=1)
 
 
 DEFAULT_WINDOWS = {"masuk": "05:30-07:30-10:00", "pulang": "14:00-16:00-23:30"}
