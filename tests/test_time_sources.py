@@ -310,3 +310,20 @@ def test_the_gps_reader_refuses_an_unreachable_gpsd_quickly():
         port = s.getsockname()[1]
     with pytest.raises(GpsError, match="not reachable"):
         read_fix("127.0.0.1", port, 2.0, time.time)
+
+
+def test_a_calibration_under_a_synchronised_kernel_also_covers_the_kernel_writing_the_rtc():
+    """chrony's rtcsync lets the kernel write the system time into the RTC every 11 minutes; a daemon without
+    CAP_SYS_TIME measured the chip 40 s ahead just before. After a power cut the chip may read either way:
+    both must lie inside the RTC sample's interval."""
+    t = 1_796_000_000 * S  # the truth at the calibration
+    trusted = {"lo_ns": t - 5_000_000, "hi_ns": t + 5_000_000, "source": "kernel-ntp", "sample_id": 1}
+    cal = rtc.calibrate(t // S + 40, trusted, trusted, boot_id="b", set_rtc=False, set_error="no CAP_SYS_TIME",
+                        kernel_maxerror_ns=20_000_000)
+    later = t + 6 * 3600 * S  # a power cut six hours on
+    for chip_reads in (later // S + 40, later // S):  # still 40 s ahead, or written by the kernel meanwhile
+        lo, hi = rtc.interval(chip_reads, cal, 2.0)
+        assert lo <= later <= hi
+    plain = rtc.calibrate(t // S + 40, trusted, trusted, boot_id="b", set_rtc=False, set_error=None)
+    assert not plain.kernel_may_write and rtc.interval(later // S + 40, plain, 2.0)[1] - \
+        rtc.interval(later // S + 40, plain, 2.0)[0] < 3 * S  # without a synchronised kernel: tight

@@ -152,7 +152,9 @@ def _measure(conn, drv, read_clock, *, set_rtc: bool, set_error: str | None) -> 
     ta = rtc.trusted_now(conn, after, max_age_ns=TRUSTED_MAX_AGE_NS)
     if tb is None or ta is None:
         raise RtcError("the trusted sample expired during calibration")
-    return rtc.calibrate(seconds, tb, ta, boot_id=after.boot_id, set_rtc=set_rtc, set_error=set_error)
+    kernel = after.maxerror_us * 1000 if after.kernel_synced and after.maxerror_us is not None else None
+    return rtc.calibrate(seconds, tb, ta, boot_id=after.boot_id, set_rtc=set_rtc, set_error=set_error,
+                         kernel_maxerror_ns=kernel)
 
 
 def _set_on_the_second(conn, drv, read_clock) -> None:

@@ -14,6 +14,12 @@ where [o_lo, o_hi] is the calibrated offset (RTC − UTC), ρ the rated drift (`
 time elapsed since the calibration (measured by the RTC itself, widened by ρ and a second). The bound grows
 with E, as the drift rating says, and never assumes a better crystal than rated.
 
+While the kernel is NTP-synchronised it may itself write the system time into the RTC (chrony's `rtcsync`,
+the kernel's 11-minute mode), and a daemon without CAP_SYS_TIME cannot stop it: the chip's offset can then
+jump to about zero between two calibrations. A calibration taken while the kernel is synchronised therefore
+also admits an offset of zero ± (1 s + the kernel's maximum error): nothing is lost when the RTC is already
+right (the usual case), and a chip far off is bounded honestly until the next calibration sees it written.
+
 Refused, with a fault, never turned into a weaker sample: a reading before the software's build date (a dead
 battery: many chips restart at 2000-01-01), a reading behind the calibration or behind the last trusted time
 (the RTC was reset, or someone set it back), and an uncalibrated RTC (nothing bounds its error).
@@ -57,6 +63,7 @@ class Calibration:
     set_rtc: bool  # the daemon also set the chip at this calibration
     set_error: str | None  # why it could not (e.g. no CAP_SYS_TIME), or None
     boot_id: str
+    kernel_may_write: bool = False  # the kernel was NTP-synchronised: it may write the RTC itself (rtcsync)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -117,13 +124,19 @@ def trusted_floor_ns(conn: sqlite3.Connection) -> int | None:
 
 
 def calibrate(rtc_s: int, trusted_before: dict, trusted_after: dict, *, boot_id: str, set_rtc: bool,
-              set_error: str | None) -> Calibration:
+              set_error: str | None, kernel_maxerror_ns: int | None = None) -> Calibration:
     """The RTC read `rtc_s` at some moment between two trusted estimates (taken just before and after the read).
-    The chip was somewhere in [rtc_s, rtc_s + 1 s) and UTC in [before.lo, after.hi]."""
+    The chip was somewhere in [rtc_s, rtc_s + 1 s) and UTC in [before.lo, after.hi]. `kernel_maxerror_ns`:
+    the kernel is NTP-synchronised with this maximum error, so it may write the RTC itself (see above)."""
     lo, hi = trusted_before["lo_ns"], trusted_after["hi_ns"]
-    return Calibration(rtc_s=int(rtc_s), offset_lo_ns=int(rtc_s) * S - hi, offset_hi_ns=(int(rtc_s) + 1) * S - lo,
+    off_lo, off_hi = int(rtc_s) * S - hi, (int(rtc_s) + 1) * S - lo
+    if kernel_maxerror_ns is not None:
+        margin = S + int(kernel_maxerror_ns)
+        off_lo, off_hi = min(off_lo, -margin), max(off_hi, margin)
+    return Calibration(rtc_s=int(rtc_s), offset_lo_ns=off_lo, offset_hi_ns=off_hi,
                        utc=timeline.iso((lo + hi) // 2), source=trusted_after["source"],
-                       sample_id=trusted_after["sample_id"], set_rtc=set_rtc, set_error=set_error, boot_id=boot_id)
+                       sample_id=trusted_after["sample_id"], set_rtc=set_rtc, set_error=set_error, boot_id=boot_id,
+                       kernel_may_write=kernel_maxerror_ns is not None)
 
 
 def interval(rtc_s: int, cal: Calibration, drift_ppm: float) -> tuple[int, int]:
