@@ -327,3 +327,40 @@ def test_a_calibration_under_a_synchronised_kernel_also_covers_the_kernel_writin
     plain = rtc.calibrate(t // S + 40, trusted, trusted, boot_id="b", set_rtc=False, set_error=None)
     assert not plain.kernel_may_write and rtc.interval(later // S + 40, plain, 2.0)[1] - \
         rtc.interval(later // S + 40, plain, 2.0)[0] < 3 * S  # without a synchronised kernel: tight
+
+
+@needs_gpsfake
+def test_the_daemon_reads_gps_at_start_and_sets_the_rtc_from_it(tmp_path, gpsfake):
+    """`presensi run`: the time_sources job runs right at start; the GPS fix is a trusted sample, so the same
+    run calibrates the RTC and sets the chip (it was 25 s ahead)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    g = gpsfake(seconds=120)
+    rtc_dir = fake.make(tmp_path / "rtc0", offset_s=25.0)
+    cfg = write_config(tmp_path / "presensi.toml", tmp_path / "state", device_id="opd-01", extra=(
+        '\n[camera]\nenabled = false\n[web]\nlisten = "127.0.0.1:0"\n'
+        + time_section(rtc_dir, gps="gpsd", gpsd_port=g.port, gps_timeout=15.0)))
+    assert presensi("init", config=cfg).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "terminal.cli", "-c", str(cfg), "run"], cwd=REPO,
+                            env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        status = None
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            status = json.loads(presensi("time", "status", "--json", config=cfg).stdout)
+            if status["rtc"]["calibration"] is not None:
+                break
+            time.sleep(0.5)
+        assert status["rtc"]["calibration"] is not None, status
+        assert status["now"]["basis"] == "gps" and status["rtc"]["calibration"]["source"] == "gps"
+        assert status["rtc"]["calibration"]["set_rtc"] is True
+        assert abs(fake.FakeRtc(str(rtc_dir), "").read() - time.time()) <= 1.5
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
