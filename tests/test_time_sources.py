@@ -364,3 +364,15 @@ def test_the_daemon_reads_gps_at_start_and_sets_the_rtc_from_it(tmp_path, gpsfak
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
+
+
+def test_a_gpsd_elsewhere_on_the_lan_is_refused_by_the_configuration(tmp_path):
+    """gpsd's protocol is unauthenticated: anyone who can answer on a LAN address could set the terminal's
+    time (and its RTC) through a fake fix. `presensi config check` names the key and the reason."""
+    cfg = write_config(tmp_path / "presensi.toml", tmp_path / "state",
+                       extra=time_section(gps="gpsd", gpsd_host="192.168.1.50"))
+    out = presensi("config", "check", config=cfg)
+    assert out.returncode != 0 and "[time] gpsd_host" in out.stderr and "unauthenticated" in out.stderr
+    for ok in ("127.0.0.1", "localhost", "::1"):
+        assert config_mod.from_dict({"device": {"id": "x"}, "paths": {"state_dir": "/tmp/x"},
+                                     "time": {"gpsd_host": ok}}).time.gpsd_host == ok

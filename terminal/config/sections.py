@@ -251,7 +251,8 @@ class Time(Section):
     rtc_set: bool = _f(True, "Set the RTC after a trusted sample (central server, NTP, GPS) when it is off by more "
                        "than its one-second resolution.")
     gps: Literal["off", "gpsd"] = _f("off", "GPS time through gpsd (Debian's gpsd package): off or gpsd.")
-    gpsd_host: str = _f("127.0.0.1", "Host of gpsd's JSON protocol.")
+    gpsd_host: str = _f("127.0.0.1", "Host of gpsd's JSON protocol: this machine only (127.0.0.1, ::1, localhost), "
+                        "because the protocol is unauthenticated and a GPS fix may set the RTC.")
     gpsd_port: int = _f(2947, "Port of gpsd's JSON protocol.", min=1, max=65535)
     gps_max_latency_s: float = _f(1.0, "Largest delay from a GPS fix's second to its report arriving (NMEA "
                                   "over serial, gpsd's cycle): the sample's interval is [fix time, fix time + this].",
@@ -261,6 +262,15 @@ class Time(Section):
                           "(chrony, systemd-timesyncd), with its maximum error.")
     sources_interval: float = _f(600.0, "Seconds between readings of the offline time sources (also read once "
                                  "at start); GPS, RTC and NTP samples are kept at most one per hour per boot.", min=1)
+
+    @field_validator("gpsd_host")
+    @classmethod
+    def _gpsd_host(cls, value: str) -> str:
+        if value.strip().lower().strip("[]") not in ("127.0.0.1", "::1", "localhost"):
+            raise ValueError("must be this machine (127.0.0.1, ::1 or localhost): gpsd's protocol is "
+                             "unauthenticated, so a gpsd elsewhere on the network would let anyone there set the "
+                             "terminal's time; run gpsd on the terminal with the receiver attached")
+        return value
 
 
 DEFAULT_WINDOWS = {"masuk": "05:30-07:30-10:00", "pulang": "14:00-16:00-23:30"}
