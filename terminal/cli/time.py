@@ -56,7 +56,7 @@ def _source_line(r: dict) -> str:
     if not r.get("ok"):
         return f"FAILED  {r.get('error')}"
     if "skipped" in r:
-        return f"ok      {r['skipped']}"
+        return f"skipped {r['skipped']}"
     if r.get("action") == "calibrated":
         how = "set and calibrated" if r["set"] else f"calibrated, not set ({r['set_error'] or 'within 1 s'})"
         return f"ok      RTC {how}; offset {r['offset_s']:+.3f} s"
