@@ -376,3 +376,32 @@ def test_a_gpsd_elsewhere_on_the_lan_is_refused_by_the_configuration(tmp_path):
     for ok in ("127.0.0.1", "localhost", "::1"):
         assert config_mod.from_dict({"device": {"id": "x"}, "paths": {"state_dir": "/tmp/x"},
                                      "time": {"gpsd_host": ok}}).time.gpsd_host == ok
+
+
+def synced_kernel():
+    """Readings of this boot while the kernel says it is NTP-synchronised (maxerror 20 ms), wall clock true."""
+    def read() -> ClockReading:
+        r = clock.read()
+        return ClockReading(r.boot_id, r.monoraw_ns, r.boottime_ns, r.realtime_ns, 0, 20_000)
+    return read
+
+
+@pytest.mark.parametrize("settable", [True, False], ids=["set", "no-cap-sys-time"])
+def test_under_a_synchronised_kernel_the_rtc_is_set_or_its_sample_covers_the_kernel_writing_it(tmp_path, settable):
+    rtc_dir = fake.make(tmp_path / "rtc0", offset_s=40.0, settable=settable)
+    cfg, conf = terminal(tmp_path, time_section(rtc_dir, kernel_ntp=True, rtc_drift_ppm=2.0))
+    with punchlog.PunchLog(conf.state_dir) as log:
+        got = timesources.read_sources(conf, log.conn, read_clock=synced_kernel())
+        assert got["kernel-ntp"]["sample"]["source"] == "kernel-ntp"
+        result = got["rtc"]
+        assert result["action"] == "calibrated" and result["set"] is settable and result["calibration"][
+            "kernel_may_write"]
+        assert abs(result["offset_s"] - (0 if settable else 40)) <= 1.0
+        if not settable:
+            fake.make(rtc_dir, offset_s=0.0)  # chrony's rtcsync: the kernel wrote the system time into the chip
+        t0 = time.time_ns()
+        sample = timesources.read_sources(conf, log.conn, read_clock=other_boot())["rtc"]["sample"]
+        t1 = time.time_ns()
+    lo = timeline.parse_iso(sample["utc"]) - sample["uncertainty_ns"]
+    hi = timeline.parse_iso(sample["utc"]) + sample["uncertainty_ns"]
+    assert lo <= t0 and t1 <= hi, (sample, t0, t1)

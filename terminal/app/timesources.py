@@ -132,29 +132,34 @@ def _rtc_fault(conn: sqlite3.Connection, code: str, message: str) -> dict:
 def _calibrate(cfg: Config, conn: sqlite3.Connection, drv, read_clock) -> dict:
     """Compare the RTC with the fresh trusted estimate; set it first when it is off by more than a second
     (and allowed to); remember the offset either way."""
-    cal = _measure(conn, drv, read_clock, set_rtc=False, set_error=None)
-    if cfg.time.rtc_set and not cal.offset_lo_ns <= 0 <= cal.offset_hi_ns:
+    _, measured = _measure(conn, drv, read_clock, set_rtc=False, set_error=None)
+    set_rtc, set_error = False, None
+    if cfg.time.rtc_set and not measured.offset_lo_ns <= 0 <= measured.offset_hi_ns:
         try:
             _set_on_the_second(conn, drv, read_clock)
-            cal = _measure(conn, drv, read_clock, set_rtc=True, set_error=None)
+            set_rtc = True
         except RtcPermissionError as e:
-            cal = _measure(conn, drv, read_clock, set_rtc=False, set_error=str(e))
+            set_error = str(e)
             log.info("RTC not set (%s); its offset is remembered instead", e)
+    cal, measured = _measure(conn, drv, read_clock, set_rtc=set_rtc, set_error=set_error)
     rtc.save(cfg.state_dir, cal)
-    off = (cal.offset_lo_ns + cal.offset_hi_ns) / 2e9
+    off = (measured.offset_lo_ns + measured.offset_hi_ns) / 2e9
     return {"ok": True, "action": "calibrated", "set": cal.set_rtc, "set_error": cal.set_error,
             "offset_s": round(off, 3), "calibration": cal.as_dict()}
 
 
-def _measure(conn, drv, read_clock, *, set_rtc: bool, set_error: str | None) -> rtc.Calibration:
+def _measure(conn, drv, read_clock, *, set_rtc: bool, set_error: str | None) -> tuple[rtc.Calibration, ...]:
+    """(the calibration to keep, the offset as measured): they differ while the kernel is NTP-synchronised,
+    when the calibration also admits the kernel writing the chip (terminal/timing/rtc.py)."""
     seconds, before, after = _read_bracketed(drv, read_clock)
     tb = rtc.trusted_now(conn, before, max_age_ns=TRUSTED_MAX_AGE_NS)
     ta = rtc.trusted_now(conn, after, max_age_ns=TRUSTED_MAX_AGE_NS)
     if tb is None or ta is None:
         raise RtcError("the trusted sample expired during calibration")
     kernel = after.maxerror_us * 1000 if after.kernel_synced and after.maxerror_us is not None else None
-    return rtc.calibrate(seconds, tb, ta, boot_id=after.boot_id, set_rtc=set_rtc, set_error=set_error,
-                         kernel_maxerror_ns=kernel)
+    args = dict(boot_id=after.boot_id, set_rtc=set_rtc, set_error=set_error)
+    return (rtc.calibrate(seconds, tb, ta, kernel_maxerror_ns=kernel, **args),
+            rtc.calibrate(seconds, tb, ta, **args))
 
 
 def _set_on_the_second(conn, drv, read_clock) -> None:

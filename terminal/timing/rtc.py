@@ -142,7 +142,9 @@ def calibrate(rtc_s: int, trusted_before: dict, trusted_after: dict, *, boot_id:
 def interval(rtc_s: int, cal: Calibration, drift_ppm: float) -> tuple[int, int]:
     """[earliest, latest] UTC (ns) of the moment the RTC read `rtc_s`, from the calibration and drift rating."""
     rho = drift_ppm * fitting.PPM
-    elapsed_ns = (abs(int(rtc_s) - cal.rtc_s) + 1 + ELAPSED_SLACK_S) * S
+    # the chip's own count since the calibration, plus however much of it a write within the offset range
+    # (the kernel's, see above) may have removed
+    elapsed_ns = (abs(int(rtc_s) - cal.rtc_s) + 1 + ELAPSED_SLACK_S) * S + (cal.offset_hi_ns - cal.offset_lo_ns)
     drift_ns = int(elapsed_ns * (1 + 2 * rho) * rho) + 1
     return int(rtc_s) * S - cal.offset_hi_ns - drift_ns, (int(rtc_s) + 1) * S - cal.offset_lo_ns + drift_ns
 
@@ -157,7 +159,8 @@ def check(rtc_s: int, cal: Calibration | None, drift_ppm: float, floor_ns: int |
         raise RtcRefused("rtc-uncalibrated", "the RTC has not been compared with a trusted time yet (no "
                          "calibration in the state directory); it gives no samples until the next trusted "
                          "sample (central server, NTP or GPS)")
-    if rtc_s < cal.rtc_s - ELAPSED_SLACK_S:
+    written_back = max(0, cal.offset_hi_ns) // S if cal.kernel_may_write else 0  # the kernel may undo an offset
+    if rtc_s < cal.rtc_s - ELAPSED_SLACK_S - written_back:
         raise RtcRefused("rtc-went-back", f"the RTC reads {timeline.iso(rtc_s * S)}, before its own calibration "
                          f"at {cal.utc}: it was reset or set back")
     lo, hi = interval(rtc_s, cal, drift_ppm)
