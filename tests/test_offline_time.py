@@ -19,10 +19,10 @@ from terminal.timing import timeline
 DEVICE = "kab-dinkes-01"
 
 
-@pytest.fixture
-def central(tmp_path):
-    db = tmp_path / "central.db"
-    server = ServerProcess(str(db), free_port())
+@pytest.fixture(params=["sqlite"])
+def central(request, tmp_path):
+    db = str(tmp_path / "central.db") if request.param == "sqlite" else request.getfixturevalue("pg")()
+    server = ServerProcess(db, free_port())
     url = server.start()
     reg = json.loads(presensi("server", "add-device", DEVICE, "--db", db, "--json").stdout)
     yield server, url, reg, db
@@ -39,6 +39,7 @@ def server_rows(db) -> dict[int, dict]:
     return {r["seq"]: r for r in map(json.loads, out.splitlines())}
 
 
+@pytest.mark.parametrize("central", ["sqlite", "postgresql"], indirect=True)
 def test_a_later_export_re_anchors_punches_the_server_holds_and_carries_the_samples(central, tmp_path):
     server, url, reg, db = central
     cfg, conf = make_terminal(tmp_path, url, reg["token"], device=DEVICE, server_key=reg["server_key"])
