@@ -13,8 +13,17 @@ inside [earliest, latest]; the stored punch_times equal annotate(); when a boot'
 more accepted samples) and a same-boot sample is within 8 h, the interval is at most 2 s wide (crystals
 within 50 ppm).
 
-Run: python bench/time_sim.py [--scenario NAME] [--days N] — prints one JSON document with interval widths
-per scenario (tests/test_time_sim.py runs the same scenarios, shorter).
+Offline offices (issue 15): a battery-backed RTC with its own drift (within its rating), calibrated and set
+after the install day's signed samples through terminal.timing.rtc exactly as the daemon's time_sources job
+does, then read as a sample at every boot after a daily power cut and hourly; GPS fixes through
+terminal.timing.gps (fix time on the second, report 50-900 ms later); an RTC whose battery dies (it reads
+2000-01-01: refused, those boots are bounded by order only until a technician's visit sets it again); ZK
+SetTime and ADMS DateTime claims, which never calibrate the RTC. Checked as above, plus: every RTC-anchored
+interval is at most as wide as the drift rating allows (2 × (1 s resolution at calibration + 1 s now +
+rating × time since calibration) + the monotonic drift bound over an hour).
+
+Run: python bench/time_sim.py [--scenario NAME] [--days N] [--office-days N] — prints one JSON document with
+interval widths per scenario (tests/test_time_sim.py runs the same scenarios, shorter).
 """
 
 from __future__ import annotations
@@ -32,8 +41,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sync.device import time_client  # noqa: E402
+from terminal.app import timesources  # noqa: E402
 from terminal.log import punchlog  # noqa: E402
-from terminal.timing import timeline  # noqa: E402
+from terminal.timing import gps, rtc, timeline  # noqa: E402
 from terminal.timing.clock import TIME_ERROR, ClockReading  # noqa: E402
 
 S = 1_000_000_000
@@ -78,11 +88,47 @@ class Scenario:
     delays: str = "symmetric"  # or "asymmetric"
     sample_every_h: float = 3.0
     sample_kind: str = "server-signed"  # or "http-date"
+    rtc: dict | None = None  # offline office: rate_ppm (true), rating_ppm, offset_s (at install), dies_at_boot
+    gps: bool = False  # offline office with a GPS receiver
+    claims: list[tuple[str, int, float]] = field(default_factory=list)  # (source, after boot, error s) per boot
 
 
-def scenarios(days: float) -> list[Scenario]:
-    d = int(days * DAY)
+def daily_power_cuts(days: int, network_boots: tuple[int, ...] = (0,), outage_h: float = 1.0) -> list[dict]:
+    """One boot a day, each ended by a power cut of `outage_h`; only `network_boots` reach the central server
+    (the install day, a technician's visit). The wall clock at boot is whatever; samples never use it."""
+    out = []
+    for k in range(days):
+        at = k * DAY + (int(outage_h * H) if k else 0)
+        out.append(dict(at=at, dur=DAY - int(outage_h * H), rate=[23.0, -17.0, 8.0][k % 3], wall="-3d",
+                        samples=k in network_boots))
+    return out
+
+
+def offline_scenarios(office_days: int) -> list[Scenario]:
+    n = max(int(office_days), 4)
     return [
+        Scenario("rtc_office_30d_power_cuts", f"RTC only (DS3231, rated 2 ppm, runs +1.8 ppm): network on the "
+                 f"install day only, then {n} days offline with a daily 1 h power cut",
+                 daily_power_cuts(n), rtc=dict(rate_ppm=1.8, rating_ppm=2.0, offset_s=37.4)),
+        Scenario("rtc_office_50ppm_crystal", f"RTC only on a plain crystal (rated 50 ppm, runs -35 ppm), {n} days "
+                 "offline with daily power cuts", daily_power_cuts(n),
+                 rtc=dict(rate_ppm=-35.0, rating_ppm=50.0, offset_s=-12.0)),
+        Scenario("gps_only", f"GPS only (no central server ever): {n} days with daily power cuts",
+                 daily_power_cuts(n, network_boots=()), gps=True),
+        Scenario("rtc_lost_dead_battery", "the RTC battery dies at the day-2 power cut (it reads 2000-01-01): "
+                 "refused with a fault, boots bounded by order only, until a technician's visit (network) on day 4 "
+                 "sets it again", daily_power_cuts(n, network_boots=(0, 4)),
+                 rtc=dict(rate_ppm=1.8, rating_ppm=2.0, offset_s=5.0, dies_at_boot=2)),
+        Scenario("zk_adms_claims_ignored", "RTC office whose ZK server sets the time 90 s ahead and ADMS server 120 s "
+                 "behind at every offline boot: the claims never calibrate or set the RTC and are outvoted",
+                 daily_power_cuts(n), rtc=dict(rate_ppm=1.8, rating_ppm=2.0, offset_s=0.0),
+                 claims=[("zk-settime", 3 * 60 * S, 90.0), ("adms-datetime", 3 * H, -120.0)]),
+    ]
+
+
+def scenarios(days: float, office_days: int = 30) -> list[Scenario]:
+    d = int(days * DAY)
+    return offline_scenarios(office_days) + [
         Scenario("boot_1970", "no RTC: the wall clock starts at 1970-01-01 at boot",
                  [dict(at=0, dur=d, rate=23.0, wall="1970")]),
         Scenario("boot_3_days_behind", "fake-hwclock restored a time 3 days old",
@@ -111,6 +157,33 @@ def scenarios(days: float) -> list[Scenario]:
     ]
 
 
+@dataclass
+class SimRtc:
+    """A battery-backed RTC chip: counts true time at its own rate; set() restarts its second (DS3231)."""
+
+    rate_ppm: float
+    offset_ns: int  # chip − truth at t_ref
+    t_ref: int
+    dead_since: int | None = None  # flat battery: restarted at 2000-01-01 at this power-up
+
+    def read(self, t: int) -> int:
+        if self.dead_since is not None and t >= self.dead_since:
+            return rtc_dead_epoch() + (t - self.dead_since) // S
+        return (t + self.offset_ns + int((t - self.t_ref) * self.rate_ppm * 1e-6)) // S
+
+    def set(self, epoch_s: int, t: int) -> None:
+        self.offset_ns, self.t_ref, self.dead_since = epoch_s * S - t, t, None
+
+    def error_s(self, t: int) -> float:
+        return (self.read(t) * S - t) / S
+
+
+def rtc_dead_epoch() -> int:
+    from drivers.rtc.fake import DEAD_BATTERY_EPOCH
+
+    return DEAD_BATTERY_EPOCH
+
+
 class Network:
     def __init__(self, rng: random.Random, kind: str):
         self.rng, self.kind = rng, kind
@@ -136,6 +209,12 @@ class Sim:
         self.checks = 0
         self.last_anchor_head = 0  # punches up to here must have a stored (re-anchored) time
         self.sample_times: dict[str, list[int]] = {}  # boot_id -> true times of accepted-intended samples
+        self.state_dir = state_dir
+        self.chip = None if sc.rtc is None else SimRtc(sc.rtc["rate_ppm"], int(sc.rtc["offset_s"] * S), T0)
+        self.calibrations: list[dict] = []
+        self.rtc_refused: dict[str, int] = {}
+        self.rtc_samples = 0
+        self.gps_samples = 0
 
     def make_boot(self, i: int, spec: dict) -> Boot:
         start = T0 + spec["at"]
@@ -160,6 +239,18 @@ class Sim:
             for at in self.sc.liar_at:
                 if boot.start + at < end:
                     out.append((boot.start + at, "liar", boot))
+            if self.chip is not None and i == self.sc.rtc.get("dies_at_boot"):
+                out.append((boot.start, "rtc-dies", boot))
+            for kind, first, on in (("rtc", 30 * S, self.chip is not None), ("gps", 75 * S, self.sc.gps)):
+                t = boot.start + first  # the daemon reads its sources at start, then hourly
+                while on and t < end:
+                    out.append((t, kind, boot))
+                    t += H + int(self.rng.uniform(0, 120) * S)
+            for k, (_, after, _) in enumerate(self.sc.claims):
+                # offline boots: on the install day a claim before the first trusted sample is the ZK/ADMS
+                # trust rules' matter (claims untrusted by default), not the RTC's
+                if i > 0 and boot.start + after < end:
+                    out.append((boot.start + after, f"claim:{k}", boot))
         return sorted(out, key=lambda e: e[0])
 
     def run(self) -> dict:
@@ -171,10 +262,86 @@ class Sim:
             elif kind == "sample":
                 self.take_sample(t, boot)
                 self.check(t, boot)
-            else:
+            elif kind == "liar":
                 self.lie(t, boot)
                 self.check(t, boot)
+            elif kind == "rtc-dies":
+                self.chip.dead_since = t
+            elif kind == "rtc":
+                if self.read_rtc(t, boot):
+                    self.check(t, boot)
+            elif kind == "gps":
+                self.read_gps(t, boot)
+                self.check(t, boot)
+            else:
+                self.claim(t, boot, self.sc.claims[int(kind.split(":")[1])])
+                self.check(t, boot)
         return self.final_report()
+
+    # -- the offline sources, as terminal/app/timesources.py reads them ------------------------------------------
+
+    def _rtc_read(self, t: int, boot: Boot) -> tuple[int, ClockReading, ClockReading]:
+        return self.chip.read(t + 100_000), boot.reading(t), boot.reading(t + 200_000)
+
+    def read_rtc(self, t: int, boot: Boot) -> bool:
+        """The time_sources job: calibrate after a fresh trusted sample, else the RTC as a sample."""
+        if rtc.trusted_now(self.conn, boot.reading(t), max_age_ns=timesources.TRUSTED_MAX_AGE_NS) is not None:
+            self.calibrate_rtc(t, boot)
+            return False
+        seconds, before, after = self._rtc_read(t, boot)
+        try:
+            kwargs = rtc.sample_kwargs(seconds, before, after, rtc.load(self.state_dir), self.sc.rtc["rating_ppm"],
+                                       rtc.trusted_floor_ns(self.conn))
+        except rtc.RtcRefused as e:
+            self.rtc_refused[e.code] = self.rtc_refused.get(e.code, 0) + 1
+            return False
+        timeline.record_sample(self.conn, params=self.params, **kwargs)
+        self.last_anchor_head = self.log.head()[0]
+        self.rtc_samples += 1
+        return True
+
+    def _measure(self, t: int, boot: Boot, set_rtc: bool) -> rtc.Calibration:
+        seconds, before, after = self._rtc_read(t, boot)
+        age = timesources.TRUSTED_MAX_AGE_NS
+        return rtc.calibrate(seconds, rtc.trusted_now(self.conn, before, max_age_ns=age),
+                             rtc.trusted_now(self.conn, after, max_age_ns=age), boot_id=boot.boot_id,
+                             set_rtc=set_rtc, set_error=None)
+
+    def calibrate_rtc(self, t: int, boot: Boot) -> None:
+        """timesources._calibrate on simulated time: measure; if off by more than a second, set it when the
+        trusted estimate crosses a whole second (the daemon sleeps until then) and measure again."""
+        if self.chip is None:
+            return
+        t += S
+        cal = self._measure(t, boot, set_rtc=False)
+        if not cal.offset_lo_ns <= 0 <= cal.offset_hi_ns:
+            now = rtc.trusted_now(self.conn, boot.reading(t), max_age_ns=timesources.TRUSTED_MAX_AGE_NS)
+            mid = (now["lo_ns"] + now["hi_ns"]) // 2
+            target = mid // S + 2
+            t += target * S - mid  # the sleep, on the raw clock (ppm-level differences are within the estimate)
+            self.chip.set(target, t)
+            cal = self._measure(t + 1_000_000, boot, set_rtc=True)
+        rtc.save(self.state_dir, cal)
+        self.calibrations.append({"at": timeline.iso(t), "t": t, "source": cal.source, "set": cal.set_rtc,
+                                  "chip_error_s": round(self.chip.error_s(t), 3)})
+
+    def read_gps(self, t: int, boot: Boot) -> None:
+        """A TPV arrives 50-900 ms after the second of its fix."""
+        fix = t // S * S
+        arrival = fix + int(self.rng.uniform(0.05, 0.9) * S)
+        timeline.record_sample(self.conn, params=self.params, **gps.sample_kwargs(
+            timeline.iso(fix), 3, boot.reading(arrival), 1.0))
+        self.last_anchor_head = self.log.head()[0]
+        self.gps_samples += 1
+        self.sample_times.setdefault(boot.boot_id, []).append(arrival)
+        if self.chip is not None:
+            self.calibrate_rtc(arrival, boot)
+
+    def claim(self, t: int, boot: Boot, spec: tuple[str, int, float]) -> None:
+        """A ZK SetTime or ADMS DateTime claim, `error` seconds wrong, whole seconds."""
+        source, _, error = spec
+        timeline.record_sample(self.conn, source=source, reading=boot.reading(t), utc_ns=(t + int(error * S)) // S * S,
+                               uncertainty_ns=2 * S, evidence={"sim": "claim"}, params=self.params)
 
     def take_sample(self, t: int, boot: Boot) -> None:
         """Six exchanges as fetch_time_sample makes them; the lowest-delay one is recorded."""
@@ -199,6 +366,7 @@ class Sim:
         timeline.record_sample(self.conn, params=self.params, **kwargs)
         self.last_anchor_head = self.log.head()[0]
         self.sample_times.setdefault(boot.boot_id, []).append(t)
+        self.calibrate_rtc(t, boot)
 
     def lie(self, t: int, boot: Boot) -> None:
         """A ZK server's set-time command, 90 s wrong (whole seconds, as ZK sends)."""
@@ -253,7 +421,8 @@ class Sim:
                 if w > 2.0:
                     too_wide.append({"seq": rec["seq"], "width_s": w})
         missing = len([r for r in records if r["seq"] not in stored and r["seq"] <= self.last_anchor_head])
-        return {
+        offline = self._offline_report(annotated) if self.chip is not None or self.sc.gps else {}
+        return {**offline,
             "scenario": self.sc.name, "description": self.sc.description, "punches": len(records),
             "samples": self.conn.execute("SELECT count(*) FROM time_samples").fetchone()[0],
             "contradicting_samples": self.conn.execute(
@@ -266,6 +435,35 @@ class Sim:
             "stored_equals_annotate": stored_mismatch == 0 and missing == 0,
             "flags": _flag_counts(annotated),
         }
+
+    def _offline_report(self, annotated: list[dict]) -> dict:
+        """RTC-anchored widths against what the drift rating allows; calibrations; refusals; GPS samples."""
+        out = {"gps_samples": self.gps_samples, "rtc_samples": self.rtc_samples, "rtc_refused": self.rtc_refused}
+        if self.chip is None:
+            return out
+        rating = self.sc.rtc["rating_ppm"] * 1e-6
+        mono = self.params.drift_bound_ppm * 1e-6
+        widths, over, by_day = [], [], {}
+        for rec in annotated:
+            if rec["basis"] != "rtc":
+                continue
+            true = self.truth[rec["seq"]]
+            cal_t = max((c["t"] for c in self.calibrations if c["t"] <= true), default=None)
+            w = (timeline.parse_iso(rec["latest"]) - timeline.parse_iso(rec["earliest"])) / S
+            allowed = 2.0 + 0.2 + 2 * rating * (true - cal_t) / S + 2 * mono * 2 * H / S
+            widths.append(w)
+            day = (true - T0) // DAY
+            by_day[day] = max(by_day.get(day, 0.0), w)
+            if w > allowed:
+                over.append({"seq": rec["seq"], "width_s": w, "allowed_s": round(allowed, 3)})
+        last = max(self.truth.values()) if self.truth else T0
+        return {**out, "rtc_rating_ppm": self.sc.rtc["rating_ppm"], "rtc_true_rate_ppm": self.sc.rtc["rate_ppm"],
+                "rtc_width_s": _summary(widths), "rtc_max_width_by_day_s": {int(k): round(v, 3) for k, v in
+                                                                           sorted(by_day.items())},
+                "rtc_over_allowance": over[:5], "rtc_punches": len(widths),
+                "calibrations": [{k: c[k] for k in ("at", "source", "set", "chip_error_s")} for c in self.calibrations],
+                "calibration_sources": sorted({c["source"] for c in self.calibrations}),
+                "chip_error_at_end_s": round(self.chip.error_s(last), 3)}
 
     def _accepted_sample_times(self) -> dict[str, list[int]]:
         # True times of honest samples (the liar's are never counted as "a sample nearby").
@@ -307,15 +505,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--scenario", action="append", help="run only these scenarios (default: all)")
     p.add_argument("--days", type=float, default=3.0, help="length of each scenario (drift ones: 7 days)")
+    p.add_argument("--office-days", type=int, default=30, help="length of the offline-office scenarios")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
     results = []
     with tempfile.TemporaryDirectory(prefix="time-sim-") as tmp:
-        for sc in scenarios(args.days):
+        for sc in scenarios(args.days, args.office_days):
             if args.scenario and sc.name not in args.scenario:
                 continue
             results.append(run_scenario(sc, Path(tmp) / sc.name, args.seed))
-    ok = all(r["all_inside"] and not r["near_sample_over_2s"] and r["stored_equals_annotate"] for r in results)
+    ok = all(r["all_inside"] and not r["near_sample_over_2s"] and r["stored_equals_annotate"]
+             and not r.get("rtc_over_allowance") for r in results)
     print(json.dumps({"ok": ok, "scenarios": results}, indent=1))
     return 0 if ok else 1
 

@@ -74,7 +74,7 @@ def test_offline_export_and_import_dedupes_against_push(central, tmp_path):
     assert (out["first_seq"], out["last_seq"], out["count"]) == (4, 7, 4)
     folder = stick / out["dir"].rsplit("/", 1)[-1]
     assert sorted(p.name for p in folder.iterdir()) == ["checkpoints.jsonl", "manifest.json", "manifest.sig",
-                                                        "punches.csv", "punches.jsonl"]
+                                                        "punches.csv", "punches.jsonl", "samples.jsonl"]
     csv_lines = (folder / "punches.csv").read_text().splitlines()
     assert len(csv_lines) == 5 and csv_lines[0].startswith("log_id,seq,employee")
 

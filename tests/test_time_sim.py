@@ -18,7 +18,8 @@ time_sim = importlib.util.module_from_spec(_spec)
 sys.modules["time_sim"] = time_sim  # dataclasses look their module up while the file executes
 _spec.loader.exec_module(time_sim)
 
-SCENARIOS = {sc.name: sc for sc in time_sim.scenarios(days=1.5)}
+OFFLINE = {sc.name for sc in time_sim.offline_scenarios(4)}
+SCENARIOS = {sc.name: sc for sc in time_sim.scenarios(days=1.5, office_days=5)}
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
@@ -30,6 +31,9 @@ def test_every_true_time_is_inside_its_interval(name, tmp_path):
     assert result["all_inside"], result["violations"]
     assert not result["near_sample_over_2s"], result["near_sample_over_2s"]
     assert result["stored_equals_annotate"], "re-anchored punch_times differ from annotate()"
+    if name in OFFLINE:
+        check_offline(name, result)
+        return
     if name == "lying_server":
         assert result["contradicting_samples"] == 2
         assert result["flags"].get("sample-contradiction") == result["punches"]
@@ -46,6 +50,27 @@ def test_every_true_time_is_inside_its_interval(name, tmp_path):
     if name in ("boot_1970", "boot_3_days_behind", "wall_stepped", "sparse_samples_50ppm",
                 "asymmetric_delays", "http_date_only"):
         assert result["width_within_8h_of_sample_s"]["max"] <= 2.0
+
+
+def check_offline(name: str, r: dict) -> None:
+    """The offline offices: RTC widths within what the rating allows, refusals where the RTC lies."""
+    if name.startswith("rtc_") or name == "zk_adms_claims_ignored":
+        assert r["rtc_punches"] > 0 and not r["rtc_over_allowance"], r["rtc_over_allowance"]
+        assert r["calibration_sources"] == ["server-signed"]  # never from an RTC sample, a ZK or ADMS claim
+        assert abs(r["chip_error_at_end_s"]) <= 1.5 + r["rtc_rating_ppm"] * 1e-6 * 5 * 86400
+    if name == "rtc_office_30d_power_cuts":  # 2 ppm: a few seconds wide after days offline
+        assert r["unanchored_punches"] == 0 and r["width_s"]["max"] <= 2.5 + 2 * 2e-6 * 5 * 86400
+    if name == "gps_only":
+        assert r["unanchored_punches"] == 0 and r["gps_samples"] > 0 and r["width_s"]["max"] <= 1.2
+    if name == "rtc_lost_dead_battery":  # boots 2 and 3 have no usable time source: flagged, bounded by order
+        assert r["rtc_refused"]["rtc-lost-time"] > 0 and r["unanchored_punches"] > 0
+        assert r["flags"]["review"] == r["unanchored_punches"] and r["unanchored_width_s"]["unbounded"] == 0
+    else:
+        assert r["unanchored_punches"] == 0
+    if name == "zk_adms_claims_ignored":
+        assert r["contradicting_samples"] >= 2 * 4  # both claims of every offline boot set aside
+    else:
+        assert r["contradicting_samples"] == 0
 
 
 def test_default_drift_bound_with_a_100ppm_crystal_is_only_wrong_before_the_drift_is_measured(tmp_path):

@@ -3,8 +3,10 @@ side, `presensi server import DIR`, is sync/server/offline.py; the format both a
 The rules let offline offices deliver by the 10th of the next month.
 
 An export is one folder `<device>-<log_id[:8]>-<first>-<last>/` holding punches.jsonl (what the server
-imports), punches.csv (for people), checkpoints.jsonl, manifest.json (counts, seq range, SHA-256 of every
-file, the device's public key) and manifest.sig (Ed25519 signature of manifest.json by the device key).
+imports: each record with its time interval, basis and flags), punches.csv (for people), checkpoints.jsonl,
+samples.jsonl (every time sample: the evidence behind the intervals, so the server can re-anchor and check
+them), manifest.json (counts, seq range, SHA-256 of every file, the device's public key) and manifest.sig
+(Ed25519 signature of manifest.json by the device key).
 The folder is written under a temporary name and renamed when complete, so a pulled stick never holds a
 half export that looks whole. Import checks signature and file hashes, then feeds the records through the
 same ingestion as a push: dedupe against pushed records, chain checks, alarms.
@@ -20,7 +22,7 @@ import shutil
 import time
 from pathlib import Path
 
-from sync.wire.offline import FILES, FORMAT
+from sync.wire.offline import FILES, FORMAT, SAMPLE_FIELDS
 from terminal import durable, identity
 from terminal.log import chain, punchlog, syncstate
 
@@ -82,11 +84,11 @@ def export(state_dir: Path, device_id: str, central_url: str | None, to_dir: Pat
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return {"dir": str(final), **{k: manifest[k] for k in ("device", "log_id", "after_seq", "first_seq",
-                                                           "last_seq", "count")}}
+                                                           "last_seq", "count", "samples")}}
 
 
 def _write_files(log: punchlog.PunchLog, tmp: Path, after_seq: int) -> dict:
-    jsonl, csv_out, cps = (_HashingWriter(tmp / name) for name in FILES)
+    jsonl, csv_out, cps, samples = (_HashingWriter(tmp / name) for name in FILES)
     fields = RECORD_FIELDS + TIME_FIELDS
     writer = csv.DictWriter(csv_out, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
@@ -107,8 +109,24 @@ def _write_files(log: punchlog.PunchLog, tmp: Path, after_seq: int) -> dict:
     for row in log.conn.execute("SELECT log_id, seq, hash, signed_realtime_ns, public_key, signature "
                                 "FROM checkpoints WHERE seq > ? ORDER BY seq, id", (after_seq,)):
         cps.write(json.dumps(dict(row), sort_keys=True) + "\n")
-    files = {name: w.close() for name, w in zip(FILES, (jsonl, csv_out, cps), strict=True)}
-    return {**files, "range": {"first_seq": first, "last_seq": last, "count": count}}
+    n_samples = _write_samples(log, samples)
+    files = {name: w.close() for name, w in zip(FILES, (jsonl, csv_out, cps, samples), strict=True)}
+    return {**files, "range": {"first_seq": first, "last_seq": last, "count": count, "samples": n_samples}}
+
+
+def _write_samples(log: punchlog.PunchLog, out: _HashingWriter) -> int:
+    """Every stored time sample (they are few: about one per source and hour), oldest first, in batches."""
+    n, after = 0, 0
+    while True:
+        rows = log.conn.execute(f"SELECT {', '.join(SAMPLE_FIELDS)} FROM time_samples WHERE id > ? ORDER BY id "
+                                "LIMIT ?", (after, BATCH)).fetchall()
+        if not rows:
+            return n
+        for r in rows:
+            d = dict(zip(SAMPLE_FIELDS, tuple(r), strict=True))
+            d["evidence"] = json.loads(d["evidence"] or "{}")
+            out.write(json.dumps(d, sort_keys=True, ensure_ascii=False) + "\n")
+        n, after = n + len(rows), rows[-1][0]
 
 
 def _write_synced(path: Path, data: bytes) -> None:

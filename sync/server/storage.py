@@ -57,6 +57,11 @@ CREATE TABLE IF NOT EXISTS faults (
 CREATE TABLE IF NOT EXISTS photos (
     sha256 TEXT PRIMARY KEY, device_id TEXT NOT NULL, data {blob} NOT NULL, received_ns BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS rosters (version BIGINT PRIMARY KEY, bundle {blob} NOT NULL, created_ns BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS time_samples (
+    device_id TEXT NOT NULL, log_id TEXT NOT NULL, sample_id BIGINT NOT NULL, source TEXT NOT NULL,
+    boot_id TEXT NOT NULL, sent_monoraw_ns BIGINT, monoraw_ns BIGINT NOT NULL, realtime_ns BIGINT,
+    utc_ns BIGINT NOT NULL, uncertainty_ns BIGINT NOT NULL, head_seq BIGINT, status TEXT NOT NULL,
+    evidence TEXT NOT NULL, received_ns BIGINT NOT NULL, PRIMARY KEY (device_id, log_id, sample_id));
 """
 
 
@@ -216,6 +221,34 @@ class Store:
     def acked_through(self, device_id: str, log_id: str) -> int:
         rows = self.query("SELECT acked_through FROM logs WHERE device_id=? AND log_id=?", (device_id, log_id))
         return rows[0]["acked_through"] if rows else 0
+
+    # -- time samples (offline import: the evidence behind the punches' intervals) ----------------------
+
+    SAMPLE_COLUMNS = ("sample_id", "source", "boot_id", "sent_monoraw_ns", "monoraw_ns", "realtime_ns", "utc_ns",
+                      "uncertainty_ns", "head_seq", "status", "evidence")
+
+    def store_samples(self, device_id: str, log_id: str, samples: list[dict]) -> int:
+        """Insert new samples; a known one only gets its (derived, revisable) status updated."""
+        now = time.time_ns()
+        with self.transaction() as cur:
+            self.executemany(
+                cur, f"INSERT INTO time_samples (device_id, log_id, {', '.join(self.SAMPLE_COLUMNS)}, received_ns) "
+                     f"VALUES (?, ?, {', '.join('?' * len(self.SAMPLE_COLUMNS))}, ?) "
+                     "ON CONFLICT (device_id, log_id, sample_id) DO UPDATE SET status = excluded.status",
+                [(device_id, log_id, *(s[c] for c in self.SAMPLE_COLUMNS), now) for s in samples])
+            self.touch(cur, device_id)
+        return len(samples)
+
+    def time_samples(self, device_id: str, log_id: str | None = None, boot_id: str | None = None) -> list[dict]:
+        where, args = ["device_id=?"], [device_id]
+        for col, value in (("log_id", log_id), ("boot_id", boot_id)):
+            if value is not None:
+                where.append(f"{col}=?")
+                args.append(value)
+        rows = self.query(f"SELECT * FROM time_samples WHERE {' AND '.join(where)} ORDER BY log_id, sample_id", args)
+        for r in rows:
+            r["evidence"] = json.loads(r["evidence"])
+        return rows
 
     # -- photos, faults, rosters ----------------------------------------------------------------------
 

@@ -55,6 +55,20 @@ def time_sample(ctx: JobContext) -> dict:
     return ctx.state["last_time_sample"]
 
 
+def time_sources(ctx: JobContext) -> dict:
+    """The offline time sources ([time]: kernel NTP status, GPS, the hardware RTC) read once."""
+    from terminal.app import timesources
+    from terminal.log import punchlog
+
+    conn = punchlog.connect(punchlog.db_path(ctx.cfg.state_dir))
+    try:
+        result = timesources.read_sources(ctx.cfg, conn)
+    finally:
+        conn.close()
+    ctx.state["last_time_sources"] = result
+    return result
+
+
 def roster_refresh(ctx: JobContext) -> dict:
     from sync.device import roster_client
 
@@ -146,11 +160,16 @@ def checkpoint(ctx: JobContext) -> dict:
 JOBS = {
     "push": (push, lambda cfg: cfg.central.push_interval, True),
     "time_sample": (time_sample, lambda cfg: 3600.0, True),
+    "time_sources": (time_sources, lambda cfg: cfg.time.sources_interval, False),
     "roster_refresh": (roster_refresh, lambda cfg: cfg.roster.pull_interval, True),
     "photo_retention": (photo_retention, lambda cfg: 3600.0, False),
     "integrity_check": (integrity_check, lambda cfg: 86400.0, False),
     "checkpoint": (checkpoint, lambda cfg: 900.0, False),
 }
+
+
+# a fresh boot needs a time anchor (server or offline sources) and the roster as soon as possible
+START_AT_ONCE = ("time_sample", "time_sources", "roster_refresh", "push")
 
 
 def schedule_jobs(scheduler, ctx: JobContext) -> list[str]:
@@ -162,8 +181,7 @@ def schedule_jobs(scheduler, ctx: JobContext) -> list[str]:
     for name, (fn, interval, needs_central) in JOBS.items():
         if needs_central and not ctx.cfg.central.url:
             continue
-        first = dt.datetime.now() + dt.timedelta(seconds=1 if name in ("time_sample", "roster_refresh", "push")
-                                                 else min(interval(ctx.cfg), 60))
+        first = dt.datetime.now() + dt.timedelta(seconds=1 if name in START_AT_ONCE else min(interval(ctx.cfg), 60))
         scheduler.add_job(_guarded(name, fn), "interval", args=[ctx], seconds=interval(ctx.cfg), id=name,
                           next_run_time=first, max_instances=1, coalesce=True, misfire_grace_time=None)
         names.append(name)

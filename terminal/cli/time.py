@@ -17,14 +17,51 @@ def register(sub) -> None:
     p.add_argument("--exchanges", type=int, default=6, choices=range(4, 9), metavar="N",
                    help="request/answer exchanges; the lowest-delay one is kept (4-8, default 6)")
     p.add_argument("--no-push", action="store_true", help="do not send re-anchored punch times")
+    add_command(grp, "sources", cmd_time_sources,
+                "read the offline time sources of [time] once (kernel NTP status, GPS through gpsd, the RTC) and "
+                "record their samples; calibrates (and may set) the RTC after a trusted sample")
 
 
 def cmd_time_status(args) -> int:
+    from terminal.timing import rtc
+
     cfg = load_config(args)
     with punchlog.PunchLog(cfg.state_dir) as log:
         report = timeline.status(log.conn)
+    if cfg.time.rtc != "off":
+        cal = rtc.load(cfg.state_dir)
+        report["rtc"] = {"model": cfg.time.rtc, "drift_ppm": cfg.time.rtc_drift_ppm,
+                         "calibration": cal.as_dict() if cal else None}
     emit(args, report, _format(report))
     return 0
+
+
+def cmd_time_sources(args) -> int:
+    from terminal.app import timesources
+
+    cfg = load_config(args)
+    with punchlog.PunchLog(cfg.state_dir) as log:
+        results = timesources.read_sources(cfg, log.conn, force=True)
+        now = timeline.now(log.conn)
+    report = {"ok": bool(results) and all(r.get("ok") for r in results.values()), "sources": results, "now": now}
+    lines = [f"{name:<11} {_source_line(r)}" for name, r in results.items()] or [
+        "no offline time source is configured: see [time] in the configuration"]
+    unc = "unbounded" if now["uncertainty_s"] is None else f"±{now['uncertainty_s']:.3f} s"
+    lines.append(f"utc now     {now['utc']}  {unc}  basis {now['basis']}")
+    emit(args, report, "\n".join(lines))
+    return 0 if report["ok"] else 1
+
+
+def _source_line(r: dict) -> str:
+    if not r.get("ok"):
+        return f"FAILED  {r.get('error')}"
+    if "skipped" in r:
+        return f"skipped {r['skipped']}"
+    if r.get("action") == "calibrated":
+        how = "set and calibrated" if r["set"] else f"calibrated, not set ({r['set_error'] or 'within 1 s'})"
+        return f"ok      RTC {how}; offset {r['offset_s']:+.3f} s"
+    s = r["sample"]
+    return f"ok      sample #{s['id']} {s['utc']} ±{s['uncertainty_ns'] / 1e6:.1f} ms {s['status']}"
 
 
 def _format(r: dict) -> str:
@@ -57,6 +94,14 @@ def _format(r: dict) -> str:
         lines.append(f"note       {r['server_clock_unsynced_samples']} sample(s) this boot came from a central server "
                      "whose own clock was not NTP-synchronised (error bound assumed 100 ms): configure chrony "
                      "with rtcsync on the server")
+    if "rtc" in r:
+        cal = r["rtc"]["calibration"]
+        lines.append("rtc        " + ("never calibrated: no samples until a trusted time (server, NTP, GPS) is seen"
+                                      if cal is None else
+                                      f"calibrated {cal['utc']} from {cal['source']}; "
+                                      + ("set by the daemon" if cal["set_rtc"] else
+                                         f"not set ({cal['set_error'] or 'it was within 1 s'})")
+                                      + f"; drift rating {r['rtc']['drift_ppm']:g} ppm"))
     if r["unanchored_punches"]:
         lines.append(f"review     {r['unanchored_punches']} punch(es) from boots without any time sample are "
                      "bounded by order only")

@@ -49,6 +49,7 @@ from terminal.config.sections import (
     Photos,
     Roster,
     Schedule,
+    Time,
     Web,
     Zk,
 )
@@ -56,6 +57,6 @@ from terminal.config.sections import (
 __all__ = [
     "DEFAULT_PATH", "REDACTED", "REQUIRED_SECTIONS", "SECTIONS", "TIMEZONES", "Adms", "Camera", "Central",
     "Config", "ConfigError", "Device", "Face", "Fingerprint", "Gpio", "Health", "Liveness", "Log", "Paths",
-    "Photos", "Roster", "Schedule", "Section", "Web", "Zk", "documented_keys", "effective", "from_dict",
+    "Photos", "Roster", "Schedule", "Section", "Time", "Web", "Zk", "documented_keys", "effective", "from_dict",
     "is_secret", "load", "parse_toml", "read_text", "resolve_path", "to_toml",
 ]

@@ -28,6 +28,7 @@ from terminal.config.sections import (
     Photos,
     Roster,
     Schedule,
+    Time,
     Web,
     Zk,
 )
@@ -58,6 +59,7 @@ class Config(BaseModel):
     roster: Roster = Field(default_factory=Roster)
     schedule: Schedule = Field(default_factory=Schedule)
     health: Health = Field(default_factory=Health)
+    time: Time = Field(default_factory=Time)
 
     @property
     def state_dir(self) -> Path:

@@ -263,6 +263,44 @@ class Health(Section):
                                           "warning.", min=1)
 
 
+class Time(Section):
+    """Offline time sources (terminal/timing/rtc.py, gps.py; read by the daemon's time_sources job and
+    `presensi time sources`). None is required; ZK SetTime and ADMS DateTime are never among them."""
+
+    rtc: Literal["off", "kernel", "fake"] = _f(
+        "off", "Hardware RTC as a time source (drivers/rtc/registry.py): off, kernel (a battery-backed RTC such "
+        "as a DS3231 board or the Pi 5's RTC with its battery) or fake (a test directory, see drivers/rtc/fake.py).")
+    rtc_path: str = _f("/sys/class/rtc/rtc0", "The RTC's sysfs directory (since_epoch, date, time) it is read from.")
+    rtc_device: str = _f("/dev/rtc0", "The RTC's character device: read when rtc_path is no directory, and set "
+                         "through it (needs CAP_SYS_TIME; without it the daemon only remembers the RTC's offset).")
+    rtc_drift_ppm: float = _f(50.0, "The RTC's rated drift in ppm; its error bound grows by this since its "
+                              "calibration (DS3231: 2 at 0-40 °C, 3.5 over -40-85 °C; a plain 32 kHz crystal: 20-50).",
+                              min=0.1, max=500)
+    rtc_set: bool = _f(True, "Set the RTC after a trusted sample (central server, NTP, GPS) when it is off by more "
+                       "than its one-second resolution.")
+    gps: Literal["off", "gpsd"] = _f("off", "GPS time through gpsd (Debian's gpsd package): off or gpsd.")
+    gpsd_host: str = _f("127.0.0.1", "Host of gpsd's JSON protocol: this machine only (127.0.0.1, ::1, localhost), "
+                        "because the protocol is unauthenticated and a GPS fix may set the RTC.")
+    gpsd_port: int = _f(2947, "Port of gpsd's JSON protocol.", min=1, max=65535)
+    gps_max_latency_s: float = _f(1.0, "Largest delay from a GPS fix's second to its report arriving (NMEA "
+                                  "over serial, gpsd's cycle): the sample's interval is [fix time, fix time + this].",
+                                  min=0.01, max=10)
+    gps_timeout: float = _f(5.0, "Seconds to wait for a GPS fix before the read counts as failed.", min=0.5, max=120)
+    kernel_ntp: bool = _f(True, "Record the kernel's time as a sample while it says it is NTP-synchronised "
+                          "(chrony, systemd-timesyncd), with its maximum error.")
+    sources_interval: float = _f(600.0, "Seconds between readings of the offline time sources (also read once "
+                                 "at start); GPS, RTC and NTP samples are kept at most one per hour per boot.", min=1)
+
+    @field_validator("gpsd_host")
+    @classmethod
+    def _gpsd_host(cls, value: str) -> str:
+        if value.strip().lower().strip("[]") not in ("127.0.0.1", "::1", "localhost"):
+            raise ValueError("must be this machine (127.0.0.1, ::1 or localhost): gpsd's protocol is "
+                             "unauthenticated, so a gpsd elsewhere on the network would let anyone there set the "
+                             "terminal's time; run gpsd on the terminal with the receiver attached")
+        return value
+
+
 DEFAULT_WINDOWS = {"masuk": "05:30-07:30-10:00", "pulang": "14:00-16:00-23:30"}
 
 
@@ -349,4 +387,5 @@ SECTIONS: dict[str, type[Section]] = {
     "schedule": Schedule,
     "health": Health,
     "roster": Roster,
+    "time": Time,
 }

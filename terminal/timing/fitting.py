@@ -32,7 +32,8 @@ MAX_PAIR_WINDOW = 32  # pairs (i, j) with j − i beyond this add nothing but co
 SMALL_SET = 24  # up to this many samples, every pair's rate is tried as a candidate
 
 # Higher = more trusted when two groups of samples contradict each other and neither is a majority.
-TRUST = {"server-signed": 5, "kernel-ntp": 4, "manual": 3, "http-date": 2, "zk-settime": 1, "adms-datetime": 1}
+TRUST = {"server-signed": 5, "kernel-ntp": 4, "gps": 4, "rtc": 3, "manual": 3, "http-date": 2, "zk-settime": 1,
+         "adms-datetime": 1}
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from terminal.timing import clock, fitting
 from terminal.timing.clock import ClockReading
 
-SOURCES = ("server-signed", "http-date", "kernel-ntp", "zk-settime", "adms-datetime", "manual")
+SOURCES = ("server-signed", "http-date", "kernel-ntp", "zk-settime", "adms-datetime", "manual", "rtc", "gps")
 # sources an unauthenticated LAN peer can speak for: claims unless an operator vouched (trusted_by)
 CLAIM_SOURCES = ("zk-settime", "adms-datetime")
 CLAIM = "claim"
