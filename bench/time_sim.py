@@ -427,6 +427,8 @@ class Sim:
             "samples": self.conn.execute("SELECT count(*) FROM time_samples").fetchone()[0],
             "contradicting_samples": self.conn.execute(
                 "SELECT count(*) FROM time_samples WHERE status='contradicting'").fetchone()[0],
+            "claims_kept_aside": self.conn.execute(
+                "SELECT count(*) FROM time_samples WHERE status=?", (timeline.CLAIM,)).fetchone()[0],
             "drift_bound_ppm": self.sc.drift_bound_ppm, "checks": self.checks,
             "all_inside": not self.violations, "violations": self.violations[:5],
             "width_s": _summary(widths), "width_within_8h_of_sample_s": _summary(near_widths),
