@@ -22,7 +22,7 @@ def central(tmp_path):
 
 def test_sync_now_status_and_server_listing(central, tmp_path):
     server, url, reg, db = central
-    assert set(reg) == {"device", "token", "server_key"} and reg["device"] == "kab-dinkes-01"
+    assert set(reg) == {"device", "token", "server_key", "enrolment_code"} and reg["device"] == "kab-dinkes-01"
     cfg, _ = make_terminal(tmp_path, url, reg, device="kab-dinkes-01")
     for emp in ("198501012010011001", "199002022015022002", "198803032012031003"):
         presensi("-c", cfg, "punch", "--employee", emp, "--method", "pin")
@@ -96,6 +96,11 @@ def test_import_refuses_altered_or_foreign_exports(central, tmp_path):
     presensi("-c", cfg, "punch", "--employee", "198501012010011001", "--method", "pin")
     stick = tmp_path / "usb"
     folder = stick / json.loads(presensi("-c", cfg, "export", "--to", stick, "--json").stdout)["dir"].rsplit("/")[-1]
+    # The terminal never contacted the server, so its key is not bound yet: the stick cannot vouch for itself.
+    refused = presensi("server", "import", stick, "--db", db, check=False)
+    assert refused.returncode == 1 and "not bound" in refused.stderr
+    key = json.loads(presensi("-c", cfg, "init", "--json").stdout)["public_key"]
+    presensi("server", "rebind-device", "kab-dinkes-01", "--public-key", key, "--reason", "offline site", "--db", db)
 
     data = folder / "punches.jsonl"
     original = data.read_text()

@@ -82,9 +82,10 @@ def add_device(store: Store, device_id: str, public_key: str | None = None, *, r
     code = None if public_key else new_token()[:24]
     store.add_device(device_id, token_hash(token), public_key, code and code_hash(code), rebind=rebind,
                      actor=actor, reason=reason)
-    out = {"device": device_id, "token": token, "server_key": store.server_public_key(),
-           "public_key_fingerprint": chain.key_fingerprint(public_key) if public_key else None}
-    if code:
+    out = {"device": device_id, "token": token, "server_key": store.server_public_key()}
+    if public_key:
+        out["public_key_fingerprint"] = chain.key_fingerprint(public_key)
+    else:
         out["enrolment_code"] = code
     return out
 
