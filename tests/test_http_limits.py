@@ -9,10 +9,9 @@ import gzip
 
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from http_attacks import chunked_until_answer, declared_length, error_of, nested
 from synctools import serve_in_thread
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sync import asgi
 from sync.server import app as server_app
