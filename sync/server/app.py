@@ -313,14 +313,13 @@ async def _raw_body(request: Request) -> bytes:
 # -- the signed envelope (sync/wire/signed.py) ----------------------------------------------------------
 
 ALARM_EVERY_NS = 60 * 10**9  # refused requests of one kind raise one alarm a minute per device, not a flood
-_last_alarm: dict[tuple[str, str], int] = {}
 
 
 def refuse(store: Store, dev: str, status: int, kind: str, message: str, detail: str = "") -> HTTPException:
     """Alarm (rate-limited) and return the HTTPException that refuses the request; nothing else is stored."""
-    now = time.monotonic_ns()
-    if now - _last_alarm.get((dev, kind), -ALARM_EVERY_NS) >= ALARM_EVERY_NS:
-        _last_alarm[(dev, kind)] = now
+    now, last = time.monotonic_ns(), store.refusal_alarms
+    if now - last.get((dev, kind), -ALARM_EVERY_NS) >= ALARM_EVERY_NS:
+        last[(dev, kind)] = now
         store.alarm(dev, kind, f"{message}{detail}"[:500])
     return HTTPException(status, message)
 

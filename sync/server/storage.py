@@ -113,6 +113,7 @@ class Store:
         self._lock = threading.RLock()
         self._server_key: Ed25519PrivateKey | None = None
         self._nonces_seen = 0
+        self.refusal_alarms: dict[tuple[str, str], int] = {}  # (device, kind) -> when last alarmed (app.py)
 
     # -- backend primitives -------------------------------------------------------------------------
 
