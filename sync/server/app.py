@@ -97,6 +97,14 @@ def add_device(store: Store, device_id: str, public_key: str | None = None, *, r
 
 Text = Annotated[str, StringConstraints(pattern=r"^[^\u0000]*$", max_length=4096)]
 Short = Annotated[str, StringConstraints(pattern=r"^[^\u0000]*$", max_length=64)]
+
+
+def Bounded(field: str):  # noqa: N802  (a type, named like one)
+    """Text of one record field, as long as ingest.TEXT_LIMITS allows."""
+    return Annotated[str, StringConstraints(pattern=r"^[^\u0000]*$", max_length=ingest.TEXT_LIMITS[field])]
+
+
+
 Int64 = Annotated[int, Field(ge=-(2**63 - 1), le=2**63 - 1)]
 Seq = Annotated[int, Field(ge=1, le=ingest.MAX_SEQ)]
 Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -108,13 +116,14 @@ class Strict(BaseModel):
 
 
 class PunchRecord(Strict):
-    log_id: Short
+    log_id: Bounded("log_id")
     seq: Seq
-    employee: Short
-    method: Short
-    kind: Short | None = None
-    details: dict[str, Any] | str = Field(default_factory=dict)
-    boot_id: Short
+    employee: Bounded("employee")
+    method: Bounded("method")
+    kind: Bounded("kind") | None = None
+    details: dict[str, Any] | Annotated[Text, StringConstraints(max_length=ingest.DETAILS_LIMIT)] = Field(
+        default_factory=dict)
+    boot_id: Bounded("boot_id")
     monoraw_ns: Int64
     boottime_ns: Int64
     realtime_ns: Int64
@@ -122,28 +131,29 @@ class PunchRecord(Strict):
     maxerror_us: Int64 | None = None
     latitude: Degrees | None = None
     longitude: Degrees | None = None
-    photo_sha256: Short | None = None
+    photo_sha256: Bounded("photo_sha256") | None = None
     prev_hash: Hex64
     hash: Hex64
-    utc: Short | None = None
-    earliest: Short | None = None
-    latest: Short | None = None
-    basis: Short | None = None
-    flags: Annotated[list[Short], Field(max_length=ingest.MAX_FLAGS)] | None = None
+    utc: Bounded("utc") | None = None
+    earliest: Bounded("earliest") | None = None
+    latest: Bounded("latest") | None = None
+    basis: Bounded("basis") | None = None
+    flags: Annotated[list[Bounded("flag")], Field(max_length=ingest.MAX_FLAGS)] | None = None
 
 
 class Checkpoint(Strict):
     log_id: Short
     seq: Seq
     hash: Short
-    signature: Annotated[str, StringConstraints(max_length=128)]
+    signature: Annotated[str, StringConstraints(pattern=r"^[^\u0000]*$", max_length=128)]
     public_key: Short = None  # type: ignore[assignment]  # optional, but never null
     signed_realtime_ns: Int64 = None  # type: ignore[assignment]
 
 
 class Batch(Strict):
     log_id: Annotated[Short, StringConstraints(min_length=1)]
-    log_announcement: Annotated[Annotated[str, StringConstraints(max_length=128)] | None, Field(
+    log_announcement: Annotated[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/=]*$", max_length=128)]
+                                | None, Field(
         description="base64 Ed25519 signature by the device key over `presensi-log:v1:<device>:<log_id>` "
                     "(sync/wire/signed.py); required for a log_id the server has not seen")] = None
     after_seq: Annotated[int, Field(ge=0, le=ingest.MAX_SEQ, description="the terminal holds every record it has "
@@ -199,17 +209,21 @@ class FaultsAck(BaseModel):
     acked_through: int
 
 
+UtcText = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+                                                   r"(\.[0-9]{1,6})?(Z|\+00:00)$")]
+
+
 class DerivedTime(Strict):
     seq: Seq
-    utc: Short | None = None
-    earliest: Short | None = None
-    latest: Short | None = None
+    utc: Annotated[UtcText | None, Field(description="ISO 8601 UTC, inside [earliest, latest]")] = None
+    earliest: Annotated[UtcText | None, Field(description="ISO 8601 UTC")] = None
+    latest: Annotated[UtcText | None, Field(description="ISO 8601 UTC")] = None
     basis: Annotated[str, Field(json_schema_extra={"enum": list(signed.TIME_BASES)})]
-    flags: Annotated[list[Short], Field(max_length=ingest.MAX_FLAGS)] | None = None
+    flags: Annotated[list[Bounded("flag")], Field(max_length=ingest.MAX_FLAGS)] | None = None
 
 
 class Times(Strict):
-    log_id: Short
+    log_id: Bounded("log_id")
     times: Annotated[list[DerivedTime], Field(max_length=ingest.MAX_ITEMS)]
 
 
