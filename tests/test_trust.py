@@ -98,23 +98,26 @@ def test_token_only_clone_before_the_real_device_first_delivered(central, tmp_pa
     assert [a["action"] for a in app.store.device_audit("dev-01")] == ["add", "enrolled", "log-announced"]
 
 
-def test_token_only_clone_after_the_real_device_first_delivered(central, tmp_path):
+def test_token_only_clone_with_the_key_bound_on_the_command_line(central, tmp_path):
     app, url = central
     real = pusher_for(tmp_path / "real", url, {"token": "pending"})
     real_key = identity.public_key_b64(identity.load_key(real.state_dir))
     reg = add_device(app.store, "dev-01", real_key)  # bound on the command line
     real.close()
-    real = pusher_for(tmp_path / "real", url, reg)
-    synthlog.fill(real.state_dir, 30)
-    assert real.drain(time.monotonic() + 30)["done"]
-    before = stored(app)
-
     clone = pusher_for(tmp_path / "clone", url, reg["token"])
     with punchlog.PunchLog(clone.state_dir) as log:  # punches for other employees
         for emp in ("199912312020121001", "199912312020121002"):
             log.append(emp, "pin", kind="masuk")
     with pytest.raises(push.PushError, match="not bound to this device"):
-        clone.drain(time.monotonic() + 10)
+        clone.drain(time.monotonic() + 10)  # before the real terminal ever delivered
+    assert app.store.punch_count() == 0
+    real = pusher_for(tmp_path / "real", url, reg)
+    synthlog.fill(real.state_dir, 30)
+    assert real.drain(time.monotonic() + 30)["done"]
+    before = stored(app)
+
+    with pytest.raises(push.PushError, match="not bound to this device"):
+        clone.drain(time.monotonic() + 10)  # and after
     with pytest.raises(push.PushError):
         push.Heartbeat(clone.state_dir, clone.s).beat()
     with pytest.raises(push.PushError):

@@ -252,7 +252,9 @@ class Client:
         if status in (401, 403):
             return AuthError(f"the central server refused the device token (HTTP {status}: {text}); check "
                              f"[central] token, or register the device again with `presensi server add-device "
-                             f"{self.s.device_id}` and put the new token in [central] token",
+                             f"{self.s.device_id}` and put the new token in [central] token; a re-imaged "
+                             f"terminal (new key) is bound with `presensi server rebind-device "
+                             f"{self.s.device_id} --public-key …` (the key `presensi init` prints)",
                              status=status, reply=reply)
         if status in RETRYABLE_STATUS or status >= 500:
             return TransientError(f"HTTP {status} from {self.s.url}: {text}", status=status, reply=reply,

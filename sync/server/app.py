@@ -12,6 +12,7 @@ from the routes and models below and served at /api/v1/openapi.json.
 import datetime as dt
 import hashlib
 import html
+import json
 import re
 import secrets
 import time
@@ -42,6 +43,7 @@ PUNCHES_LIMIT = 64 * 1024 * 1024
 TIMES_LIMIT = 16 * 1024 * 1024
 FAULTS_LIMIT = 16 * 1024 * 1024
 SMALL_LIMIT = 256 * 1024  # heartbeat, time request
+DIAGNOSTICS_LIMIT = 256 * 1024  # one fault event's diagnostics as JSON
 DEV = "/api/v1/devices/{device_id}"
 
 
@@ -517,6 +519,8 @@ def _fault_events(body) -> list[dict]:
         for k in ("fault_key", "event", "part", "category", "message", "photo_sha256"):
             if e.get(k) is not None and not isinstance(e[k], str):
                 raise HTTPException(400, f"events[].{k} must be a string or null")
+        if len(json.dumps(e.get("diagnostics"), ensure_ascii=False)) > DIAGNOSTICS_LIMIT:
+            raise HTTPException(400, f"events[].diagnostics is larger than {DIAGNOSTICS_LIMIT} characters")
         rt = e.get("realtime_ns")
         if rt is not None and (not isinstance(rt, int) or isinstance(rt, bool) or abs(rt) >= 2**63):
             raise HTTPException(400, "events[].realtime_ns must be a 64-bit integer or null")
