@@ -425,3 +425,25 @@ def test_status_page_and_cli_show_nothing_personal_or_raw(central, tmp_path):
         out = presensi(*args).stdout
         assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
     assert "1985\\x1b[2J" in presensi("server", "punches", "--db", db).stdout
+
+
+def test_concurrent_first_requests_of_the_real_device_all_enrol(central, tmp_path):
+    """The heartbeat and the first batch race to redeem the code: both are the device's key, both count."""
+    app, url = central
+    reg = add_device(app.store, "dev-01")
+    real = pusher_for(tmp_path / "real", url, reg)
+    body = json.dumps({"log_id": real.log.log_id}).encode()
+    answers: list[int] = []
+
+    def beat():
+        r = signed_post(url, "/api/v1/devices/dev-01/heartbeat", body, reg["token"], real.s.key,
+                        enrolment_code=reg["enrolment_code"])
+        answers.append(r.status_code)
+
+    threads = [threading.Thread(target=beat) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert answers == [200] * 8 and "not-enrolled" not in kinds(app)
+    assert app.store.device("dev-01")["public_key"] == identity.public_key_b64(real.s.key)

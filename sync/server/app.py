@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
@@ -104,7 +105,6 @@ Short = Annotated[str, StringConstraints(pattern=r"^[^\u0000]*$", max_length=64)
 def Bounded(field: str):  # noqa: N802  (a type, named like one)
     """Text of one record field, as long as ingest.TEXT_LIMITS allows."""
     return Annotated[str, StringConstraints(pattern=r"^[^\u0000]*$", max_length=ingest.TEXT_LIMITS[field])]
-
 
 
 Int64 = Annotated[int, Field(ge=-(2**63 - 1), le=2**63 - 1)]
@@ -341,21 +341,30 @@ def refuse(store: Store, dev: str, status: int, kind: str, message: str, detail:
 
 
 async def verify_signed(store: Store, request: Request, dev: str) -> None:
-    """The request must be signed by the key bound to `dev` (or redeem its enrolment code) and not replayed."""
-    try:
+    """The request must be signed by the key bound to `dev` (or redeem its enrolment code) and not replayed.
+    The body is read here (within the route's limit); the checks that touch the database run in the thread
+    pool, so a long batch transaction never stalls the event loop."""
+    try:  # before the body is read: an unsigned request costs no more than its headers
         env = signed.parse(request.headers)
     except signed.BadEnvelope as e:
-        raise refuse(store, dev, 401, "unsigned", str(e)) from None
+        raise await run_in_threadpool(refuse, store, dev, 401, "unsigned", str(e)) from None
     body = await request.body()  # what was sent (gzip or not): the signature covers those bytes
     target = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
     query = request.scope.get("query_string", b"").decode("latin-1")
+    await run_in_threadpool(_verify_signed, store, env, request.method, target + (f"?{query}" if query else ""),
+                            dev, body)
+
+
+def _verify_signed(store: Store, env: signed.Envelope, method: str, target: str, dev: str, body: bytes) -> None:
     try:
-        signed.verify(env, request.method, target + (f"?{query}" if query else ""), dev, body)
+        signed.verify(env, method, target, dev, body)
     except signed.BadEnvelope as e:
         raise refuse(store, dev, 401, "bad-request-signature", str(e)) from None
     bound = (store.device(dev) or {}).get("public_key")
     if bound is None:
         outcome = store.redeem_enrolment(dev, env.enrolment_code, env.public_key)
+        if outcome == "already-bound" and (store.device(dev) or {}).get("public_key") == env.public_key:
+            outcome = "bound"  # a concurrent request of the same device redeemed the code a moment ago
         if outcome != "bound":
             reason = {"no-code": "the device has no bound key and the request carries no enrolment code",
                       "wrong-code": "the enrolment code is wrong",
