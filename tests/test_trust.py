@@ -170,28 +170,31 @@ def test_forged_append_at_head_plus_one_is_refused_and_the_real_record_counts(ce
 
 
 def test_a_second_version_is_kept_aside_and_never_counted_as_delivered(central, tmp_path):
-    """The device itself sends another version of a delivered seq (its database was rewritten): the first
-    stays, the second is kept with an alarm, and the terminal says it was NOT delivered."""
+    """The terminal's database was rewritten at a delivered seq and its delivery state lost (restored from
+    an old backup): it sends the seq again, with another hash. The first version stays, the second is kept
+    with an alarm, and the terminal says it was NOT delivered."""
     app, url = central
-    real = pusher_for(tmp_path / "real", url, add_device(app.store, "dev-01"))
-    synthlog.fill(real.state_dir, 10)
-    assert real.drain(time.monotonic() + 30)["done"]
+    cfg_path, cfg = make_terminal(tmp_path / "real", url, add_device(app.store, "dev-01"))
+    synthlog.fill(cfg.state_dir, 10)
+    presensi("-c", cfg_path, "sync", "now")
     first = stored(app)
-    rec = real.log.get(10)
+    with punchlog.PunchLog(cfg.state_dir) as log:
+        rec = log.get(10)
     rewritten = {**rec, "employee": "199912312020121009"}
-    rewritten["hash"] = chain.record_hash(rewritten["prev_hash"], rewritten)
-    body = {"log_id": real.log.log_id, "after_seq": 9, "records": [
-        {k: rewritten.get(k) for k in push.RECORD_FIELDS}]}
-    r = signed_post(url, PUNCHES, json.dumps(body).encode(), real.s.token, real.s.key)
-    assert r.status_code == 200 and r.json()["kept_aside"] == [10]
-    assert stored(app) == first
+    new_hash = chain.record_hash(rewritten["prev_hash"], rewritten)
+    conn = sqlite3.connect(punchlog.db_path(cfg.state_dir))
+    conn.execute("DROP TRIGGER IF EXISTS punches_no_update")
+    conn.execute("UPDATE punches SET employee=?, hash=? WHERE seq=10", (rewritten["employee"], new_hash))
+    conn.execute("DELETE FROM sync_state")
+    conn.commit()
+    conn.close()
+    again = presensi("-c", cfg_path, "sync", "now", check=False)
+    assert again.returncode == 1 and "kept 1 punch(es) aside" in again.stderr and "NOT delivered" in again.stderr
+    assert stored(app) == first  # the stored version is not displaced
     assert "conflict" in kinds(app)
-    kept = app.store.query("SELECT seq, hash FROM punch_conflicts")
-    assert kept == [{"seq": 10, "hash": rewritten["hash"]}]
-    # The terminal's side: an answer with kept_aside is recorded, and `sync now` does not say "all delivered".
-    real._note_kept_aside({"kept_aside": [10]}, 10)
-    summary = syncstate.summary(real.conn, real.target, real.log.log_id)
-    assert summary["kept_aside"] == [10] and not summary["ok"] and "NOT delivered" in summary["summary"]
+    assert app.store.query("SELECT seq, hash FROM punch_conflicts") == [{"seq": 10, "hash": new_hash}]
+    status = json.loads(presensi("-c", cfg_path, "sync", "status", "--json").stdout)
+    assert status["kept_aside"] == [10] and status["ok"] is False
 
 
 def test_forged_new_log_id_is_refused(central, tmp_path):
