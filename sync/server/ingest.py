@@ -288,11 +288,8 @@ def _check_checkpoints(store, cur, device_id: str, log_id: str, checkpoints: lis
     if not checkpoints:
         return
     pinned = store.rows(cur, "SELECT public_key FROM devices WHERE device_id=?", (device_id,))
+    # The key bound at registration, never one a checkpoint brings along (a forger would bring their own).
     key_b64 = pinned[0][0] if pinned else None
-    if key_b64 is None:  # trust on first use: the device's key is learned from its first checkpoint
-        key_b64 = checkpoints[0].get("public_key")
-        if isinstance(key_b64, str):
-            store.execute(cur, "UPDATE devices SET public_key=? WHERE device_id=?", (key_b64, device_id))
     try:
         public_key = chain.public_key_from_b64(key_b64 or "")
     except ValueError:
