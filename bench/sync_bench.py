@@ -65,7 +65,8 @@ def run_size(n: int, batch_size: int, tmp: Path) -> dict:
         url = server.stdout.readline().split()[-1]
         cfg = tmp / "bench.toml"
         cfg.write_text(f'[device]\nid = "bench-01"\n[paths]\nstate_dir = "{state}"\n[central]\nurl = "{url}"\n'
-                       f'token = "{reg["token"]}"\nbatch_size = {batch_size}\ntimeout = 60.0\n')
+                       f'token = "{reg["token"]}"\nenrolment_code = "{reg["enrolment_code"]}"\n'
+                       f'batch_size = {batch_size}\ntimeout = 60.0\n')
         pusher = subprocess.Popen([sys.executable, "-c", PUSHER, str(cfg)], cwd=REPO, stdout=subprocess.PIPE,
                                   text=True)
         out = pusher.stdout.read()

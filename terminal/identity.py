@@ -1,12 +1,15 @@
 """The device's identity: its Ed25519 signing key, kept in state_dir with mode 0600.
 
 Checkpoints, offline-export manifests and anything else the device vouches for are signed with this key;
-the central server learns the public key when the device is registered or from its first checkpoint. How keys
+the central server binds the public key when the device is registered (`presensi init` prints it and its
+fingerprint; `presensi server add-device --public-key` binds it), and every request to the server is signed
+with it (sync/wire/signed.py). How keys
 and signatures are encoded (base64 Ed25519) is defined once, in terminal/log/chain.py, shared with the server.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
@@ -58,3 +61,10 @@ def load_key(state_dir: Path) -> Ed25519PrivateKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyError_(f"{path}: not an Ed25519 key")
     return key
+
+
+def public_key_b64(key: Ed25519PrivateKey) -> str:
+    """The public half as the central server binds it (base64 of the raw 32 bytes, as terminal/log/chain.py
+    encodes keys): what `presensi init` prints for `presensi server add-device --public-key`."""
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()

@@ -30,15 +30,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_terminal(tmp: Path, url: str, token: str, device: str = "dev-01", **central) -> tuple[Path, object]:
-    """Initialise a terminal state dir and write its config; returns (config path, Config)."""
+def make_terminal(tmp: Path, url: str, token: str | dict, device: str = "dev-01", **central) -> tuple[Path, object]:
+    """Initialise a terminal state dir and write its config; returns (config path, Config).
+
+    `token`: the token, or the whole registration from add-device (its token and, when add-device bound no
+    key, its one-time enrolment code, which the terminal's first signed request redeems)."""
     tmp.mkdir(parents=True, exist_ok=True)
     state = tmp / f"state-{device}"
+    if isinstance(token, dict):
+        central.setdefault("enrolment_code", token.get("enrolment_code"))
+        token = token["token"]
     settings = {"url": url, "token": token, "timeout": 2.0, "retry_base": 0.02, "max_backoff": 0.3,
                 "heartbeat_interval": 0.5, **central}
     lines = [f'[device]\nid = "{device}"\n[paths]\nstate_dir = "{state}"\n[central]']
     for k, v in settings.items():
-        lines.append(f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {v}")
+        if v is not None:
+            lines.append(f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {v}")
     path = tmp / f"{device}.toml"
     path.write_text("\n".join(lines) + "\n")
     punchlog.init(state)
@@ -145,3 +152,23 @@ def postgres_cluster():
         subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True, timeout=60)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def signed_post(url: str, path: str, body: bytes, token: str, key, device: str = "dev-01", *,
+                gzip_body: bool = False, method: str = "POST", headers: dict | None = None,
+                enrolment_code: str | None = None):
+    """A request signed with `key` as a terminal (or an attacker holding some key) sends it: what raw HTTP
+    attacks and resends use instead of the push client."""
+    import gzip as gzip_mod
+
+    import requests
+
+    from sync.wire import signed
+
+    data = gzip_mod.compress(body) if gzip_body else body
+    h = {"Authorization": f"Bearer {token}", "Content-Type": "application/json", **(headers or {})}
+    if gzip_body:
+        h["Content-Encoding"] = "gzip"
+    if key is not None:
+        h.update(signed.sign_request(key, method, path, device, data, enrolment_code))
+    return requests.request(method, url + path, data=data, headers=h, timeout=10)

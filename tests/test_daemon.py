@@ -87,6 +87,7 @@ state_dir = "{tmp_path / 'state'}"
 [central]
 url = "{url}"
 token = "{reg['token']}"
+enrolment_code = "{reg['enrolment_code']}"
 server_key = "{reg['server_key']}"
 push_interval = 1.0
 [web]

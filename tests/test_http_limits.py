@@ -9,24 +9,34 @@ import gzip
 
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from http_attacks import chunked_until_answer, declared_length, error_of, nested
 from synctools import serve_in_thread
 
 from sync import asgi
 from sync.server import app as server_app
+from sync.wire import signed
+from terminal.log import chain
 
 GIB = 2**30
 JSON_ENDPOINTS = ["/api/v1/devices/dev-01/punches", "/api/v1/devices/dev-01/heartbeat",
                   "/api/v1/devices/dev-01/faults", "/api/v1/devices/dev-01/punch-times", "/api/v1/time"]
 
 
+KEY = Ed25519PrivateKey.generate()  # the device key bound at registration: bodies below are signed with it
+
+
 @pytest.fixture(scope="module")
 def central(tmp_path_factory):
     app = server_app.make_app(str(tmp_path_factory.mktemp("central") / "central.db"))
-    reg = server_app.add_device(app.store, "dev-01")
+    reg = server_app.add_device(app.store, "dev-01", chain.public_key_b64(KEY))
     with serve_in_thread(app) as url:
         yield url, {"Authorization": f"Bearer {reg['token']}", "Content-Type": "application/json"}
     app.store.close()
+
+
+def sign(headers: dict, path: str, raw: bytes) -> dict:
+    return {**headers, **signed.sign_request(KEY, "POST", path, "dev-01", raw)}
 
 
 def test_a_declared_gigabyte_is_refused_before_the_body_is_read(central):
@@ -43,7 +53,9 @@ def test_a_declared_gigabyte_is_refused_before_the_body_is_read(central):
 
 def test_a_chunked_body_is_stopped_at_the_limit(central):
     url, auth = central
-    status, _, body, sent = chunked_until_answer(url, "POST", "/api/v1/devices/dev-01/heartbeat", auth,
+    # signed headers (over another body): the signature is checked on the body read within the limit
+    headers = sign(auth, "/api/v1/devices/dev-01/heartbeat", b"")
+    status, _, body, sent = chunked_until_answer(url, "POST", "/api/v1/devices/dev-01/heartbeat", headers,
                                                  chunk=b" " * 4096)
     assert status == 413 and "256 KiB" in error_of(body)
     assert server_app.SMALL_LIMIT < sent < server_app.SMALL_LIMIT + 4 * 2**20, sent  # stopped near the limit
@@ -67,7 +79,9 @@ def test_deeply_nested_json_is_a_400(central, path, encoding):
     if encoding == "gzip":
         raw, headers["Content-Encoding"] = gzip.compress(raw), "gzip"
     r = requests.post(url + path, data=raw, headers=headers, timeout=30)
+    assert r.status_code == 401  # without the device key's signature the body is not even parsed
+    r = requests.post(url + path, data=raw, headers=sign(headers, path, raw), timeout=30)
     assert r.status_code == 400 and "nested too deeply" in r.json()["error"], (r.status_code, r.text[:200])
     shallow = b"[" * 500 + b"]" * 500  # parses, but is no batch: refused by the model, still 400
-    r = requests.post(url + path, data=shallow, headers=auth, timeout=30)
+    r = requests.post(url + path, data=shallow, headers=sign(auth, path, shallow), timeout=30)
     assert r.status_code == 400 and r.json()["error"]

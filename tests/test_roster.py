@@ -533,6 +533,7 @@ def test_pull_from_the_reference_server(cfg, tmp_path):
     try:
         c = config.from_dict({"device": {"id": "opd-01"}, "paths": {"state_dir": str(cfg.state_dir)},
                               "central": {"url": srv.url, "token": reg["token"],
+                                          "enrolment_code": reg["enrolment_code"],
                                           "server_key": reg["server_key"], "timeout": 5.0}})
         assert roster_client.pull_roster(c)["status"] == "current"
         emps = rosterfiles.publish_from_files(_csv(tmp_path), None)

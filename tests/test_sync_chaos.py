@@ -141,7 +141,7 @@ def test_backlog_survives_faults_and_sigkills(tmp_path):
     proxy = FaultyProxy(server_port)
     threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
     url = f"http://127.0.0.1:{proxy.server_address[1]}"
-    cfg_path, cfg = make_terminal(tmp_path, url, reg["token"], timeout=1.0, batch_size=250,
+    cfg_path, cfg = make_terminal(tmp_path, url, reg, timeout=1.0, batch_size=250,
                                   retry_base=0.05, max_backoff=0.4, heartbeat_interval=0.3)
     head_seq, head_hash = synthlog.fill(cfg.state_dir, N_PUNCHES)
     rng = random.Random(11)

@@ -22,8 +22,8 @@ def central(tmp_path):
 
 def test_sync_now_status_and_server_listing(central, tmp_path):
     server, url, reg, db = central
-    assert set(reg) == {"device", "token", "server_key"} and reg["device"] == "kab-dinkes-01"
-    cfg, _ = make_terminal(tmp_path, url, reg["token"], device="kab-dinkes-01")
+    assert set(reg) == {"device", "token", "server_key", "enrolment_code"} and reg["device"] == "kab-dinkes-01"
+    cfg, _ = make_terminal(tmp_path, url, reg, device="kab-dinkes-01")
     for emp in ("198501012010011001", "199002022015022002", "198803032012031003"):
         presensi("-c", cfg, "punch", "--employee", emp, "--method", "pin")
     done = presensi("-c", cfg, "sync", "now")
@@ -62,7 +62,7 @@ def test_wrong_token_is_a_clear_error(central, tmp_path):
 
 def test_offline_export_and_import_dedupes_against_push(central, tmp_path):
     server, url, reg, db = central
-    cfg, _ = make_terminal(tmp_path, url, reg["token"], device="kab-dinkes-01")
+    cfg, _ = make_terminal(tmp_path, url, reg, device="kab-dinkes-01")
     for i in range(3):
         presensi("-c", cfg, "punch", "--employee", f"19850101201001100{i}", "--method", "pin")
     presensi("-c", cfg, "sync", "now")
@@ -92,10 +92,15 @@ def test_offline_export_and_import_dedupes_against_push(central, tmp_path):
 
 def test_import_refuses_altered_or_foreign_exports(central, tmp_path):
     _, url, reg, db = central
-    cfg, _ = make_terminal(tmp_path, url, reg["token"], device="kab-dinkes-01")
+    cfg, _ = make_terminal(tmp_path, url, reg, device="kab-dinkes-01")
     presensi("-c", cfg, "punch", "--employee", "198501012010011001", "--method", "pin")
     stick = tmp_path / "usb"
     folder = stick / json.loads(presensi("-c", cfg, "export", "--to", stick, "--json").stdout)["dir"].rsplit("/")[-1]
+    # The terminal never contacted the server, so its key is not bound yet: the stick cannot vouch for itself.
+    refused = presensi("server", "import", stick, "--db", db, check=False)
+    assert refused.returncode == 1 and "not bound" in refused.stderr
+    key = json.loads(presensi("-c", cfg, "init", "--json").stdout)["public_key"]
+    presensi("server", "rebind-device", "kab-dinkes-01", "--public-key", key, "--reason", "offline site", "--db", db)
 
     data = folder / "punches.jsonl"
     original = data.read_text()
@@ -123,7 +128,7 @@ def test_server_commands_on_postgresql(tmp_path, pg):
     server = ServerProcess(db, free_port())
     url = server.start()
     try:
-        cfg, _ = make_terminal(tmp_path, url, reg["token"], device="kab-bkpsdm-01")
+        cfg, _ = make_terminal(tmp_path, url, reg, device="kab-bkpsdm-01")
         presensi("-c", cfg, "punch", "--employee", "198501012010011001", "--method", "pin")
         presensi("-c", cfg, "sync", "now")
     finally:

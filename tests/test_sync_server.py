@@ -13,10 +13,11 @@ import requests
 import synthlog
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
-from synctools import make_terminal, serve_in_thread
+from synctools import make_terminal, serve_in_thread, signed_post
 
 from sync.device import push
 from sync.server.app import add_device, make_app
+from terminal import identity
 from terminal.log import chain, punchlog
 
 
@@ -32,7 +33,7 @@ def server(request, tmp_path):
 
 
 def _pusher(tmp_path, url, reg, **central):
-    _, cfg = make_terminal(tmp_path, url, reg["token"], **central)
+    _, cfg = make_terminal(tmp_path, url, reg, **central)
     return push.Pusher(cfg.state_dir, push.Settings.from_config(cfg)), cfg
 
 
@@ -67,9 +68,8 @@ def test_backlog_delivered_once_with_chain_and_photo(server, tmp_path):
 
     # A resend of an already acknowledged batch (a response lost on the way) changes nothing.
     body, _ = pusher.build_batch(0)
-    raw = gzip.compress(json.dumps(body).encode())
-    r = requests.post(f"{url}/api/v1/devices/dev-01/punches", data=raw, timeout=10, headers={
-        "Authorization": f"Bearer {reg['token']}", "Content-Encoding": "gzip", "Content-Type": "application/json"})
+    r = signed_post(url, "/api/v1/devices/dev-01/punches", json.dumps(body).encode(), reg["token"],
+                    identity.load_key(cfg.state_dir), gzip_body=True)
     assert r.status_code == 200 and r.json()["duplicates"] == 200 and r.json()["stored"] == 0
     assert r.json()["acked_through"] == 1001
     assert app.store.punch_count() == 1001 and app.store.alarms() == []
@@ -126,7 +126,7 @@ def test_wrong_token_gets_401_everywhere_and_a_clear_client_error(server, tmp_pa
         if path != "/api/v1/time":
             r = requests.request(method, url + path, data=b"{}", timeout=10,
                                  headers={"Authorization": f"Bearer {other['token']}"})
-            assert r.status_code == 403 and "dev-02" in r.json()["error"]
+            assert r.status_code == 403 and "dev-02" not in r.json()["error"]  # never whose token it is
     pusher, cfg = _pusher(tmp_path, url, {**reg, "token": "not-the-token"})
     synthlog.fill(cfg.state_dir, 3)
     with pytest.raises(push.PushError, match="add-device"):
@@ -148,11 +148,15 @@ def test_punch_times_faults_heartbeat_roster_and_page(server, tmp_path):
     assert (p3["utc"], p3["basis"]) == ("2026-01-05T00:01:02.003Z", "server-signed")
     assert chain.record_hash(p3["prev_hash"], {**p3, "details": json.loads(p3["details"])}) == p3["hash"]
 
-    headers = {"Authorization": f"Bearer {reg['token']}"}
-    r = requests.post(f"{url}/api/v1/devices/dev-01/faults", json={"events": [
+    key = identity.load_key(cfg.state_dir)
+
+    def dev(method, path, data=b"", headers=None, gzip_body=False):
+        return signed_post(url, path, data, reg["token"], key, method=method, headers=headers,
+                           gzip_body=gzip_body)
+
+    r = dev("POST", "/api/v1/devices/dev-01/faults", json.dumps({"events": [
         {"id": 1, "fault_key": "camera", "event": "raised", "part": "camera", "category": "missing",
-         "message": "kamera tidak terdeteksi", "diagnostics": {"errno": 19}, "realtime_ns": 1}]},
-        headers=headers, timeout=10)
+         "message": "kamera tidak terdeteksi", "diagnostics": {"errno": 19}, "realtime_ns": 1}]}).encode())
     assert r.status_code == 200 and r.json() == {"acked_through": 1}
     assert app.store.faults("dev-01")[0]["message"] == "kamera tidak terdeteksi"
 
@@ -160,28 +164,30 @@ def test_punch_times_faults_heartbeat_roster_and_page(server, tmp_path):
     assert hb["acked_through"] == 10
     assert app.store.device("dev-01")["last_heartbeat"]
 
-    roster = f"{url}/api/v1/devices/dev-01/roster"
-    assert requests.get(roster, headers=headers, timeout=10).status_code == 204
+    roster = "/api/v1/devices/dev-01/roster"
+    assert dev("GET", roster).status_code == 204
     app.store.publish_roster(3, b"signed-bundle-bytes")
-    r = requests.get(roster, params={"since": 2}, headers=headers, timeout=10)
+    r = dev("GET", roster + "?since=2")
     assert r.status_code == 200 and r.content == b"signed-bundle-bytes"
-    assert requests.get(roster, params={"since": 3}, headers=headers, timeout=10).status_code == 304
-    assert requests.get(roster, params={"since": "x"}, headers=headers, timeout=10).status_code == 400
+    assert dev("GET", roster + "?since=3").status_code == 304
+    assert dev("GET", roster + "?since=x").status_code == 400
+    unsigned = requests.get(url + roster, headers={"Authorization": f"Bearer {reg['token']}"}, timeout=10)
+    assert unsigned.status_code == 401  # the templates in a roster go only to the device's key
 
-    bad = requests.post(f"{url}/api/v1/devices/dev-01/punches", data=b"\x00garbage", headers=headers, timeout=10)
+    bad = dev("POST", "/api/v1/devices/dev-01/punches", b"\x00garbage")
     assert bad.status_code == 400 and "JSON" in bad.json()["error"]
-    gz = {**headers, "Content-Encoding": "gzip"}
+    gz = {"Content-Encoding": "gzip"}
     bomb = gzip.compress(b" " * (65 * 2**20), 9)  # 65 MiB of spaces in ~65 KiB
-    r = requests.post(f"{url}/api/v1/devices/dev-01/punches", data=bomb, headers=gz, timeout=30)
+    r = dev("POST", "/api/v1/devices/dev-01/punches", bomb, headers=gz)
     assert r.status_code == 413 and "smaller batches" in r.json()["error"]
-    r = requests.post(f"{url}/api/v1/devices/dev-01/punches", data=gzip.compress(b'{"a": 1}')[:-6], headers=gz,
-                      timeout=10)
+    r = dev("POST", "/api/v1/devices/dev-01/punches", gzip.compress(b'{"a": 1}')[:-6], headers=gz)
     assert r.status_code == 400 and "gzip" in r.json()["error"]
-    photo = requests.put(f"{url}/api/v1/devices/dev-01/photos/{'a' * 64}", data=b"x", headers=headers, timeout=10)
+    photo = dev("PUT", f"/api/v1/devices/dev-01/photos/{'a' * 64}", b"x", headers={"Content-Type": "image/jpeg"})
     assert photo.status_code == 400 and "SHA-256" in photo.json()["error"]
 
-    page = requests.get(url + "/", timeout=10)
-    assert page.status_code == 200 and "dev-01" in page.text and "Recent punches" in page.text
+    page = requests.get(url + "/", timeout=10)  # no login: aggregate counts only, nothing personal
+    assert page.status_code == 200 and "dev-01" in page.text and "10 punches" in page.text
+    assert p3["employee"] not in page.text
     doc = requests.get(url + "/api/v1/openapi.json", timeout=10).json()
     assert "/api/v1/devices/{device_id}/punches" in doc["paths"]
 
@@ -305,23 +311,29 @@ def test_forged_checkpoint_signature_raises_an_alarm(server, tmp_path):
     assert app.store.acked_through("dev-01", pusher.log.log_id) == 300
 
 
-def test_reimaged_terminal_is_flagged_until_registered_again(server, tmp_path):
+def test_reimaged_terminal_is_refused_until_rebound(server, tmp_path):
     app, url, reg = server
     old, _ = _pusher(tmp_path / "old", url, reg)
     synthlog.fill(old.state_dir, 100)
     assert old.drain(time.monotonic() + 30)["done"]
-    new, cfg = _pusher(tmp_path / "new", url, reg)  # same device id, fresh SD card: new log, new key
+    new, cfg = _pusher(tmp_path / "new", url, reg)  # same device id and token, fresh SD card: new log, new key
     synthlog.fill(cfg.state_dir, 100)
-    assert new.drain(time.monotonic() + 30)["done"]
-    assert [a["kind"] for a in app.store.alarms("dev-01")] == ["bad-signature"]
-    again = add_device(app.store, "dev-01")  # the administrator registers the new card
+    with pytest.raises(push.PushError, match="not bound to this device"):
+        new.drain(time.monotonic() + 30)
+    assert app.store.punch_count("dev-01") == 100 and new.backlog() == 100  # nothing stored, nothing lost
+    assert [a["kind"] for a in app.store.alarms("dev-01")] == ["unknown-key"]
+    new_key = identity.public_key_b64(identity.load_key(cfg.state_dir))
+    with pytest.raises(ValueError, match="rebind-device"):
+        add_device(app.store, "dev-01", new_key)  # re-imaging is never a side effect of add-device
+    again = add_device(app.store, "dev-01", new_key, rebind=True, actor="it-staff", reason="SD card replaced")
     assert again["token"] != reg["token"]
     renewed, cfg = _pusher(tmp_path / "new", url, again)
-    synthlog.fill(cfg.state_dir, 100)
     assert renewed.drain(time.monotonic() + 30)["done"]
-    assert len(app.store.alarms("dev-01")) == 1
-    assert app.store.device("dev-01")["public_key"] == new.log.latest_checkpoint()["public_key"]
-    assert app.store.punch_count("dev-01") == 300
+    assert sorted(a["kind"] for a in app.store.alarms("dev-01")) == ["new-log", "rebound", "unknown-key"]
+    assert app.store.device("dev-01")["public_key"] == new_key
+    assert app.store.punch_count("dev-01") == 200
+    audit = [(a["action"], json.loads(a["details"]).get("reason")) for a in app.store.device_audit("dev-01")]
+    assert ("rebind", "SD card replaced") in audit
 
 
 def test_damaged_photo_is_skipped_not_blocking(server, tmp_path):

@@ -76,6 +76,7 @@ def central(tmp_path):
 def terminal_config(tmp_path, central):
     cfg = write_config(tmp_path / "presensi.toml", tmp_path / "state", device_id="opd-01", extra=(
         f'\n[central]\nurl = "{central.url}"\ntoken = "{central.device["token"]}"\n'
+        f'enrolment_code = "{central.device["enrolment_code"]}"\n'
         f'server_key = "{central.device["server_key"]}"\ntimeout = 5.0\n'))
     assert presensi("init", config=cfg, env=faked()).returncode == 0
     return cfg
@@ -151,6 +152,7 @@ def test_wall_clock_in_1970_still_records_punches_in_the_not_verified_state(term
 def test_time_sync_with_a_wrong_pinned_key_fails_clearly_and_records_nothing(tmp_path, central):
     cfg = write_config(tmp_path / "bad.toml", tmp_path / "state2", device_id="opd-01", extra=(
         f'\n[central]\nurl = "{central.url}"\ntoken = "{central.device["token"]}"\n'
+        f'enrolment_code = "{central.device["enrolment_code"]}"\n'
         'server_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="\n'))
     assert presensi("init", config=cfg).returncode == 0
     out = presensi("time", "sync", config=cfg)

@@ -6,6 +6,8 @@ on every request, how much of a reply may be read (streamed and cut off at a per
 proxy's 40 MB page cannot take the daemon's memory), and what a failure means:
 
 - 401/403 → AuthError: a configuration problem (check `[central] token`, `presensi server add-device`);
+- every request is signed with the device key (sync/wire/signed.py): the token alone never makes an upload
+  count, the server checks the signature against the key bound at registration;
 - 408/425/429/5xx, connection errors, timeouts, cut or garbled replies → TransientError, with the server's
   Retry-After (seconds or an HTTP date) for the retry;
 - any other 4xx → RefusedError with the server's {"error"} text: this request will not succeed as it is.
@@ -29,7 +31,8 @@ from dataclasses import dataclass
 import requests
 import urllib3
 
-from terminal import __version__
+from sync.wire import signed
+from terminal import __version__, identity
 
 CHUNK = 64 * 1024  # read granularity: a reply over its limit costs at most limit + one chunk of memory
 JSON_LIMIT = 1024 * 1024  # every JSON answer of the central API is a few hundred bytes
@@ -83,6 +86,8 @@ class Settings:
     timeout: float = 10.0
     retry_base: float = 1.0
     max_backoff: float = 900.0
+    key: object | None = None  # the device's Ed25519PrivateKey; None: requests go unsigned (the server refuses)
+    enrolment_code: str | None = None
 
     @classmethod
     def from_config(cls, cfg) -> Settings:
@@ -91,7 +96,16 @@ class Settings:
             raise ConfigError("no central server configured: [central] url and token are not set; register "
                               "the device with `presensi server add-device` and put its token in [central] token")
         return cls(url=c.url.rstrip("/"), device_id=cfg.device.id, token=c.token, timeout=c.timeout,
-                   retry_base=c.retry_base, max_backoff=c.max_backoff)
+                   retry_base=c.retry_base, max_backoff=c.max_backoff, key=device_key(cfg.state_dir),
+                   enrolment_code=getattr(c, "enrolment_code", None))
+
+
+def device_key(state_dir):
+    """The device key every request is signed with; without it nothing can be delivered (fail closed)."""
+    try:
+        return identity.load_key(state_dir)
+    except identity.KeyError_ as e:
+        raise ConfigError(f"cannot sign requests to the central server: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -207,9 +221,14 @@ class Client:
             headers.setdefault("Content-Type", "application/json")
         if compress and data is not None:
             data, headers["Content-Encoding"] = gzip.compress(data, compresslevel=3), "gzip"
-        url = self.s.url + path
+        # the query is encoded here, not by requests, so the signed path is byte for byte the one sent
+        target = path + ("?" + urllib.parse.urlencode(params) if params else "")
+        if self.s.key is not None:
+            headers.update(signed.sign_request(self.s.key, method, target, self.s.device_id, data,
+                                               self.s.enrolment_code))
+        url = self.s.url + target
         try:
-            with self.session.request(method, url, data=data, headers=headers, params=params, stream=True,
+            with self.session.request(method, url, data=data, headers=headers, stream=True,
                                       timeout=(self.s.timeout, self.s.timeout)) as resp:
                 if resp.status_code >= 400:
                     reply = Reply(resp.status_code, resp.headers, _read_capped(resp, ERROR_TEXT_LIMIT), resp.url)
@@ -233,7 +252,9 @@ class Client:
         if status in (401, 403):
             return AuthError(f"the central server refused the device token (HTTP {status}: {text}); check "
                              f"[central] token, or register the device again with `presensi server add-device "
-                             f"{self.s.device_id}` and put the new token in [central] token",
+                             f"{self.s.device_id}` and put the new token in [central] token; a re-imaged "
+                             f"terminal (new key) is bound with `presensi server rebind-device "
+                             f"{self.s.device_id} --public-key …` (the key `presensi init` prints)",
                              status=status, reply=reply)
         if status in RETRYABLE_STATUS or status >= 500:
             return TransientError(f"HTTP {status} from {self.s.url}: {text}", status=status, reply=reply,

@@ -27,6 +27,7 @@ import requests
 
 from sync.device import central
 from sync.device.central import backoff_delay, parse_retry_after
+from sync.wire import signed
 from terminal import __version__
 from terminal.log import punchlog, syncstate
 from terminal.timing import timeline
@@ -61,19 +62,22 @@ class Settings:
     retry_base: float = 1.0
     max_backoff: float = 900.0
     heartbeat_interval: float = 60.0
+    key: object | None = None  # the device key that signs every request and the log announcement
+    enrolment_code: str | None = None
 
     @classmethod
     def from_config(cls, cfg) -> Settings:
         c = cfg.central
-        base = central.Settings.from_config(cfg)  # raises ConfigError (a PushError) without url and token
+        base = central.Settings.from_config(cfg)  # raises ConfigError (a PushError) without url, token, key
         return cls(url=base.url, device_id=base.device_id, token=c.token, timeout=c.timeout,
                    batch_size=c.batch_size, retry_base=c.retry_base, max_backoff=c.max_backoff,
-                   heartbeat_interval=c.heartbeat_interval)
+                   heartbeat_interval=c.heartbeat_interval, key=base.key, enrolment_code=base.enrolment_code)
 
     @property
     def central(self) -> central.Settings:
         return central.Settings(url=self.url, device_id=self.device_id, token=self.token, timeout=self.timeout,
-                                retry_base=self.retry_base, max_backoff=self.max_backoff)
+                                retry_base=self.retry_base, max_backoff=self.max_backoff, key=self.key,
+                                enrolment_code=self.enrolment_code)
 
 
 def annotate(conn: sqlite3.Connection, records: list[dict]) -> list[dict]:
@@ -96,6 +100,16 @@ def post(client: central.Client, rest: str, body, *, compress: bool = True) -> d
         if e.status == 413:
             raise TransientError("the batch is too large for the server", status=413) from None
         raise
+
+
+def _ranges(seqs: list[int]) -> str:
+    out: list[str] = []
+    for s in seqs:
+        if out and out[-1].split("-")[-1] == str(s - 1):
+            out[-1] = out[-1].split("-")[0] + f"-{s}"
+        else:
+            out.append(str(s))
+    return ", ".join(out[:20]) + (" …" if len(out) > 20 else "")
 
 
 class Pusher:
@@ -142,7 +156,10 @@ class Pusher:
         cps = [dict(r) for r in self.conn.execute(
             "SELECT log_id, seq, hash, signed_realtime_ns, public_key, signature FROM checkpoints "
             "WHERE seq > ? AND seq <= ? ORDER BY seq, id", (after, last))]
-        return {"log_id": self.log.log_id, "after_seq": after, "records": records, "checkpoints": cps}, last
+        body = {"log_id": self.log.log_id, "after_seq": after, "records": records, "checkpoints": cps}
+        if self.s.key is not None:  # the server takes a log_id it has not seen only with this
+            body["log_announcement"] = signed.announce_log(self.s.key, self.s.device_id, self.log.log_id)
+        return body, last
 
     def _batch_after(self, after: int) -> tuple[dict, int]:
         """The batch after `after`, from the two-entry cache (the retry of a failed batch, or the next batch
@@ -180,6 +197,7 @@ class Pusher:
                           status=getattr(e, "status", None))
             raise
         acked = min(acked, last)  # never believe the server holds more than we sent
+        self._note_kept_aside(reply, acked)
         try:
             syncstate.set_acked(self.conn, self.target, "punches", self.log.log_id, acked, attempt={
                 "kind": "punches", "started_ns": started, "ok": True, "http_status": 200,
@@ -191,6 +209,27 @@ class Pusher:
         if acked <= after:
             raise TransientError(f"the server stored the batch but acknowledges only up to seq {acked}; resending")
         return len(body["records"])
+
+    def _note_kept_aside(self, reply: dict, acked: int) -> None:
+        """Records the server kept aside (it already holds another version of that seq) are not delivered:
+        they are written down as such (`kept_aside`, shown by `presensi sync status`) and logged, instead
+        of being counted as delivered with the rest of the batch."""
+        seqs = reply.get("kept_aside") if isinstance(reply, dict) else None
+        if not isinstance(seqs, list) or not seqs:
+            return
+        seqs = sorted({s for s in seqs if isinstance(s, int) and not isinstance(s, bool) and 0 < s <= acked})
+        if not seqs:
+            return
+        log.error("the central server kept %d punch(es) aside (it holds another version of seq %s): they are "
+                  "NOT delivered; IT staff must compare `presensi log verify` with `presensi server alarms`",
+                  len(seqs), ", ".join(map(str, seqs[:20])))
+        try:
+            self.log.audit("sync", "sync.kept-aside", {"target": self.target, "log_id": self.log.log_id,
+                                                       "seqs": seqs[:1000], "count": len(seqs)})
+            self._attempt("punches", time.time_ns(), False, len(seqs),
+                          error=f"kept aside by the server (not delivered): seq {_ranges(seqs)}")
+        except sqlite3.Error:
+            log.exception("could not record the punches kept aside")
 
     def _sender(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._executor is None:

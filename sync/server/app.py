@@ -1,14 +1,18 @@
 """The reference central server: a FastAPI app (plumbing in sync/asgi.py) served by uvicorn.
 
 `make_app(db)` opens (or creates) the store: a SQLite path or a postgresql:// URL. Device endpoints need
-`Authorization: Bearer <token>` of that device (401 otherwise, 403 for another device's token). The
-OpenAPI document is generated from the routes and models below and served at /api/v1/openapi.json.
+`Authorization: Bearer <token>` of that device (401 otherwise, 403 for another device's token, without
+naming the device the token belongs to) AND a request signed by the device key bound at registration
+(sync/wire/signed.py): the token says who connects, only the signature makes an upload count. A request
+that fails either is refused before anything is stored, and alarmed. The OpenAPI document is generated
+from the routes and models below and served at /api/v1/openapi.json.
 """
 
 
 import datetime as dt
 import hashlib
 import html
+import json
 import re
 import secrets
 import time
@@ -18,16 +22,18 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 from sync import asgi
-from sync.wire import timesample
+from sync.wire import signed, timesample
 from terminal import __version__
+from terminal.log import chain
 from terminal.timing import clock
 
-from . import ingest
-from .storage import PUNCH_COLUMNS, Store, open_store
+from . import display, ingest
+from .storage import PUNCH_COLUMNS, Store, code_hash, open_store
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 SUSPICIOUS_ESCAPE = re.compile(rb"\\u(0000|[dD][89a-fA-F])")
@@ -38,6 +44,7 @@ PUNCHES_LIMIT = 64 * 1024 * 1024
 TIMES_LIMIT = 16 * 1024 * 1024
 FAULTS_LIMIT = 16 * 1024 * 1024
 SMALL_LIMIT = 256 * 1024  # heartbeat, time request
+DIAGNOSTICS_LIMIT = 256 * 1024  # one fault event's diagnostics as JSON
 DEV = "/api/v1/devices/{device_id}"
 
 
@@ -64,11 +71,26 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def add_device(store: Store, device_id: str, public_key: str | None = None) -> dict:
-    """Register a device (or issue it a new token) and return what the terminal's config needs."""
+def add_device(store: Store, device_id: str, public_key: str | None = None, *, rebind: bool = False,
+               actor: str = "cli", reason: str = "") -> dict:
+    """Register a device (rebind=True: a re-imaged terminal, audited) and return what the terminal's config
+    needs. With `public_key` that key is bound now; without, a one-time enrolment code is issued that the
+    device's first signed request redeems (then it expires; unused, it expires after three days)."""
+    if public_key is not None:
+        try:
+            chain.public_key_from_b64(public_key)
+        except ValueError as e:
+            raise ValueError(f"--public-key: {e}; copy the key `presensi init` printed on the terminal") from None
     token = new_token()
-    store.add_device(device_id, token_hash(token), public_key)
-    return {"device": device_id, "token": token, "server_key": store.server_public_key()}
+    code = None if public_key else new_token()[:24]
+    store.add_device(device_id, token_hash(token), public_key, code and code_hash(code), rebind=rebind,
+                     actor=actor, reason=reason)
+    out = {"device": device_id, "token": token, "server_key": store.server_public_key()}
+    if public_key:
+        out["public_key_fingerprint"] = chain.key_fingerprint(public_key)
+    else:
+        out["enrolment_code"] = code
+    return out
 
 
 # -- the request and answer models (the OpenAPI document is generated from them) -----------------------
@@ -76,9 +98,17 @@ def add_device(store: Store, device_id: str, public_key: str | None = None) -> d
 # diagnostics, health) are stored as JSON text and may hold anything. The models accept what ingest.py
 # accepts (it checks again, with its own messages): they are the contract, not a second opinion.
 
-Text = Annotated[str, StringConstraints(pattern=r"^[^\u0000]*$")]
+Text = Annotated[str, StringConstraints(pattern=r"^[^\u0000]*$", max_length=4096)]
+Short = Annotated[str, StringConstraints(pattern=r"^[^\u0000]*$", max_length=64)]
+
+
+def Bounded(field: str):  # noqa: N802  (a type, named like one)
+    """Text of one record field, as long as ingest.TEXT_LIMITS allows."""
+    return Annotated[str, StringConstraints(pattern=r"^[^\u0000]*$", max_length=ingest.TEXT_LIMITS[field])]
+
+
 Int64 = Annotated[int, Field(ge=-(2**63 - 1), le=2**63 - 1)]
-Seq = Annotated[int, Field(ge=1, le=2**62)]
+Seq = Annotated[int, Field(ge=1, le=ingest.MAX_SEQ)]
 Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Degrees = Annotated[float, Field(ge=-180, le=180)]
 
@@ -88,13 +118,14 @@ class Strict(BaseModel):
 
 
 class PunchRecord(Strict):
-    log_id: Text
+    log_id: Bounded("log_id")
     seq: Seq
-    employee: Text
-    method: Text
-    kind: Text | None = None
-    details: dict[str, Any] | str = Field(default_factory=dict)
-    boot_id: Text
+    employee: Bounded("employee")
+    method: Bounded("method")
+    kind: Bounded("kind") | None = None
+    details: dict[str, Any] | Annotated[Text, StringConstraints(max_length=ingest.DETAILS_LIMIT)] = Field(
+        default_factory=dict)
+    boot_id: Bounded("boot_id")
     monoraw_ns: Int64
     boottime_ns: Int64
     realtime_ns: Int64
@@ -102,28 +133,32 @@ class PunchRecord(Strict):
     maxerror_us: Int64 | None = None
     latitude: Degrees | None = None
     longitude: Degrees | None = None
-    photo_sha256: Text | None = None
+    photo_sha256: Bounded("photo_sha256") | None = None
     prev_hash: Hex64
     hash: Hex64
-    utc: Text | None = None
-    earliest: Text | None = None
-    latest: Text | None = None
-    basis: Text | None = None
-    flags: list[Text] | None = None
+    utc: Bounded("utc") | None = None
+    earliest: Bounded("earliest") | None = None
+    latest: Bounded("latest") | None = None
+    basis: Bounded("basis") | None = None
+    flags: Annotated[list[Bounded("flag")], Field(max_length=ingest.MAX_FLAGS)] | None = None
 
 
 class Checkpoint(Strict):
-    log_id: Text
+    log_id: Short
     seq: Seq
-    hash: Text
-    signature: Text
-    public_key: Text = None  # type: ignore[assignment]  # optional, but never null
+    hash: Short
+    signature: Annotated[str, StringConstraints(pattern=r"^[^\u0000]*$", max_length=128)]
+    public_key: Short = None  # type: ignore[assignment]  # optional, but never null
     signed_realtime_ns: Int64 = None  # type: ignore[assignment]
 
 
 class Batch(Strict):
-    log_id: Annotated[Text, StringConstraints(min_length=1)]
-    after_seq: Annotated[int, Field(ge=0, le=2**62, description="the terminal holds every record it has "
+    log_id: Annotated[Short, StringConstraints(min_length=1)]
+    log_announcement: Annotated[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/=]*$", max_length=128)]
+                                | None, Field(
+        description="base64 Ed25519 signature by the device key over `presensi-log:v1:<device>:<log_id>` "
+                    "(sync/wire/signed.py); required for a log_id the server has not seen")] = None
+    after_seq: Annotated[int, Field(ge=0, le=ingest.MAX_SEQ, description="the terminal holds every record it has "
                                                                   "after this seq in `records`")] = None  # type: ignore[assignment]
     records: Annotated[list[PunchRecord], Field(max_length=ingest.MAX_ITEMS)]
     checkpoints: list[Checkpoint] = Field(default_factory=list)
@@ -137,13 +172,13 @@ class Ack(BaseModel):
 
 
 class Head(Strict):
-    seq: Annotated[int, Field(ge=0, le=2**62)] = 0
+    seq: Annotated[int, Field(ge=0, le=ingest.MAX_SEQ)] = 0
     hash: Text | None = None
 
 
 class Heartbeat(Strict):
-    version: str = None  # type: ignore[assignment]
-    log_id: Text = None  # type: ignore[assignment]
+    version: Short = None  # type: ignore[assignment]
+    log_id: Short = None  # type: ignore[assignment]
     head: Head = Field(default_factory=Head)
     backlog: int = None  # type: ignore[assignment]
     acked_seq: int = None  # type: ignore[assignment]
@@ -158,10 +193,10 @@ class HeartbeatAck(BaseModel):
 
 class FaultEvent(Strict):
     id: Seq
-    fault_key: Text | None = None
-    event: Text | None = None
-    part: Text | None = None
-    category: Text | None = None
+    fault_key: Annotated[Text, StringConstraints(max_length=256)] | None = None
+    event: Short | None = None
+    part: Short | None = None
+    category: Short | None = None
     message: Text | None = None
     diagnostics: Any = None
     photo_sha256: Text | None = None
@@ -176,17 +211,21 @@ class FaultsAck(BaseModel):
     acked_through: int
 
 
+UtcText = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+                                                   r"(\.[0-9]{1,6})?(Z|\+00:00)$")]
+
+
 class DerivedTime(Strict):
     seq: Seq
-    utc: Text | None = None
-    earliest: Text | None = None
-    latest: Text | None = None
-    basis: Text | None = None
-    flags: list[Text] | None = None
+    utc: Annotated[UtcText | None, Field(description="ISO 8601 UTC, inside [earliest, latest]")] = None
+    earliest: Annotated[UtcText | None, Field(description="ISO 8601 UTC")] = None
+    latest: Annotated[UtcText | None, Field(description="ISO 8601 UTC")] = None
+    basis: Annotated[str, Field(json_schema_extra={"enum": list(signed.TIME_BASES)})]
+    flags: Annotated[list[Bounded("flag")], Field(max_length=ingest.MAX_FLAGS)] | None = None
 
 
 class Times(Strict):
-    log_id: Text
+    log_id: Bounded("log_id")
     times: Annotated[list[DerivedTime], Field(max_length=ingest.MAX_ITEMS)]
 
 
@@ -196,7 +235,7 @@ class TimesAck(BaseModel):
 
 class ChainHead(Strict):
     model_config = ConfigDict(strict=True, extra="forbid")
-    seq: Annotated[int, Field(ge=0, le=2**62)]
+    seq: Annotated[int, Field(ge=0, le=ingest.MAX_SEQ)]
     hash: Hex64
 
 
@@ -287,6 +326,74 @@ async def _raw_body(request: Request) -> bytes:
     return await request.body()
 
 
+# -- the signed envelope (sync/wire/signed.py) ----------------------------------------------------------
+
+ALARM_EVERY_NS = 60 * 10**9  # refused requests of one kind raise one alarm a minute per device, not a flood
+
+
+def refuse(store: Store, dev: str, status: int, kind: str, message: str, detail: str = "") -> HTTPException:
+    """Alarm (rate-limited) and return the HTTPException that refuses the request; nothing else is stored."""
+    now, last = time.monotonic_ns(), store.refusal_alarms
+    if now - last.get((dev, kind), -ALARM_EVERY_NS) >= ALARM_EVERY_NS:
+        last[(dev, kind)] = now
+        store.alarm(dev, kind, f"{message}{detail}"[:500])
+    return HTTPException(status, message)
+
+
+async def verify_signed(store: Store, request: Request, dev: str) -> None:
+    """The request must be signed by the key bound to `dev` (or redeem its enrolment code) and not replayed.
+    The body is read here (within the route's limit); the checks that touch the database run in the thread
+    pool, so a long batch transaction never stalls the event loop."""
+    try:  # before the body is read: an unsigned request costs no more than its headers
+        env = signed.parse(request.headers)
+    except signed.BadEnvelope as e:
+        raise await run_in_threadpool(refuse, store, dev, 401, "unsigned", str(e)) from None
+    body = await request.body()  # what was sent (gzip or not): the signature covers those bytes
+    target = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    await run_in_threadpool(_verify_signed, store, env, request.method, target + (f"?{query}" if query else ""),
+                            dev, body)
+
+
+def _verify_signed(store: Store, env: signed.Envelope, method: str, target: str, dev: str, body: bytes) -> None:
+    try:
+        signed.verify(env, method, target, dev, body)
+    except signed.BadEnvelope as e:
+        raise refuse(store, dev, 401, "bad-request-signature", str(e)) from None
+    bound = (store.device(dev) or {}).get("public_key")
+    if bound is None:
+        outcome = store.redeem_enrolment(dev, env.enrolment_code, env.public_key)
+        if outcome == "already-bound" and (store.device(dev) or {}).get("public_key") == env.public_key:
+            outcome = "bound"  # a concurrent request of the same device redeemed the code a moment ago
+        if outcome != "bound":
+            reason = {"no-code": "the device has no bound key and the request carries no enrolment code",
+                      "wrong-code": "the enrolment code is wrong",
+                      "expired": "the enrolment code has expired (issue a new one with rebind-device)",
+                      "already-bound": "the device was bound meanwhile"}[outcome]
+            raise refuse(store, dev, 403, "not-enrolled", f"request refused: {reason}",
+                         f" (key {chain.key_fingerprint(env.public_key)})")
+    elif env.public_key != bound:
+        raise refuse(store, dev, 403, "unknown-key", "request refused: signed by a key that is not bound to this "
+                     "device (a copied token, or a re-imaged terminal not yet re-bound with "
+                     "`presensi server rebind-device`)", f" (key {chain.key_fingerprint(env.public_key)})")
+    if not store.use_nonce(dev, env.nonce):
+        raise refuse(store, dev, 409, "replay", "request refused: this signed request was received before "
+                     "(a replay)")
+
+
+def _check_announcement(store: Store, dev: str, log_id: str, signature) -> None:
+    """A log_id the server has not seen is taken only with the device's signed announcement."""
+    if store.log_known(dev, log_id):
+        return
+    key = store.device(dev)["public_key"]
+    if not signed.announcement_valid(key, dev, log_id, signature):
+        raise refuse(store, dev, 403, "unannounced-log", "a new log_id needs a log_announcement signed by the "
+                     "device key", f": log {log_id[:64]!r}")
+    if store.announce_log(dev, log_id, key, signature):  # not its first log: a new database on the terminal
+        store.alarm(dev, "new-log", f"device announced another punch log {log_id}: the terminal started a new "
+                                    "database (check that nothing of the old one is undelivered)")
+
+
 def _call(fn, *args):
     try:
         return fn(*args)
@@ -320,11 +427,19 @@ def router(store: Store | None) -> APIRouter:
         return device
 
     def device(device_id: DeviceId, token_dev: Annotated[str, Depends(token_device)]) -> str:
-        if token_dev != device_id:
-            raise HTTPException(403, f"this token belongs to device {token_dev!r}, not {device_id!r}")
+        if token_dev != device_id:  # never say whose token it is: that would map tokens to devices
+            raise HTTPException(403, "this token does not belong to this device")
         return token_dev
 
-    Device = Annotated[str, Depends(device)]
+    async def signed_device(request: Request, dev: Annotated[str, Depends(device)]) -> str:
+        await verify_signed(store, request, dev)
+        return dev
+
+    async def signed_token_device(request: Request, dev: Annotated[str, Depends(token_device)]) -> str:
+        await verify_signed(store, request, dev)
+        return dev
+
+    Device = Annotated[str, Depends(signed_device)]
     errs = asgi.errors(400, 401, 403, 413)
 
     @r.post(f"{DEV}/punches", summary="Deliver a batch of punches (idempotent; dedupe on device, log_id, seq)",
@@ -333,6 +448,7 @@ def router(store: Store | None) -> APIRouter:
             openapi_extra=asgi.json_request(Batch, PUNCHES_LIMIT))
     def punches(dev: Device, body: Annotated[Any, Depends(JsonBody(Batch))]) -> dict:
         log_id, after, records, checkpoints = _call(ingest.validate_batch, body)
+        _check_announcement(store, dev, log_id, body.get("log_announcement"))
         return _call(ingest.store_batch, store, dev, log_id, after, records, checkpoints)
 
     @r.post(f"{DEV}/heartbeat", summary="Small liveness report sent even while bulk upload fails",
@@ -387,11 +503,11 @@ def router(store: Store | None) -> APIRouter:
             responses={200: {"description": "signed answer", "content": {"application/json": {
                 "schema": {"type": "object"}}}}, **asgi.errors(400, 401, 403, 413, 503)},
             openapi_extra=asgi.json_request(TimeRequest, SMALL_LIMIT))
-    def time_answer(dev: Annotated[str, Depends(token_device)],
+    def time_answer(dev: Annotated[str, Depends(signed_token_device)],
                     body: Annotated[Any, Depends(JsonBody(TimeRequest))]) -> dict:
         t2_ns = time.time_ns()
         if isinstance(body, dict) and isinstance(body.get("device_id"), str) and body["device_id"] != dev:
-            raise HTTPException(403, f"this token belongs to device {dev!r}, not {body['device_id']!r}")
+            raise HTTPException(403, "this token does not belong to the device_id in the request")
         try:
             error_bound_ns, synced = server_clock_error()
             return timesample.answer_time_request(store.server_key(), body, t2_ns, error_bound_ns=error_bound_ns,
@@ -406,47 +522,46 @@ def _fault_events(body) -> list[dict]:
     events = body.get("events") if isinstance(body, dict) else None
     if not isinstance(events, list) or len(events) > ingest.MAX_ITEMS or not all(
             isinstance(e, dict) and isinstance(e.get("id"), int) and not isinstance(e.get("id"), bool)
-            and 1 <= e["id"] <= 2**62 for e in events):
+            and 1 <= e["id"] <= ingest.MAX_SEQ for e in events):
         raise HTTPException(400, "body must be {\"events\": [{\"id\": positive integer, ...}]}")
     for e in events:
         for k in ("fault_key", "event", "part", "category", "message", "photo_sha256"):
             if e.get(k) is not None and not isinstance(e[k], str):
                 raise HTTPException(400, f"events[].{k} must be a string or null")
+        if len(json.dumps(e.get("diagnostics"), ensure_ascii=False)) > DIAGNOSTICS_LIMIT:
+            raise HTTPException(400, f"events[].diagnostics is larger than {DIAGNOSTICS_LIMIT} characters")
         rt = e.get("realtime_ns")
         if rt is not None and (not isinstance(rt, int) or isinstance(rt, bool) or abs(rt) >= 2**63):
             raise HTTPException(400, "events[].realtime_ns must be a 64-bit integer or null")
     return events
 
 
-# -- the read-only page -----------------------------------------------------------------------------------
+# -- the status page ----------------------------------------------------------------------------------------
 
 def page(store: Store) -> str:
+    """Aggregate counts only: the page has no login, so it shows nothing personal (no NIP, no kinds or
+    times of anyone's punches, no alarm texts that may quote them). Details are for the CLI, which needs
+    access to the database (`presensi server punches|alarms`)."""
     e = html.escape
+    devices = store.devices()
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>presensi central</title>"
              "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}"
              ".bad{color:#b00}</style></head><body><h1>presensi-edge reference central server</h1>",
+             f"<p>{len(devices)} devices, {sum(d['punches'] for d in devices)} punches, "
+             f"{sum(d['alarms'] for d in devices)} alarms, {store.photo_count()} photos.</p>",
              "<h2>Devices</h2><table><tr><th>device</th><th>last contact</th><th>punches</th>"
              "<th>acked through</th><th>backlog (heartbeat)</th><th>alarms</th></tr>"]
-    for d in store.devices():
+    for d in devices:
         hb = d["heartbeat"] or {}
         last = _utc_text(d["last_contact_ns"]) if d["last_contact_ns"] else "never"
-        acked = ", ".join(f"{x['log_id'][:8]}: {x['acked_through']}" for x in d["logs"]) or "-"
+        acked = ", ".join(f"{display.safe(x['log_id'][:8])}: {x['acked_through']}" for x in d["logs"]) or "-"
         cls = " class='bad'" if d["alarms"] else ""
-        parts.append(f"<tr><td>{e(d['device_id'])}</td><td>{e(last)}</td><td>{d['punches']}</td>"
-                     f"<td>{e(acked)}</td><td>{e(str(hb.get('backlog', '-')))}</td>"
+        backlog = hb.get("backlog", "-")
+        parts.append(f"<tr><td>{e(display.safe(d['device_id']))}</td><td>{e(last)}</td><td>{d['punches']}</td>"
+                     f"<td>{e(acked)}</td><td>{e(display.safe(backlog, 20))}</td>"
                      f"<td{cls}>{d['alarms']}</td></tr>")
-    parts.append("</table><h2>Alarms</h2><table><tr><th>when</th><th>device</th><th>kind</th>"
-                 "<th>message</th></tr>")
-    for a in store.alarms(limit=50):
-        parts.append(f"<tr class='bad'><td>{e(_utc_text(a['created_ns']))}</td>"
-                     f"<td>{e(a['device_id'])}</td><td>{e(a['kind'])}</td><td>{e(a['message'])}</td></tr>")
-    parts.append("</table><h2>Recent punches</h2><table><tr><th>device</th><th>seq</th><th>employee</th>"
-                 "<th>method</th><th>kind</th><th>utc</th><th>basis</th><th>problems</th></tr>")
-    for p in store.recent_punches(50):
-        parts.append(f"<tr><td>{e(p['device_id'])}</td><td>{p['seq']}</td><td>{e(p['employee'] or '')}</td>"
-                     f"<td>{e(p['method'] or '')}</td><td>{e(p['kind'] or '')}</td><td>{e(p['utc'] or '-')}"
-                     f"</td><td>{e(p['basis'] or '-')}</td><td>{e(p['problems'] or '')}</td></tr>")
-    parts.append("</table></body></html>")
+    parts.append("</table><p>Alarms and punches: <code>presensi server alarms|punches --db …</code> on the "
+                 "server.</p></body></html>")
     return "".join(parts)
 
 

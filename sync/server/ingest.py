@@ -8,14 +8,21 @@ Rules (../shared/reference/time-and-durability.md §3):
 - A record whose hash does not match its content, or that does not link to its predecessor, is kept and
   flagged (alarm) rather than refused: a poison record must not stall the queue.
 - `acked_through` is the highest seq up to which every seq is stored or known missing.
+- Nothing displaces a stored record: a second version of a stored (log_id, seq) is kept aside in
+  `punch_conflicts`, alarmed, and named in the answer's `kept_aside`, so the terminal does not count it as
+  delivered. (Every batch that gets here was signed by the device key: sync/server/app.py checks that.)
+- A batch that skips seqs after the acknowledged ones is alarmed as a gap even without `after_seq`.
+- Sizes are bounded: seq up to MAX_SEQ, every text field to its length in TEXT_LIMITS.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import time
 
+from sync.wire import signed
 from terminal.log import chain
 
 from .storage import PUNCH_COLUMNS, Store
@@ -27,6 +34,15 @@ WALK_BATCH = 5000
 MAX_ITEMS = 10_000  # records, times or events per request (as documented)
 MAX_SKIP = 50_000  # seqs a batch may skip that are tracked one by one (beyond: one coarse alarm)
 HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+# 2^31 - 1: a terminal with 10,000 punches a day reaches it in 580 years; anything bigger is an attack on
+# the arithmetic of the acknowledgement, not a punch.
+MAX_SEQ = 2**31 - 1
+# Longest accepted text per field (characters); a NIP has 18 digits, ids are up to 64 characters.
+TEXT_LIMITS = {"log_id": 64, "employee": 64, "method": 16, "kind": 32, "boot_id": 64, "photo_sha256": 64,
+               "utc": 40, "earliest": 40, "latest": 40, "basis": 32, "flag": 64}
+DETAILS_LIMIT = 8192  # a punch's details as JSON
+MAX_FLAGS = 32
+HEALTH_LIMIT = 64 * 1024  # a heartbeat's health summary as JSON
 
 
 class BadBatch(ValueError):
@@ -59,13 +75,32 @@ def validate_record(rec, i: int) -> None:
         v = rec.get(k)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or abs(v) >= 2**63):
             raise BadBatch(f"records[{i}].{k} must be a 64-bit integer or null")
-    if rec["seq"] < 1:
-        raise BadBatch(f"records[{i}].seq must be at least 1")
+    if not 1 <= rec["seq"] <= MAX_SEQ:
+        raise BadBatch(f"records[{i}].seq must be from 1 to {MAX_SEQ}")
+    check_lengths(rec, f"records[{i}]")
     if not isinstance(rec.get("details", {}), (dict, str)):
         raise BadBatch(f"records[{i}].details must be an object")
     for k in DERIVED:
         if rec.get(k) is not None and not isinstance(rec[k], str):
             raise BadBatch(f"records[{i}].{k} must be a string or null")
+
+
+def check_lengths(item: dict, where: str) -> None:
+    """Text fields within TEXT_LIMITS, flags a short list of short strings, details a small object."""
+    for k, limit in TEXT_LIMITS.items():
+        v = item.get(k)
+        if isinstance(v, str) and len(v) > limit:
+            raise BadBatch(f"{where}.{k} is longer than {limit} characters")
+    flags = item.get("flags") or []
+    if isinstance(flags, list) and (len(flags) > MAX_FLAGS or any(
+            not isinstance(f, str) or len(f) > TEXT_LIMITS["flag"] for f in flags)):
+        raise BadBatch(f"{where}.flags must be at most {MAX_FLAGS} strings of at most {TEXT_LIMITS['flag']} "
+                       "characters")
+    details = item.get("details")
+    if details is not None:
+        size = len(details) if isinstance(details, str) else len(json.dumps(details, ensure_ascii=False))
+        if size > DETAILS_LIMIT:
+            raise BadBatch(f"{where}.details is larger than {DETAILS_LIMIT} characters")
 
 
 def _int_in(value, lo: int, hi: int) -> bool:
@@ -79,21 +114,21 @@ def validate_batch(body) -> tuple[str, int, list[dict], list[dict]]:
     checkpoints = body.get("checkpoints", [])
     if "after_seq" in body and after is None:
         raise BadBatch("after_seq must be a non-negative integer (or left out)")
-    if not isinstance(log_id, str) or not log_id:
-        raise BadBatch("log_id must be a non-empty string")
+    if not isinstance(log_id, str) or not log_id or len(log_id) > TEXT_LIMITS["log_id"]:
+        raise BadBatch(f"log_id must be a non-empty string of at most {TEXT_LIMITS['log_id']} characters")
     if not isinstance(records, list) or len(records) > MAX_ITEMS:
         raise BadBatch(f"records must be a list of at most {MAX_ITEMS}")
-    if after is not None and (not isinstance(after, int) or isinstance(after, bool) or after < 0):
-        raise BadBatch("after_seq must be a non-negative integer")
+    if after is not None and not _int_in(after, 0, MAX_SEQ):
+        raise BadBatch(f"after_seq must be a whole number from 0 to {MAX_SEQ}")
     if not isinstance(checkpoints, list):
         raise BadBatch("checkpoints must be a list")
     for i, rec in enumerate(records):
         validate_record(rec, i)
     for i, cp in enumerate(checkpoints):
-        if not isinstance(cp, dict) or not _int_in(cp.get("seq"), 1, 2**62) or not all(
-                isinstance(cp.get(k), str) for k in ("log_id", "hash", "signature")):
-            raise BadBatch(f"checkpoints[{i}] needs log_id, seq (1 to 2^62), hash and signature")
-        if "public_key" in cp and not isinstance(cp["public_key"], str):
+        if not isinstance(cp, dict) or not _int_in(cp.get("seq"), 1, MAX_SEQ) or not all(
+                isinstance(cp.get(k), str) and len(cp[k]) <= 128 for k in ("log_id", "hash", "signature")):
+            raise BadBatch(f"checkpoints[{i}] needs log_id, seq (1 to {MAX_SEQ}), hash and signature")
+        if "public_key" in cp and (not isinstance(cp["public_key"], str) or len(cp["public_key"]) > 128):
             raise BadBatch(f"checkpoints[{i}].public_key must be a string")
         if "signed_realtime_ns" in cp and not _int_in(cp["signed_realtime_ns"], -(2**63 - 1), 2**63 - 1):
             raise BadBatch(f"checkpoints[{i}].signed_realtime_ns must be a 64-bit integer")
@@ -126,6 +161,8 @@ ALARM_TEXT = {
     "conflict": "a record already delivered arrived again with a different hash (edited after delivery)",
     "bad-signature": "checkpoint signature is not valid for this device's key",
     "rewritten": "a signed checkpoint does not match the stored record (the log was rewritten)",
+    "gap": "the batch skips seqs the server does not hold (not yet delivered, or deleted on the terminal)",
+    "time-moved": "a corrected time moved outside the interval delivered before",
 }
 
 
@@ -139,7 +176,7 @@ def store_batch(store: Store, device_id: str, log_id: str, after_seq: int | None
         # Several server processes may share one PostgreSQL database: one batch per log at a time.
         store.rows(cur, "SELECT acked_through FROM logs WHERE device_id=? AND log_id=?" + store.lock_row,
                    (device_id, log_id))
-        result = {"stored": 0, "duplicates": 0, "flagged": 0}
+        result = {"stored": 0, "duplicates": 0, "flagged": 0, "kept_aside": []}
         if records:
             result = _store_records(store, cur, device_id, log_id, after_seq, records, source)
         _check_checkpoints(store, cur, device_id, log_id, checkpoints)
@@ -150,6 +187,8 @@ def store_batch(store: Store, device_id: str, log_id: str, after_seq: int | None
 
 def _store_records(store, cur, device_id, log_id, after_seq, records, source) -> dict:
     lo, hi = records[0]["seq"], records[-1]["seq"]
+    if after_seq is None:
+        _alarm_gap(store, cur, device_id, log_id, lo)
     if after_seq is not None and hi - after_seq > len(records) + MAX_SKIP:
         # Too many skipped seqs to account for one by one: alarm, store the records, and leave the
         # acknowledgement below the gap (nothing is assumed delivered that was not).
@@ -171,7 +210,7 @@ def _store_records(store, cur, device_id, log_id, after_seq, records, source) ->
             problems["missing"] = skipped
     hash_at = {s: v[0] for s, v in existing.items()}
     hash_at.update({r["seq"]: r["hash"] for r in records})
-    rows, dup, now = [], 0, time.time_ns()
+    rows, dup, now, kept = [], 0, time.time_ns(), []
     for rec in records:
         seq = rec["seq"]
         flags = _record_problems(rec, log_id, hash_at)
@@ -180,8 +219,11 @@ def _store_records(store, cur, device_id, log_id, after_seq, records, source) ->
             problems.setdefault("broken-link", []).append(seq + 1)
         if seq in existing:
             dup += 1
-            if existing[seq][0] != rec["hash"]:
+            if existing[seq][0] != rec["hash"]:  # kept aside, never displacing the stored version
                 problems.setdefault("conflict", []).append(seq)
+                kept.append(seq)
+                store.execute(cur, "INSERT INTO punch_conflicts VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                              (device_id, log_id, seq, rec["hash"], json.dumps(rec, sort_keys=True), now))
             continue
         for f in flags:
             problems.setdefault(f, []).append(seq)
@@ -193,7 +235,21 @@ def _store_records(store, cur, device_id, log_id, after_seq, records, source) ->
         store.raise_alarm(cur, device_id, log_id, min(seqs), kind,
                           f"{ALARM_TEXT[kind]}: seq {ranges(seqs)}")
     flagged = sum(1 for r in rows if r[PUNCH_COLUMNS.index("problems")] != "[]")
-    return {"stored": len(rows), "duplicates": dup, "flagged": flagged}
+    return {"stored": len(rows), "duplicates": dup, "flagged": flagged, "kept_aside": kept}
+
+
+def _alarm_gap(store, cur, device_id: str, log_id: str, lo: int) -> None:
+    """A batch without after_seq that starts beyond what the server holds: alarm the gap (once per start).
+    The seqs are not marked missing: the terminal did not say it lacks them, they may still come."""
+    acked = store.rows(cur, "SELECT acked_through FROM logs WHERE device_id=? AND log_id=?",
+                       (device_id, log_id))[0][0]
+    if lo <= acked + 1:
+        return
+    held = store.rows(cur, "SELECT count(*) FROM punches WHERE device_id=? AND log_id=? AND seq > ? AND seq < ?",
+                      (device_id, log_id, acked, lo))[0][0]
+    if held < lo - acked - 1:
+        store.raise_alarm(cur, device_id, log_id, acked + 1, "gap",
+                          f"{ALARM_TEXT['gap']}: seq {acked + 1}-{lo - 1} (a batch without after_seq)", once=True)
 
 
 def _record_problems(rec: dict, log_id: str, hash_at: dict) -> list[str]:
@@ -232,11 +288,8 @@ def _check_checkpoints(store, cur, device_id: str, log_id: str, checkpoints: lis
     if not checkpoints:
         return
     pinned = store.rows(cur, "SELECT public_key FROM devices WHERE device_id=?", (device_id,))
+    # The key bound at registration, never one a checkpoint brings along (a forger would bring their own).
     key_b64 = pinned[0][0] if pinned else None
-    if key_b64 is None:  # trust on first use: the device's key is learned from its first checkpoint
-        key_b64 = checkpoints[0].get("public_key")
-        if isinstance(key_b64, str):
-            store.execute(cur, "UPDATE devices SET public_key=? WHERE device_id=?", (key_b64, device_id))
     try:
         public_key = chain.public_key_from_b64(key_b64 or "")
     except ValueError:
@@ -288,33 +341,79 @@ def _advance(store, cur, device_id: str, log_id: str) -> int:
     return acked
 
 
+def _utc(text, where: str) -> dt.datetime | None:
+    """An ISO 8601 UTC time ('Z' or +00:00), or None; anything else is refused."""
+    if text is None:
+        return None
+    if not isinstance(text, str) or len(text) > TEXT_LIMITS["utc"]:
+        raise BadBatch(f"{where} must be an ISO 8601 UTC time or null")
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadBatch(f"{where} is not an ISO 8601 time: {text[:40]!r}") from None
+    if value.utcoffset() != dt.timedelta(0):
+        raise BadBatch(f"{where} must be in UTC")
+    return value
+
+
+def validate_time(t, i: int) -> dict:
+    """One corrected time: seq, utc inside [earliest, latest], a basis from the fixed list, short flags."""
+    if not isinstance(t, dict) or not _int_in(t.get("seq"), 1, MAX_SEQ):
+        raise BadBatch(f"times[{i}].seq must be a whole number from 1 to {MAX_SEQ}")
+    utc, lo, hi = (_utc(t.get(k), f"times[{i}].{k}") for k in ("utc", "earliest", "latest"))
+    if lo is not None and hi is not None and lo > hi:
+        raise BadBatch(f"times[{i}]: earliest is after latest")
+    if utc is not None and ((lo is not None and utc < lo) or (hi is not None and utc > hi)):
+        raise BadBatch(f"times[{i}]: utc lies outside [earliest, latest]")
+    if t.get("basis") not in signed.TIME_BASES:
+        raise BadBatch(f"times[{i}].basis must be one of {', '.join(signed.TIME_BASES)}")
+    flags = t.get("flags") or []
+    if not isinstance(flags, list):
+        raise BadBatch(f"times[{i}].flags must be a list")
+    check_lengths({"flags": flags}, f"times[{i}]")
+    return {"seq": t["seq"], "utc": t.get("utc"), "earliest": t.get("earliest"), "latest": t.get("latest"),
+            "basis": t["basis"], "flags": flags, "_utc": utc}
+
+
 def update_times(store: Store, device_id: str, body) -> dict:
-    """C3: update only the derived time columns of stored punches."""
+    """C3: update only the derived time columns of stored punches, keeping every revision in
+    time_revisions; a new utc outside the interval delivered before is alarmed (`time-moved`)."""
     if not isinstance(body, dict) or not isinstance(body.get("log_id"), str) or not isinstance(
             body.get("times"), list) or len(body["times"]) > MAX_ITEMS:
         raise BadBatch(f"body must be {{\"log_id\": str, \"times\": [at most {MAX_ITEMS}]}}")
-    rows = []
-    for i, t in enumerate(body["times"]):
-        if not isinstance(t, dict) or not isinstance(t.get("seq"), int) or not 1 <= t["seq"] <= 2**62:
-            raise BadBatch(f"times[{i}].seq must be a whole number from 1 to 2^62")
-        for k in DERIVED:
-            if t.get(k) is not None and not isinstance(t[k], str):
-                raise BadBatch(f"times[{i}].{k} must be a string or null")
-        if not isinstance(t.get("flags") or [], list):
-            raise BadBatch(f"times[{i}].flags must be a list")
-        rows.append((t.get("utc"), t.get("earliest"), t.get("latest"), t.get("basis"),
-                     json.dumps(t.get("flags") or []), device_id, body["log_id"], t["seq"]))
+    log_id = body["log_id"]
+    times = [validate_time(t, i) for i, t in enumerate(body["times"])]
+    now, known, moved = time.time_ns(), 0, []
     with store.transaction() as cur:
-        seqs = [r[-1] for r in rows]
-        known = 0
-        for i in range(0, len(seqs), 500):
-            part = seqs[i:i + 500]
-            known += store.rows(cur, "SELECT count(*) FROM punches WHERE device_id=? AND log_id=? AND seq IN "
-                                f"({', '.join('?' * len(part))})", (device_id, body["log_id"], *part))[0][0]
-        store.executemany(cur, "UPDATE punches SET utc=?, earliest=?, latest=?, basis=?, flags=? "
-                          "WHERE device_id=? AND log_id=? AND seq=?", rows)
+        for t in times:
+            stored = store.rows(cur, "SELECT earliest, latest FROM punches WHERE device_id=? AND log_id=? AND seq=?",
+                                (device_id, log_id, t["seq"]))
+            if not stored:
+                continue
+            known += 1
+            prev_lo, prev_hi = (_utc_or_none(v) for v in stored[0])
+            new = t["_utc"]
+            if new is not None and ((prev_lo is not None and new < prev_lo) or (prev_hi is not None and new > prev_hi)):
+                moved.append(t["seq"])
+            flags = json.dumps(t["flags"])
+            store.execute(cur, "INSERT INTO time_revisions (device_id, log_id, seq, utc, earliest, latest, basis, "
+                          "flags, received_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                          (device_id, log_id, t["seq"], t["utc"], t["earliest"], t["latest"], t["basis"], flags, now))
+            store.execute(cur, "UPDATE punches SET utc=?, earliest=?, latest=?, basis=?, flags=? "
+                          "WHERE device_id=? AND log_id=? AND seq=?",
+                          (t["utc"], t["earliest"], t["latest"], t["basis"], flags, device_id, log_id, t["seq"]))
+        if moved:
+            store.raise_alarm(cur, device_id, log_id, min(moved), "time-moved",
+                              f"{ALARM_TEXT['time-moved']}: seq {ranges(moved)}")
         store.touch(cur, device_id)
     return {"updated": known}
+
+
+def _utc_or_none(text):
+    try:
+        return _utc(text, "stored")
+    except BadBatch:  # stored by an older version without validation: no interval to compare with
+        return None
 
 
 def heartbeat(store: Store, device_id: str, body) -> dict:
@@ -334,6 +433,12 @@ def heartbeat(store: Store, device_id: str, body) -> dict:
         if key in body and (not isinstance(value, kind) or isinstance(value, bool)):
             what = {str: "a string", int: "a whole number", dict: "an object"}[kind]
             raise BadBatch(f"{key} must be {what}")
+        if isinstance(value, str) and len(value) > 64:
+            raise BadBatch(f"{key} is longer than 64 characters")
+    if head.get("hash") is not None and len(head["hash"]) > 64:
+        raise BadBatch("head.hash is longer than 64 characters")
+    if len(json.dumps(body.get("health") or {}, ensure_ascii=False)) > HEALTH_LIMIT:
+        raise BadBatch(f"health is larger than {HEALTH_LIMIT} characters")
     with store.transaction() as cur:
         store.touch(cur, device_id, {**body, "received_ns": time.time_ns()})
         acked = 0

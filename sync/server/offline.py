@@ -62,7 +62,11 @@ def read_manifest(store: Store, folder: Path) -> dict:
     if device is None:
         raise ImportRefused(f"{folder}: device {manifest.get('device')!r} is not registered on this server; "
                             "register it with `presensi server add-device` first")
-    key_b64 = device["public_key"] or manifest.get("public_key")
+    key_b64 = device["public_key"]
+    if not key_b64:  # the stick's own key would vouch for itself: anyone could make one
+        raise ImportRefused(f"{folder}: device {manifest['device']}'s key is not bound on this server yet; bind it "
+                            f"with `presensi server rebind-device {manifest['device']} --public-key B64` (the key "
+                            "`presensi init` prints on the terminal) and import again")
     try:
         key = chain.public_key_from_b64(str(key_b64))
     except ValueError:
@@ -75,8 +79,6 @@ def read_manifest(store: Store, folder: Path) -> dict:
         if _file_sha256(folder / name) != expect.get("sha256"):
             raise ImportRefused(f"{folder}/{name}: content does not match the signed manifest (altered or "
                                 "damaged copy); export again from the terminal")
-    if device["public_key"] is None:
-        store.add_device(device["device_id"], device["token_sha256"], str(key_b64))
     return manifest
 
 

@@ -8,17 +8,21 @@ or none of it.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import os
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from terminal.log import chain
+
+from . import atrest
 
 PUNCH_COLUMNS = (
     "device_id", "log_id", "seq", "employee", "method", "kind", "details", "boot_id", "monoraw_ns",
@@ -62,6 +66,22 @@ CREATE TABLE IF NOT EXISTS time_samples (
     boot_id TEXT NOT NULL, sent_monoraw_ns BIGINT, monoraw_ns BIGINT NOT NULL, realtime_ns BIGINT,
     utc_ns BIGINT NOT NULL, uncertainty_ns BIGINT NOT NULL, head_seq BIGINT, status TEXT NOT NULL,
     evidence TEXT NOT NULL, received_ns BIGINT NOT NULL, PRIMARY KEY (device_id, log_id, sample_id));
+CREATE TABLE IF NOT EXISTS enrolments (
+    device_id TEXT PRIMARY KEY, code_sha256 TEXT NOT NULL, expires_ns BIGINT NOT NULL, created_ns BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS request_nonces (
+    device_id TEXT NOT NULL, nonce TEXT NOT NULL, received_ns BIGINT NOT NULL, PRIMARY KEY (device_id, nonce));
+CREATE TABLE IF NOT EXISTS device_audit (
+    id {serial} PRIMARY KEY, device_id TEXT NOT NULL, action TEXT NOT NULL, details TEXT NOT NULL,
+    created_ns BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS log_announcements (
+    device_id TEXT NOT NULL, log_id TEXT NOT NULL, public_key TEXT NOT NULL, signature TEXT NOT NULL,
+    created_ns BIGINT NOT NULL, PRIMARY KEY (device_id, log_id));
+CREATE TABLE IF NOT EXISTS punch_conflicts (
+    device_id TEXT NOT NULL, log_id TEXT NOT NULL, seq BIGINT NOT NULL, hash TEXT NOT NULL, record TEXT NOT NULL,
+    received_ns BIGINT NOT NULL, PRIMARY KEY (device_id, log_id, seq, hash));
+CREATE TABLE IF NOT EXISTS time_revisions (
+    id {serial} PRIMARY KEY, device_id TEXT NOT NULL, log_id TEXT NOT NULL, seq BIGINT NOT NULL, utc TEXT,
+    earliest TEXT, latest TEXT, basis TEXT, flags TEXT, received_ns BIGINT NOT NULL);
 """
 
 
@@ -69,11 +89,21 @@ def is_postgres(db: str) -> bool:
     return str(db).startswith(("postgresql://", "postgres://"))
 
 
-def open_store(db: str | Path) -> Store:
-    """SQLite for a file path, PostgreSQL for a postgresql:// URL. Creates the schema and server key."""
+ENROL_VALID_NS = 72 * 3600 * 10**9  # an enrolment code unused for three days expires
+NONCES_KEPT_NS = 35 * 24 * 3600 * 10**9
+
+
+def open_store(db: str | Path, key_dir: str | Path | None = None) -> Store:
+    """SQLite for a file path, PostgreSQL for a postgresql:// URL. Creates the schema, the key directory
+    (sync/server/atrest.py) and the server key; moves a key found in the database out of it."""
     store = PostgresStore(str(db)) if is_postgres(str(db)) else SQLiteStore(Path(db))
+    store.keys = atrest.Keys(Path(key_dir) if key_dir else atrest.default_key_dir(str(db)))
     store.setup()
     return store
+
+
+def code_hash(code: str) -> str:
+    return hashlib.sha256(code.strip().encode()).hexdigest()
 
 
 class Store:
@@ -82,9 +112,13 @@ class Store:
     placeholder = "?"
     lock_row = ""  # SQLite: BEGIN IMMEDIATE already excludes other writers
 
+    keys: atrest.Keys
+
     def __init__(self):
         self._lock = threading.RLock()
         self._server_key: Ed25519PrivateKey | None = None
+        self._nonces_seen = 0
+        self.refusal_alarms: dict[tuple[str, str], int] = {}  # (device, kind) -> when last alarmed (app.py)
 
     # -- backend primitives -------------------------------------------------------------------------
 
@@ -118,15 +152,39 @@ class Store:
                 if stmt.strip():
                     cur.execute(stmt)
             row = self.rows(cur, "SELECT value FROM server_meta WHERE key='server_key'")
-            if not row:
-                pem = Ed25519PrivateKey.generate().private_bytes(
-                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-                self.execute(cur, "INSERT INTO server_meta VALUES ('server_key', ?)", (pem.decode(),))
+            if row:  # written by an older version: move it out of the database
+                if not self.keys.has_signing_key():
+                    self.keys.write_signing_key(row[0][0].encode())
+                self.execute(cur, "DELETE FROM server_meta WHERE key='server_key'")
+                atrest.warn(f"the server signing key was stored in the database; moved to "
+                            f"{self.keys.signing_key_path()} (0600) and deleted from the database (old backups "
+                            "of the database still hold it: destroy them)")
+            self.keys.ensure_signing_key()
+        self._encrypt_old_blobs()
+
+    def _encrypt_old_blobs(self) -> None:
+        """Photos and roster bundles stored in clear by an older version are encrypted in place."""
+        for table, key, column in (("photos", "sha256", "data"), ("rosters", "version", "bundle")):
+            done = 0
+            for (k,) in self.query_rows(f"SELECT {key} FROM {table} WHERE substr({column}, 1, 4) <> ?",
+                                        (atrest.MAGIC,)):
+                with self.transaction() as cur:
+                    blob = self.rows(cur, f"SELECT {column} FROM {table} WHERE {key}=?", (k,))[0][0]
+                    if not atrest.is_encrypted(blob):
+                        self.execute(cur, f"UPDATE {table} SET {column}=? WHERE {key}=?",
+                                     (self.keys.encrypt(bytes(blob), f"{table}:{k}"), k))
+                        done += 1
+            if done:
+                atrest.warn(f"encrypted {done} {table} row(s) stored in clear by an older version")
+
+    def query_rows(self, sql: str, params=()) -> list[tuple]:
+        with self.reading() as cur:
+            self.execute(cur, sql, params)
+            return cur.fetchall()
 
     def server_key(self) -> Ed25519PrivateKey:
         if self._server_key is None:
-            pem = self.query("SELECT value FROM server_meta WHERE key='server_key'")[0]["value"]
-            self._server_key = serialization.load_pem_private_key(pem.encode(), password=None)
+            self._server_key = self.keys.signing_key()
         return self._server_key
 
     def server_public_key(self) -> str:
@@ -134,18 +192,103 @@ class Store:
 
     # -- devices --------------------------------------------------------------------------------------
 
-    def add_device(self, device_id: str, token_sha256: str, public_key: str | None) -> bool:
-        """Register a device. Registering it again (a re-imaged terminal) issues a new token and pins the
-        given key, or forgets the pinned one so the next signed checkpoint pins it. True when new."""
+    def add_device(self, device_id: str, token_sha256: str, public_key: str | None,
+                   enrol_sha256: str | None = None, *, rebind: bool = False, actor: str = "cli",
+                   reason: str = "") -> bool:
+        """Register a device with its key (or a one-time enrolment code the device's first signed request
+        redeems). A known device is refused unless rebind=True: re-imaging a terminal (a new key) is an
+        explicit act, audited in device_audit and raised as an alarm so nobody misses it. True when new."""
+        now = time.time_ns()
         with self.transaction() as cur:
-            known = self.rows(cur, "SELECT 1 FROM devices WHERE device_id=?", (device_id,))
+            known = self.rows(cur, "SELECT public_key FROM devices WHERE device_id=?", (device_id,))
+            if known and not rebind:
+                raise ValueError(f"device {device_id} is already registered; a re-imaged terminal (new key) is "
+                                 f"bound with `presensi server rebind-device {device_id}`")
+            if not known and rebind:
+                raise ValueError(f"device {device_id} is not registered; use `presensi server add-device`")
             if known:
                 self.execute(cur, "UPDATE devices SET token_sha256=?, public_key=? WHERE device_id=?",
                              (token_sha256, public_key, device_id))
             else:
                 self.execute(cur, "INSERT INTO devices (device_id, token_sha256, public_key, created_ns) "
-                             "VALUES (?, ?, ?, ?)", (device_id, token_sha256, public_key, time.time_ns()))
+                             "VALUES (?, ?, ?, ?)", (device_id, token_sha256, public_key, now))
+            self.execute(cur, "DELETE FROM enrolments WHERE device_id=?", (device_id,))
+            if enrol_sha256:
+                self.execute(cur, "INSERT INTO enrolments VALUES (?, ?, ?, ?)",
+                             (device_id, enrol_sha256, now + ENROL_VALID_NS, now))
+            details = {"public_key": public_key, "fingerprint": chain.key_fingerprint(public_key)
+                       if public_key else None, "enrolment_code": bool(enrol_sha256), "actor": actor,
+                       "reason": reason, "previous_key": known[0][0] if known else None}
+            self.audit(cur, device_id, "rebind" if known else "add", details)
+            if known:
+                self.raise_alarm(cur, device_id, None, None, "rebound",
+                                 f"device key re-bound by {actor} ({reason or 'no reason given'}); previous key "
+                                 f"{chain.key_fingerprint(known[0][0]) if known[0][0] else 'none'}, new "
+                                 f"{details['fingerprint'] or 'by enrolment code'}")
         return not known
+
+    def audit(self, cur, device_id: str, action: str, details: dict) -> None:
+        self.execute(cur, "INSERT INTO device_audit (device_id, action, details, created_ns) VALUES (?, ?, ?, ?)",
+                     (device_id, action, json.dumps(details, sort_keys=True), time.time_ns()))
+
+    def device_audit(self, device_id: str | None = None) -> list[dict]:
+        if device_id:
+            return self.query("SELECT * FROM device_audit WHERE device_id=? ORDER BY id", (device_id,))
+        return self.query("SELECT * FROM device_audit ORDER BY id")
+
+    def redeem_enrolment(self, device_id: str, code: str | None, public_key: str) -> str:
+        """Bind `public_key` to a device that has none yet, if `code` is its unexpired enrolment code.
+        Returns "bound", or the reason it was not: "no-code", "wrong-code", "expired", "already-bound"."""
+        now = time.time_ns()
+        with self.transaction() as cur:
+            row = self.rows(cur, "SELECT public_key FROM devices WHERE device_id=?" + self.lock_row, (device_id,))
+            if not row or row[0][0]:
+                return "already-bound"
+            enrol = self.rows(cur, "SELECT code_sha256, expires_ns FROM enrolments WHERE device_id=?", (device_id,))
+            if not enrol or not code:
+                return "no-code"
+            if not secrets_equal(enrol[0][0], code_hash(code)):
+                return "wrong-code"
+            if enrol[0][1] < now:
+                return "expired"
+            self.execute(cur, "UPDATE devices SET public_key=? WHERE device_id=?", (public_key, device_id))
+            self.execute(cur, "DELETE FROM enrolments WHERE device_id=?", (device_id,))
+            self.audit(cur, device_id, "enrolled", {"public_key": public_key,
+                                                    "fingerprint": chain.key_fingerprint(public_key)})
+        return "bound"
+
+    def use_nonce(self, device_id: str, nonce: str) -> bool:
+        """Record a request nonce; False if this device used it before (a replayed request)."""
+        now = time.time_ns()
+        with self.transaction() as cur:
+            if self.rows(cur, "SELECT 1 FROM request_nonces WHERE device_id=? AND nonce=?", (device_id, nonce)):
+                return False
+            self.execute(cur, "INSERT INTO request_nonces VALUES (?, ?, ?)", (device_id, nonce, now))
+            self._nonces_seen += 1
+            if self._nonces_seen % 1000 == 0:  # bounded table: nonces older than the window are dropped
+                self.execute(cur, "DELETE FROM request_nonces WHERE received_ns < ?", (now - NONCES_KEPT_NS,))
+        return True
+
+    def log_known(self, device_id: str, log_id: str) -> bool:
+        return bool(self.query("SELECT 1 AS x FROM logs WHERE device_id=? AND log_id=?", (device_id, log_id)))
+
+    def announce_log(self, device_id: str, log_id: str, public_key: str, signature: str) -> bool:
+        """Store a device-signed log announcement (audited); True when the device had other logs already."""
+        with self.transaction() as cur:
+            others = self.rows(cur, "SELECT count(*) FROM logs WHERE device_id=? AND log_id<>?",
+                               (device_id, log_id))[0][0]
+            self.execute(cur, "INSERT INTO log_announcements VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                         (device_id, log_id, public_key, signature, time.time_ns()))
+            self.execute(cur, "INSERT INTO logs (device_id, log_id, acked_through) VALUES (?, ?, 0) "
+                         "ON CONFLICT DO NOTHING", (device_id, log_id))
+            self.audit(cur, device_id, "log-announced", {"log_id": log_id})
+        return others > 0
+
+    def alarm(self, device_id: str, kind: str, message: str, log_id: str | None = None,
+              seq: int | None = None) -> None:
+        """An alarm in its own transaction (for requests refused before anything is stored)."""
+        with self.transaction() as cur:
+            self.raise_alarm(cur, device_id, log_id, seq, kind, message)
 
     def device_for_token(self, token_sha256: str) -> str | None:
         rows = self.query("SELECT device_id FROM devices WHERE token_sha256=?", (token_sha256,))
@@ -256,9 +399,14 @@ class Store:
         with self.transaction() as cur:
             if self.rows(cur, "SELECT 1 FROM photos WHERE sha256=?", (sha256,)):
                 return False
-            self.execute(cur, "INSERT INTO photos VALUES (?, ?, ?, ?)", (sha256, device_id, data, time.time_ns()))
+            self.execute(cur, "INSERT INTO photos VALUES (?, ?, ?, ?)",
+                         (sha256, device_id, self.keys.encrypt(data, f"photos:{sha256}"), time.time_ns()))
             self.touch(cur, device_id)
         return True
+
+    def photo(self, sha256: str) -> bytes | None:
+        rows = self.query("SELECT data FROM photos WHERE sha256=?", (sha256,))
+        return self.keys.decrypt(rows[0]["data"], f"photos:{sha256}") if rows else None
 
     def photo_count(self) -> int:
         return self.query("SELECT count(*) AS n FROM photos")[0]["n"]
@@ -283,24 +431,36 @@ class Store:
 
     def publish_roster(self, version: int, bundle: bytes) -> None:
         with self.transaction() as cur:
-            self.execute(cur, "INSERT INTO rosters VALUES (?, ?, ?)", (version, bundle, time.time_ns()))
+            self.execute(cur, "INSERT INTO rosters VALUES (?, ?, ?)",
+                         (version, self.keys.encrypt(bundle, f"rosters:{version}"), time.time_ns()))
 
     def latest_roster(self) -> dict | None:
         rows = self.query("SELECT version, bundle FROM rosters ORDER BY version DESC LIMIT 1")
         if not rows:
             return None
-        return {"version": rows[0]["version"], "bundle": bytes(rows[0]["bundle"])}
+        version = rows[0]["version"]
+        return {"version": version, "bundle": self.keys.decrypt(rows[0]["bundle"], f"rosters:{version}")}
+
+
+def secrets_equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
 
 
 class SQLiteStore(Store):
     def __init__(self, path: Path):
         super().__init__()
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(mode=0o700, parents=True)
+        # created 0600 before SQLite opens it (its -wal and -shm then get the same mode); tightened if older
+        atrest.tighten(self.path, 0o600)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("PRAGMA busy_timeout=30000")
+        for suffix in ("-wal", "-shm"):
+            atrest.tighten(Path(str(self.path) + suffix), 0o600)
         self.describe = f"sqlite:{self.path}"
 
     def _ddl(self) -> str:

@@ -154,6 +154,7 @@ def run(say: Callable[[str], None] = print, work: Path | None = None, linger: fl
     from sync.device.roster_client import pull_roster
     from sync.server.app import add_device
     from terminal import config as config_mod
+    from terminal import identity
     from terminal.app.daemon import Daemon
     from terminal.log import punchlog
 
@@ -164,7 +165,10 @@ def run(say: Callable[[str], None] = print, work: Path | None = None, linger: fl
     frames.mkdir(parents=True, exist_ok=True)  # an empty view until the employee steps up
     central = CentralServer(work / "central.db").start()
     say(f"central server   {central.url}  (reference server, database {central.db})")
-    registration = add_device(central.app.store, "demo-opd-01")
+    punchlog.init(work / "state")  # the device key first: registration binds it (a token alone is not enough)
+    device_key = identity.public_key_b64(identity.load_key(work / "state"))
+    registration = add_device(central.app.store, "demo-opd-01", device_key)
+    say(f"device key       {registration['public_key_fingerprint']} bound to demo-opd-01")
     publish_roster(central.app.store, photo)
     say(f"roster           version 1 published: {', '.join(n for _, n, _ in EMPLOYEES)}")
     with FingerprintEmulator(Settings(capacity=162), link=work / "ttyFP", latency=REALISTIC_LATENCY) as emu:

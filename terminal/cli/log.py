@@ -53,7 +53,16 @@ def cmd_init(args) -> int:
     result = punchlog.init(cfg.state_dir)
     result["device"] = cfg.device.id
     what = "created" if result["created_database"] else "already initialised"
-    text = f"{cfg.state_dir}: {what}; log_id {result['log_id']}"
+    from terminal import identity
+    from terminal.log import chain
+
+    key_b64 = identity.public_key_b64(identity.load_key(cfg.state_dir))
+    result["public_key"], result["public_key_fingerprint"] = key_b64, chain.key_fingerprint(key_b64)
+    text = (f"{cfg.state_dir}: {what}; log_id {result['log_id']}\n"
+            f"device key  {result['public_key_fingerprint']}\n"
+            f"public key  {key_b64}\n"
+            f"(register it on the central server: `presensi server add-device {cfg.device.id} --public-key "
+            f"{key_b64}`, and compare the fingerprint it prints)")
     from terminal.web import ensure_admin_password
 
     password = ensure_admin_password(cfg.state_dir)  # only on the first run; never stored in clear text

@@ -15,6 +15,12 @@ PUNCH_FIELDS = ("device", "log_id", "seq", "employee", "method", "kind", "utc", 
                 "flags")
 
 
+def safe(value) -> str:
+    from sync.server.display import safe as _safe
+
+    return _safe(value)
+
+
 def register(sub) -> None:
     srv = add_group(sub, "server", "the reference central server (development, tests, small regencies)")
     p = add_command(srv, "run", cmd_run, "serve the sync API and the read-only status page")
@@ -23,11 +29,19 @@ def register(sub) -> None:
                    help="address to listen on (port 0 = any free port; default 127.0.0.1:8800)")
     p.add_argument("--threads", type=int, default=4, help="worker threads (default 4)")
     p = add_command(srv, "add-device", cmd_add_device,
-                    "register a device and print its token and the server key (again for a re-imaged "
-                    "terminal: a new token, and its new key is pinned)")
+                    "register a device, bind its key, and print its token and the server key")
     p.add_argument("device_id", metavar="DEVICE_ID")
-    p.add_argument("--public-key", metavar="B64", help="pin the device's Ed25519 public key now "
-                   "(default: learned from its first signed checkpoint)")
+    p.add_argument("--public-key", metavar="B64", help="bind the device's Ed25519 public key (the one `presensi "
+                   "init` printed on the terminal); without it a one-time enrolment code is printed, which the "
+                   "terminal's first signed request redeems ([central] enrolment_code)")
+    _db(p)
+    p = add_command(srv, "rebind-device", cmd_rebind_device,
+                    "bind a new key to a registered device (a re-imaged terminal); audited and alarmed, "
+                    "issues a new token")
+    p.add_argument("device_id", metavar="DEVICE_ID")
+    p.add_argument("--public-key", metavar="B64", help="the new key (`presensi init` on the re-imaged terminal "
+                   "prints it); without it a one-time enrolment code is printed")
+    p.add_argument("--reason", required=True, help="why (kept in the audit trail), e.g. 'SD card replaced'")
     _db(p)
     p = add_command(srv, "punches", cmd_punches, "list stored punches, one line each")
     _db(p)
@@ -81,14 +95,39 @@ def cmd_run(args) -> int:
 
 
 def cmd_add_device(args) -> int:
+    return _register(args, rebind=False)
+
+
+def cmd_rebind_device(args) -> int:
+    return _register(args, rebind=True)
+
+
+def _register(args, rebind: bool) -> int:
+    import getpass
+
     from sync.server.app import add_device
 
     if not DEVICE_ID.match(args.device_id):
         raise CommandError(f"device id {args.device_id!r} is not valid: use 1-64 letters, digits, '.', '_' or '-'")
-    result = add_device(_store(args), args.device_id, args.public_key)
-    emit(args, result, f"device     {result['device']}\ntoken      {result['token']}\n"
-                       f"server_key {result['server_key']}\n"
-                       "put token and server_key into the terminal's [central] section")
+    try:
+        actor = getpass.getuser()
+    except (KeyError, OSError):
+        actor = "unknown"
+    try:
+        result = add_device(_store(args), args.device_id, args.public_key, rebind=rebind, actor=actor,
+                            reason=getattr(args, "reason", "") or "")
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    lines = [f"device      {result['device']}", f"token       {result['token']}",
+             f"server_key  {result['server_key']}"]
+    if result.get("enrolment_code"):
+        lines += [f"enrolment_code {result['enrolment_code']}",
+                  "put token, server_key and enrolment_code into the terminal's [central] section; the code "
+                  "binds the first key that uses it and then expires (unused, after 3 days)"]
+    else:
+        lines += [f"bound key   {result['public_key_fingerprint']} (compare with what `presensi init` printed)",
+                  "put token and server_key into the terminal's [central] section"]
+    emit(args, result, "\n".join(lines))
     return 0
 
 
@@ -98,10 +137,10 @@ def cmd_punches(args) -> int:
         row = {"device": p["device_id"], **{k: p[k] for k in PUNCH_FIELDS[1:-1]},
                "flags": json.loads(p["flags"] or "[]") + json.loads(p["problems"] or "[]")}
         if getattr(args, "json", False):
-            print(json.dumps(row, ensure_ascii=False))
+            print(json.dumps(row, ensure_ascii=True))  # \u escapes: no control character reaches the screen
         else:
-            print("\t".join("-" if row[k] is None else (",".join(row[k]) or "-") if k == "flags" else str(row[k])
-                            for k in PUNCH_FIELDS))
+            print("\t".join("-" if row[k] is None else safe(",".join(row[k]) or "-") if k == "flags"
+                            else safe(row[k]) for k in PUNCH_FIELDS))
     return 0
 
 
@@ -109,14 +148,14 @@ def cmd_alarms(args) -> int:
     alarms = list(reversed(_store(args).alarms(args.device, limit=100000)))
     if getattr(args, "json", False):
         for a in alarms:
-            print(json.dumps(a, ensure_ascii=False))
+            print(json.dumps(a, ensure_ascii=True))
         return 0
     from terminal.ops.status import format_ns
 
     if not alarms:
         print("no alarms")
     for a in alarms:
-        print(f"{format_ns(a['created_ns'])}  {a['device_id']}  {a['kind']:<13} {a['message']}")
+        print(f"{format_ns(a['created_ns'])}  {safe(a['device_id'])}  {safe(a['kind']):<13} {safe(a['message'])}")
     return 0
 
 

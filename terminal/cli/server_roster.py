@@ -4,6 +4,7 @@ and publish it to the terminals (a sub-command of the `server` group in terminal
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from terminal.cli.common import CommandError, add_command, emit
@@ -59,8 +60,11 @@ def cmd_publish_roster(args) -> int:
     except rosterbundle.BundleRejected as e:
         raise CommandError(f"the roster would be refused by the terminals ({e.code}): {e.reason}") from None
     store.publish_roster(version, bundle)
-    if args.output:
-        Path(args.output).write_bytes(bundle)
+    if args.output:  # it holds every template: readable by its owner only, like the database
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(bundle)
+        os.chmod(args.output, 0o600)
     result = {"version": version, "employees": len(employees), "bytes": len(bundle),
               "face_photos": sum(len(e["face_photos"]) for e in employees),
               "finger_templates": sum(len(e["finger_templates"]) for e in employees), "output": args.output}

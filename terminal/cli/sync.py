@@ -69,7 +69,15 @@ def cmd_sync_now(args) -> int:
         beat.stop()
         beat.join(settings.timeout * 2 + 5)  # no thread may be mid-request when the process exits
         pusher.close()
-    result.update(acked_seq=summary["acked_seq"], head_seq=summary["head_seq"])
+    result.update(acked_seq=summary["acked_seq"], head_seq=summary["head_seq"], kept_aside=summary["kept_aside"])
+    if result["done"] and result["kept_aside"]:
+        if getattr(args, "json", False):
+            emit(args, result)
+        print(f"presensi: error: the central server kept {len(result['kept_aside'])} punch(es) aside because it "
+              f"holds another version of them (seq {', '.join(map(str, result['kept_aside'][:20]))}): they are "
+              "NOT delivered; IT staff compare `presensi log verify` here with `presensi server alarms`",
+              file=sys.stderr)
+        return 1
     if result["done"]:
         emit(args, result, f"all delivered: acked seq {result['acked_seq']} of {result['head_seq']} "
                            f"to {settings.url}")

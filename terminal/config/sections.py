@@ -51,6 +51,9 @@ class Central(Section):
                          example="https://presensi.example-kab.go.id")
     token: str | None = _f(None, "Device token issued by `presensi server add-device`.", secret=True)
     server_key: str | None = _f(None, "The central server's Ed25519 public key (base64), pinned at set-up.")
+    enrolment_code: str | None = _f(None, "One-time enrolment code from `presensi server add-device` (when no "
+                                    "--public-key was given there): binds this device's key on first contact.",
+                                    secret=True)
     timeout: float = _f(10.0, "Connect and read timeout for each request, in seconds.", min=0.1)
     batch_size: int = _f(500, "Punches per upload batch; bounds memory whatever the backlog.", min=1, max=10000)
     push_interval: float = _f(15.0, "Seconds between push attempts while punches are pending.", min=0.1)

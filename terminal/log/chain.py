@@ -135,3 +135,11 @@ def verify_b64(public_key: Ed25519PublicKey, signature_b64: str, message: bytes)
     except (InvalidSignature, ValueError):
         return False
 
+
+
+def key_fingerprint(public_key_b64: str) -> str:
+    """What an installer compares by eye: `presensi init` prints it on the terminal and `presensi server
+    add-device` prints the fingerprint of the key it bound (SHA-256 of the raw key, like OpenSSH's)."""
+    raw = public_key_from_b64(public_key_b64).public_bytes(serialization.Encoding.Raw,
+                                                           serialization.PublicFormat.Raw)
+    return "SHA256:" + base64.b64encode(hashlib.sha256(raw).digest()).decode().rstrip("=")

@@ -8,6 +8,7 @@ skipped), "faults" (highest fault_events id delivered).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 
@@ -77,6 +78,17 @@ def _insert_attempt(conn, target: str, kind: str, *, started_ns: int, ok: bool, 
         conn.execute("DELETE FROM sync_attempts WHERE id <= ?", (cur.lastrowid - ATTEMPTS_KEPT,))
 
 
+def kept_aside(conn: sqlite3.Connection, target: str | None) -> list[int]:
+    """Seqs a central server kept aside (it holds another version of them, so they are NOT delivered),
+    from the audit entries the push client writes ("sync.kept-aside")."""
+    seqs: set[int] = set()
+    for (details,) in conn.execute("SELECT details FROM audit WHERE action='sync.kept-aside'"):
+        d = json.loads(details)
+        if d.get("target") == target:
+            seqs.update(s for s in d.get("seqs") or [] if isinstance(s, int))
+    return sorted(seqs)
+
+
 def summary(conn: sqlite3.Connection, target: str | None, log_id: str) -> dict:
     """Backlog, acked seq, last contact and last error for one central server."""
     head = conn.execute("SELECT coalesce(max(seq), 0) FROM punches").fetchone()[0]
@@ -107,9 +119,12 @@ def summary(conn: sqlite3.Connection, target: str | None, log_id: str) -> dict:
         "last_error": last_err[0] if last_err else None,
         "last_error_ns": last_err[1] if last_err else None,
         "last_attempt_failed": failing,
+        "kept_aside": kept_aside(conn, target),
     }
+    out["ok"] = out["ok"] and not out["kept_aside"]
     out["summary"] = f"backlog {backlog}, acked seq {acked_seq} of {head}" + (
-        f"; last error: {out['last_error']}" if failing else "")
+        f"; last error: {out['last_error']}" if failing else "") + (
+        f"; {len(out['kept_aside'])} punch(es) kept aside by the server, NOT delivered" if out["kept_aside"] else "")
     return out
 
 
