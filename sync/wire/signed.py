@@ -125,5 +125,5 @@ def announcement_valid(public_key_b64: str, device_id: str, log_id: str, signatu
 
 # The bases a corrected punch time may name (terminal/timing/timeline.py SOURCES plus the fallbacks it
 # uses when no sample anchors a boot); tests/test_trust.py keeps this list and the terminal's in step.
-TIME_BASES = ("server-signed", "http-date", "kernel-ntp", "zk-settime", "adms-datetime", "manual",
+TIME_BASES = ("server-signed", "http-date", "kernel-ntp", "rtc", "gps", "zk-settime", "adms-datetime", "manual",
               "order", "none", "unanchored", "wall-clock", "unavailable")
