@@ -96,7 +96,7 @@ def cmd_log_list(args) -> int:
         print("no punches")
     for r in records:
         print(f"{r['seq']:>7}  {status.format_ns(r['realtime_ns'])}  {r['employee']:<20} {r['method']:<6} "
-              f"{r['kind'] or '-':<10} {r['hash'][:12]}")
+              f"{punchlog.kind_of(r) or '-':<10} {r['hash'][:12]}")
     return 0
 
 

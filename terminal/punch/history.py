@@ -26,7 +26,9 @@ def recent_punches(conn: sqlite3.Connection, employee: str, now_utc: dt.datetime
     skipped when the current boot began before `since` (boots never interleave in seq order), which spares
     the annotation on a terminal that has been running since before today.
     """
-    cur = conn.execute("SELECT * FROM punches WHERE employee = ? ORDER BY seq DESC LIMIT ?", (employee, limit))
+    # the kind is the derived one (terminal/punch/derived.py): it follows re-anchoring, the hashed one does not
+    cur = conn.execute("SELECT p.*, d.kind AS derived_kind FROM punches p LEFT JOIN punch_derived d "
+                       "ON d.seq = p.seq WHERE p.employee = ? ORDER BY p.seq DESC LIMIT ?", (employee, limit))
     cols = [c[0] for c in cur.description]
     records = [dict(zip(cols, tuple(r), strict=True)) for r in cur.fetchall()]
     if reading is not None and since is not None:
@@ -40,7 +42,8 @@ def recent_punches(conn: sqlite3.Connection, employee: str, now_utc: dt.datetime
             utc = now_utc - dt.timedelta(microseconds=(reading.boottime_ns - r["boottime_ns"]) / 1000)
         else:
             utc = annotated.get(r["seq"]) or dt.datetime.fromtimestamp(r["realtime_ns"] / 1e9, dt.UTC)
-        out.append(RecentPunch(r["kind"] or _kind_from_details(r["details"]), utc, r["seq"]))
+        kind = r["derived_kind"] or r["kind"] or _kind_from_details(r["details"])
+        out.append(RecentPunch(kind, utc, r["seq"]))
     return out
 
 
