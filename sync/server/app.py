@@ -87,6 +87,24 @@ class Strict(BaseModel):
     model_config = ConfigDict(strict=True)
 
 
+class DerivedValues(Strict):
+    """Kind, lateness and local time the terminal derived from the punch's corrected time (outside the
+    hash): recomputed when the time is re-anchored; a higher `revision` replaces a lower one."""
+    kind: Annotated[Text, StringConstraints(max_length=32)]
+    minutes_late: Annotated[int, Field(ge=0, le=100_000)] = 0
+    minutes_early: Annotated[int, Field(ge=0, le=100_000)] = 0
+    local_date: Annotated[Text, StringConstraints(max_length=10)] | None = None
+    local_time: Annotated[Text, StringConstraints(max_length=12)] | None = None
+    timezone: Annotated[Text, StringConstraints(max_length=64)] | None = None
+    workday: bool | None = None
+    day_name: Annotated[Text, StringConstraints(max_length=200)] = ""
+    zk_state: Annotated[int, Field(ge=0, le=255)] | None = None
+    basis: Annotated[Text, StringConstraints(max_length=32)]
+    computed_from: Annotated[Text, StringConstraints(max_length=16)]
+    time_verified: bool
+    revision: Annotated[int, Field(ge=1, le=2**62)]
+
+
 class PunchRecord(Strict):
     log_id: Text
     seq: Seq
@@ -110,6 +128,7 @@ class PunchRecord(Strict):
     latest: Text | None = None
     basis: Text | None = None
     flags: list[Text] | None = None
+    derived: DerivedValues | None = None
 
 
 class Checkpoint(Strict):
@@ -183,6 +202,7 @@ class DerivedTime(Strict):
     latest: Text | None = None
     basis: Text | None = None
     flags: list[Text] | None = None
+    derived: DerivedValues | None = None
 
 
 class Times(Strict):
@@ -444,10 +464,15 @@ def page(store: Store) -> str:
                  "<th>method</th><th>kind</th><th>utc</th><th>basis</th><th>problems</th></tr>")
     for p in store.recent_punches(50):
         parts.append(f"<tr><td>{e(p['device_id'])}</td><td>{p['seq']}</td><td>{e(p['employee'] or '')}</td>"
-                     f"<td>{e(p['method'] or '')}</td><td>{e(p['kind'] or '')}</td><td>{e(p['utc'] or '-')}"
+                     f"<td>{e(p['method'] or '')}</td><td>{e(_kind(p))}</td><td>{e(p['utc'] or '-')}"
                      f"</td><td>{e(p['basis'] or '-')}</td><td>{e(p['problems'] or '')}</td></tr>")
     parts.append("</table></body></html>")
     return "".join(parts)
+
+
+def _kind(p: dict) -> str:
+    """The punch's kind as the terminal derives it now, else the hashed one (records before derived kinds)."""
+    return ((p.get("derived") or {}).get("kind")) or p.get("kind") or ""
 
 
 def make_app(db) -> FastAPI:
