@@ -9,15 +9,14 @@ import json
 import time
 
 import pytest
-import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from sync.asgi import Served
-from sync.device import time_client as timeservice
-from terminal import identity
-from terminal.log import punchlog
+from sync.device import central, time_client
+from sync.wire import timesample
+from terminal.log import chain, punchlog
 from terminal.timing import timeline
 
 
@@ -47,8 +46,8 @@ class TimeServer:
             raise HTTPException(401, "bad token")
         try:
             key = Ed25519PrivateKey.generate() if self.mode == "wrong-key" else self.key
-            answer = timeservice.answer_time_request(key, json.loads(await request.body()), t2,
-                                                     error_bound_ns=1_000_000)
+            answer = timesample.answer_time_request(key, json.loads(await request.body()), t2,
+                                                    error_bound_ns=1_000_000, synced=True)
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
         if self.mode == "replay":
@@ -78,21 +77,25 @@ def log(tmp_path):
 
 
 def pub(srv: TimeServer) -> str:
-    return identity.public_key_b64(srv.key)
+    return chain.public_key_b64(srv.key)
+
+
+def client(url: str, token: str = "tok", timeout: float = 10.0) -> central.Client:
+    return central.Client(central.Settings(url=url, device_id="dev-1", token=token, timeout=timeout))
 
 
 def test_signed_exchange_keeps_the_lowest_delay_on_one_keep_alive_connection(server, log):
     server.slow_first = 3  # the first three answers take 250 ms longer on the way back
-    with requests.Session() as session:
-        s = timeservice.fetch_time_sample(session, server.url, "dev-1", "tok", pub(server), log.conn, exchanges=6)
+    with client(server.url) as c:
+        s = time_client.fetch_time_sample(c, pub(server), log.conn, exchanges=6)
     assert len(server.ports) == 6 and len(set(server.ports)) == 1, "all exchanges on one keep-alive connection"
     assert s["source"] == "server-signed" and s["status"] == "accepted"
     assert s["evidence"]["delay_ns"] < 200_000_000, "a 250 ms exchange was kept instead of a fast one"
     assert s["evidence"]["nonce"] and s["evidence"]["signature"]
     assert s["monoraw_ns"] - s["sent_monoraw_ns"] < 200_000_000
     # the signed evidence verifies against the pinned key later, too
-    assert identity.verify_b64(server.key.public_key(), s["evidence"]["signature"],
-                               timeservice.signed_message(s["evidence"]))
+    assert chain.verify_b64(server.key.public_key(), s["evidence"]["signature"],
+                               timesample.signed_message(s["evidence"]))
     now = timeline.now(log.conn)
     truth = time.time_ns()  # the server's clock is this machine's clock: it is the truth here
     assert now["verified"] and now["basis"] == "server-signed"
@@ -107,15 +110,15 @@ def test_signed_exchange_keeps_the_lowest_delay_on_one_keep_alive_connection(ser
 ])
 def test_answers_that_fail_verification_record_nothing(server, log, mode, message):
     server.mode = mode
-    with requests.Session() as session, pytest.raises(timeservice.TimeSyncError, match=message):
-        timeservice.sync_time(session, server.url, "dev-1", "tok", pub(server), log.conn)
+    with client(server.url) as c, pytest.raises(time_client.TimeSyncError, match=message):
+        time_client.sync_time(c, pub(server), log.conn)
     assert log.conn.execute("SELECT count(*) FROM time_samples").fetchone()[0] == 0
 
 
 def test_missing_time_endpoint_falls_back_to_the_http_date_header(server, log):
     server.mode = "missing"
-    with requests.Session() as session:
-        result = timeservice.sync_time(session, server.url, "dev-1", "tok", pub(server), log.conn)
+    with client(server.url) as c:
+        result = time_client.sync_time(c, pub(server), log.conn)
     s = result["sample"]
     assert result["method"] == "http-date" and s["source"] == "http-date" and "HTTP 404" in result["signed_error"]
     assert s["uncertainty_ns"] == 500_000_000 and "GMT" in s["evidence"]["date"]
@@ -126,14 +129,12 @@ def test_missing_time_endpoint_falls_back_to_the_http_date_header(server, log):
 
 
 def test_refused_token_and_unreachable_server_give_clear_errors(server, log):
-    with requests.Session() as session:
-        with pytest.raises(timeservice.TimeSyncError, match="token was refused"):
-            timeservice.fetch_time_sample(session, server.url, "dev-1", "wrong", pub(server), log.conn)
-        with pytest.raises(timeservice.TimeSyncError, match="cannot reach the central server"):
-            timeservice.fetch_time_sample(session, "http://127.0.0.1:9", "dev-1", "tok", pub(server), log.conn,
-                                          timeout=2)
-        with pytest.raises(timeservice.TimeSyncError, match="server_key is not set"):
-            timeservice.fetch_time_sample(session, server.url, "dev-1", "tok", "", log.conn)
+    with pytest.raises(time_client.TimeSyncError, match="refused the device token .* check \\[central\\] token"):
+        time_client.fetch_time_sample(client(server.url, token="wrong"), pub(server), log.conn)
+    with pytest.raises(time_client.TimeSyncError, match="cannot reach the central server"):
+        time_client.fetch_time_sample(client("http://127.0.0.1:9", timeout=2), pub(server), log.conn)
+    with pytest.raises(time_client.TimeSyncError, match="server_key is not set"):
+        time_client.fetch_time_sample(client(server.url), "", log.conn)
 
 
 NONCE = base64.b64encode(b"n" * 16).decode()
@@ -147,14 +148,16 @@ NONCE = base64.b64encode(b"n" * 16).decode()
 ])
 def test_malformed_time_requests_raise_value_error(request_body):
     with pytest.raises(ValueError):
-        timeservice.answer_time_request(Ed25519PrivateKey.generate(), request_body, time.time_ns())
+        timesample.answer_time_request(Ed25519PrivateKey.generate(), request_body, time.time_ns(),
+                                       error_bound_ns=1_000_000, synced=True)
 
 
 def test_answer_signs_what_the_terminal_checks():
     key = Ed25519PrivateKey.generate()
     head = {"seq": 7, "hash": "a" * 64}
     t2 = time.time_ns()
-    answer = timeservice.answer_time_request(key, {"nonce": NONCE, "device_id": "d", "chain_head": head}, t2)
+    answer = timesample.answer_time_request(key, {"nonce": NONCE, "device_id": "d", "chain_head": head}, t2,
+                                            error_bound_ns=1_000_000, synced=True)
     assert answer["t2_ns"] == t2 <= answer["t3_ns"] and answer["chain_head"] == head
     assert answer["error_bound_ns"] > 0 and isinstance(answer["server_clock_synced"], bool)
-    assert timeservice.check_answer(answer, {"nonce": NONCE, "device_id": "d"}, key.public_key()) == answer
+    assert time_client.check_answer(answer, {"nonce": NONCE, "device_id": "d"}, key.public_key()) == answer

@@ -30,7 +30,7 @@ from terminal import config, identity
 from terminal.app import web as web_server
 from terminal.app.daemon import Daemon
 from terminal.face.store import TemplateStore
-from terminal.log import punchlog
+from terminal.log import chain, punchlog
 from terminal.ops import faults
 from terminal.punch import roster
 from terminal.web import auth, ensure_admin_password
@@ -76,7 +76,7 @@ class Terminal:
         self.feeding = threading.Event()
         punchlog.init(self.state)
         self.password = ensure_admin_password(self.state)
-        reg = add_device(central.app.store, DEVICE, identity.public_key_b64(identity.load_key(self.state)))
+        reg = add_device(central.app.store, DEVICE, chain.public_key_b64(identity.load_key(self.state)))
         roster.install(self.state, version=1, employees=[
             {"id": BUDI, "name": "Budi Santoso", "uid": 1, "pin_allowed": True},
             {"id": LONG_NAME_ID, "name": LONG_NAME, "uid": 2, "pin_allowed": True},
@@ -233,7 +233,7 @@ def _call(app, method: str, path: str, body: bytes = b"", headers: dict | None =
 
 
 def test_repeated_wrong_passwords_lock_the_login(terminal):
-    app = web_server.build_app(terminal.app.daemon)  # its own sessions and counters: the browser is not locked out
+    app = web_server.build_app(terminal.daemon)  # its own sessions and counters: the browser is not locked out
     cookie = "presensi_login=tok123"
 
     def attempt(password: str, addr: str = "10.1.2.3"):
@@ -252,7 +252,7 @@ def test_repeated_wrong_passwords_lock_the_login(terminal):
 
 
 def test_live_streams_are_only_for_the_terminal_itself_or_an_admin(terminal):
-    app = web_server.build_app(terminal.app.daemon)
+    app = web_server.build_app(terminal.daemon)
     assert _call(app, "GET", "/")[0] == 200  # the kiosk page itself is public
     assert _call(app, "GET", "/events")[0] == 403  # names of employees: not for the office network
     assert _call(app, "GET", "/camera.mjpg")[0] == 403  # faces: likewise
@@ -338,7 +338,7 @@ def test_changing_the_password_ends_sessions(terminal):
 
 
 def test_events_are_streamed_without_buffering(terminal):
-    conn = http.client.HTTPConnection("127.0.0.1", terminal.app.daemon.web_port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", terminal.daemon.web_port, timeout=10)
     conn.request("GET", "/events")
     resp = conn.getresponse()
     assert resp.status == 200 and resp.getheader("Content-Type").startswith("text/event-stream")
@@ -348,7 +348,7 @@ def test_events_are_streamed_without_buffering(terminal):
     delays = []
     for i in range(5):
         sent = time.monotonic()
-        terminal.app.daemon.events.publish("prompt", {"text": f"uji {i}"})
+        terminal.daemon.events.publish("prompt", {"text": f"uji {i}"})
         buf = b""
         while f"uji {i}".encode() not in buf:
             buf += resp.read1(65536)
@@ -356,19 +356,19 @@ def test_events_are_streamed_without_buffering(terminal):
     conn.close()
     # uvicorn writes each yielded event at once: milliseconds, not a poll interval or a buffer
     assert max(delays) < 0.5, delays
-    terminal.app.daemon.events.publish("prompt", {"text": None})
+    terminal.daemon.events.publish("prompt", {"text": None})
 
 
 def test_live_streams_are_bounded_and_given_back(terminal):
     """Each stream holds a server thread: beyond the limit new ones get 503; closed ones free their slot."""
     deadline = time.monotonic() + 15  # streams of earlier tests end at their next keep-alive write
-    while terminal.app.daemon.events.subscriber_count and time.monotonic() < deadline:
+    while terminal.daemon.events.subscriber_count and time.monotonic() < deadline:
         time.sleep(0.2)
-    baseline = terminal.app.daemon.events.subscriber_count
+    baseline = terminal.daemon.events.subscriber_count
     assert baseline == 0
 
     def open_stream(path="/events"):
-        conn = http.client.HTTPConnection("127.0.0.1", terminal.app.daemon.web_port, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", terminal.daemon.web_port, timeout=10)
         conn.request("GET", path)
         resp = conn.getresponse()
         if resp.status == 200:
@@ -383,9 +383,9 @@ def test_live_streams_are_bounded_and_given_back(terminal):
     for conn, _ in opened:
         conn.close()
     deadline = time.monotonic() + 20  # a closed client is noticed at the next keep-alive write
-    while terminal.app.daemon.events.subscriber_count > baseline and time.monotonic() < deadline:
+    while terminal.daemon.events.subscriber_count > baseline and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert terminal.app.daemon.events.subscriber_count == baseline
+    assert terminal.daemon.events.subscriber_count == baseline
     conn, status = open_stream("/camera.mjpg")
     conn.close()
     assert status == 200
@@ -450,7 +450,7 @@ def test_kiosk_shows_decisions_in_indonesian_within_200_ms(terminal, browser):
     for i, employee in enumerate([BUDI, LONG_NAME_ID, BUDI, LONG_NAME_ID, BUDI]):
         count = browser.js("window.__kiosk.shown.length")
         before_ms = time.time() * 1000
-        outcome = terminal.app.daemon.punches.punch(employee, "pin", details={"operator": "test"})
+        outcome = terminal.daemon.punches.punch(employee, "pin", details={"operator": "test"})
         shown = _shown_after(browser, count)
         latencies.append(shown["at"] - before_ms)
         assert shown["text"] == outcome.message
@@ -463,7 +463,7 @@ def test_kiosk_shows_decisions_in_indonesian_within_200_ms(terminal, browser):
     assert statistics.median(latencies) < 200, latencies  # from before the punch's commit to the painted frame
     count = browser.js("window.__kiosk.shown.length")
     worst = f"Berhasil — {LONG_NAME} bin {LONG_NAME}, Apel Pagi 07.02, terlambat 125 menit"
-    terminal.app.daemon.events.publish("decision", {"accepted": True, "recorded": True, "message": worst})
+    terminal.daemon.events.publish("decision", {"accepted": True, "recorded": True, "message": worst})
     assert _shown_after(browser, count)["text"] == worst
     assert browser.js(OVERFLOW_JS) == [], "the longest message does not fit the 800x480 screen"
     browser.screenshot(ARTIFACTS / "kiosk-longest-message.png")
@@ -475,25 +475,25 @@ def test_kiosk_shows_refusals_prompts_and_unverified_time(terminal, browser):
         browser.navigate(terminal.base + "/")
         browser.wait_for("window.__kiosk.connected")
     count = browser.js("window.__kiosk.shown.length")
-    terminal.app.daemon.events.publish("decision", {"accepted": False, "method": "face",
+    terminal.daemon.events.publish("decision", {"accepted": False, "method": "face",
                                                 "message": "Wajah tidak dikenali — silakan gunakan sidik jari"})
     shown = _shown_after(browser, count)
     assert shown["text"] == "Wajah tidak dikenali — silakan gunakan sidik jari" and shown["cls"] == "bad"
     browser.screenshot(ARTIFACTS / "kiosk-unknown-face.png")
-    terminal.app.daemon.events.publish("prompt", {"text": "Tengok ke kiri"})
+    terminal.daemon.events.publish("prompt", {"text": "Tengok ke kiri"})
     shown = _shown_after(browser, count + 1)
     assert shown == {**shown, "text": "Tengok ke kiri", "cls": "prompt"}
     # the daemon's status says whether a trusted source has verified the clock; the page follows it
-    real = terminal.app.daemon.indicators()
-    terminal.app.daemon.events.publish("status", {**real, "time_verified": False})
+    real = terminal.daemon.indicators()
+    terminal.daemon.events.publish("status", {**real, "time_verified": False})
     browser.wait_for("!document.getElementById('unverified').hidden", 5)
     assert "Waktu belum terverifikasi" in browser.js("document.body.innerText")
     assert browser.js(OVERFLOW_JS) == []
     browser.screenshot(ARTIFACTS / "kiosk-prompt-unverified.png")
-    terminal.app.daemon.events.publish("status", {**real, "time_verified": True})
+    terminal.daemon.events.publish("status", {**real, "time_verified": True})
     browser.wait_for("document.getElementById('unverified').hidden", 5)
-    terminal.app.daemon.events.publish("status", real)
-    terminal.app.daemon.events.publish("prompt", {"text": None})
+    terminal.daemon.events.publish("status", real)
+    terminal.daemon.events.publish("prompt", {"text": None})
 
 
 # -- the admin pages in a browser -------------------------------------------------------------------------
@@ -603,7 +603,7 @@ def test_pages_work_with_the_central_server_down(terminal, browser, central):
     browser.navigate(terminal.base + "/")
     browser.wait_for("window.__kiosk.connected")
     count = browser.js("window.__kiosk.shown.length")
-    outcome = terminal.app.daemon.punches.punch(LONG_NAME_ID, "pin", details={"operator": "test"})
+    outcome = terminal.daemon.punches.punch(LONG_NAME_ID, "pin", details={"operator": "test"})
     assert _shown_after(browser, count)["text"] == outcome.message
     _browser_login(terminal, browser)
     browser.navigate(terminal.base + "/admin/faults")

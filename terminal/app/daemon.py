@@ -118,10 +118,10 @@ class Daemon:
         t.start()
 
     def start_scheduler(self) -> None:
-        from apscheduler.schedulers.background import BackgroundScheduler
+        from terminal.app.scheduler import MonotonicScheduler
 
         self.jobs.state["on_roster_change"] = self.on_roster_change
-        self.scheduler = BackgroundScheduler(daemon=True)
+        self.scheduler = MonotonicScheduler()  # on the monotonic clock: a wall-clock step delays nothing
         names = schedule_jobs(self.scheduler, self.jobs)
         self.scheduler.start()
         log.info("periodic jobs: %s", ", ".join(names))
@@ -150,7 +150,7 @@ class Daemon:
         self.notifier.stopping("stopping")
         self.watchdog.stop(timeout=2)
         if self.scheduler is not None:
-            self.scheduler.shutdown(wait=False)
+            self.scheduler.shutdown()
         stops = {f"worker {name}": w.stop for name, w in self.workers.items()}
         for name, service in self.services.items():
             stop = getattr(service, "stop", None) or getattr(service, "close", None)
