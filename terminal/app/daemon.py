@@ -248,7 +248,7 @@ class Daemon:
             (self.feedback.success if outcome.acknowledged else self.feedback.failure)()
         data = {"accepted": outcome.acknowledged, "recorded": outcome.recorded, "method": outcome.method,
                 "employee": outcome.employee, "name": outcome.name, "kind": outcome.kind,
-                "message": outcome.message, "decision": outcome.decision}
+                "time_verified": outcome.time_verified, "message": outcome.message, "decision": outcome.decision}
         self.events.publish("decision", data)
 
     def indicators(self) -> dict:

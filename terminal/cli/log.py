@@ -73,9 +73,12 @@ def cmd_punch(args) -> int:
     if not outcome.acknowledged:
         raise CommandError(outcome.error or outcome.message)
     rec = outcome.record
-    result = {**rec, "recorded": outcome.recorded, "kind": outcome.kind, "message": outcome.message}
+    result = {**rec, "recorded": outcome.recorded, "kind": outcome.kind, "message": outcome.message,
+              "time_verified": outcome.time_verified}
     if outcome.recorded:
         text = f"recorded: seq {rec['seq']} employee {rec['employee']} method {rec['method']} {outcome.kind}"
+        if not outcome.time_verified:  # the kind is the best estimate; re-anchoring corrects it later
+            text += " (time not verified: the kind follows the corrected time once a time sample arrives)"
     else:
         text = f"already recorded (seq {rec['seq'] if rec else '?'}): {outcome.message}"
     emit(args, result, text.rstrip())
