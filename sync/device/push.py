@@ -49,6 +49,7 @@ TIME_FIELDS = ("utc", "earliest", "latest", "basis", "flags")
 PHOTOS_PER_ROUND = 20
 FAULTS_PER_BATCH = 200
 NO_PROGRESS_LIMIT = 5
+SAMPLE_RETRY_S = 300.0  # a boot without a trusted sample: the pusher tries again at most this often anyway
 
 
 # Delivery's two outcomes are the central client's: PushError = cannot go on without someone acting (wrong
@@ -128,6 +129,7 @@ class Pusher:
         self.recompute = recompute
         self.unreachable = False  # the last run ended on a transient failure: sample again once it is back
         self.last_sample: dict | None = None
+        self._last_sample_at: float | None = None  # monotonic time of the last attempt
 
     def close(self) -> None:
         if self._executor is not None:
@@ -338,15 +340,19 @@ class Pusher:
         if self.conn.execute("SELECT 1 FROM time_samples WHERE boot_id = ? AND status = 'accepted' LIMIT 1",
                              (reading.boot_id,)).fetchone():
             return False
+        if self._last_sample_at is None or time.monotonic() - self._last_sample_at > SAMPLE_RETRY_S:
+            return True  # this boot is still unanchored: try again now and then, whatever is pending
         return self.conn.execute(f"SELECT 1 FROM punches WHERE seq > ? AND boot_id NOT IN ({anchored}) LIMIT 1",
                                  (self.acked(),)).fetchone() is not None
 
     def sample_time(self) -> dict:
         """A signed time sample from this server on this connection (Date header as fallback), then the
         derived kinds recomputed. Never raises: a failed sample is reported and delivery goes on."""
+        self._last_sample_at = time.monotonic()
         try:
             result = time_client.sync_time(self.client, self.s.server_key, self.conn)
             self.last_sample = {"ok": True, "method": result["method"]}
+            self._built.clear()  # batches built before the sample carry the old times and kinds
             log.info("time sample before delivery: %s", result["method"])
         except (time_client.TimeSyncError, central.CentralError, timeline.TimeSampleError, sqlite3.Error) as e:
             repeated = (self.last_sample or {}).get("error") == str(e)  # a week offline: one warning, not 10,000
@@ -376,19 +382,26 @@ class Pusher:
         """Deliver until nothing is pending or the deadline passes. Never raises TransientError. Takes a time
         sample first when punches of a boot without one are waiting (time before delivery)."""
         backoff, last_error = self.client.backoff(), None
+        # a failed sample is taken again after a failed attempt (the server may have come back meanwhile),
+        # so the punches still go out with their corrected time; it never holds delivery back
+        retry_sample, failed, recovered = False, False, False
         if self.needs_sample():
-            self.sample_time()  # its outcome: self.last_sample
+            retry_sample = not self.sample_time()["ok"]  # its outcome: self.last_sample
         else:
             self.refresh_derived()
         while not (stop and stop.is_set()):
             try:
-                if self.step() == 0:
+                if retry_sample and (failed or recovered):  # after a failure, and once the server is back
+                    retry_sample, recovered = not self.sample_time()["ok"], False
+                sent = self.step()
+                recovered, failed = recovered or failed, False
+                if sent == 0 and not (retry_sample and recovered):
                     self.unreachable = False
                     return {"done": True, "last_error": None, **self.pending()}
                 backoff.succeeded()
                 continue
             except TransientError as e:
-                last_error = str(e)
+                last_error, failed = str(e), True
                 delay = backoff.failed(e.retry_after)
             if time.monotonic() + delay > deadline:
                 break

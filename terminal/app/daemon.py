@@ -121,6 +121,7 @@ class Daemon:
         from terminal.app.scheduler import MonotonicScheduler
 
         self.jobs.state["on_roster_change"] = self.on_roster_change
+        self.jobs.state["stop"] = self.stop_event
         self.scheduler = MonotonicScheduler()  # on the monotonic clock: a wall-clock step delays nothing
         names = schedule_jobs(self.scheduler, self.jobs)
         self.scheduler.start()

@@ -39,7 +39,9 @@ def push(ctx: JobContext) -> dict:
                                                        recompute=recomputer(ctx.cfg))
     was_unreachable = pusher.unreachable
     # finish within the interval, so that runs never pile up behind a slow or dead server
-    result = pusher.drain(deadline=time.monotonic() + max(1.0, 0.8 * ctx.cfg.central.push_interval))
+    # the daemon's stop event: a back-off wait ends at shutdown, and it waits on the monotonic clock
+    result = pusher.drain(deadline=time.monotonic() + max(1.0, 0.8 * ctx.cfg.central.push_interval),
+                          stop=ctx.state.get("stop"))
     result["time_sample"] = pusher.last_sample  # the latest attempt, of this run or an earlier one
     ctx.state["last_push"] = result
     if was_unreachable and result.get("done"):  # the server is back: the full time sample job now
