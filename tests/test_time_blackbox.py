@@ -8,12 +8,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import queue
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -301,3 +303,50 @@ def test_faketime_library_fakes_only_the_wall_clock():
     wall, raw = json.loads(out.stdout)
     assert abs(wall - (real_wall - 3 * 3600 * S)) < 10 * S
     assert 0 <= raw - real_raw < 10 * S
+
+
+SCHEDULER_PROBE = """
+import sys, threading, time
+from terminal.app.scheduler import MonotonicScheduler
+s = MonotonicScheduler()
+s.add("probe", lambda: print("run", time.time_ns(), flush=True), 0.5, first_delay=0.0)
+s.start()
+threading.Event().wait(120)
+"""
+
+
+def test_periodic_jobs_keep_running_across_a_backward_wall_clock_step(tmp_path):
+    """The daemon's jobs wait on the monotonic clock: the wall clock stepping back an hour (a Pi that
+    booted in the past being corrected, or the reverse) neither stops nor delays them. (apscheduler 3's
+    interval trigger, used before, ran nothing for the hour after such a step.)"""
+    stamp = tmp_path / "faketime"
+    stamp.write_text("+0\n")
+    env = {**os.environ, "LD_PRELOAD": LIBFAKETIME, "FAKETIME_TIMESTAMP_FILE": str(stamp), "FAKETIME_NO_CACHE": "1",
+           "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    env.pop("FAKETIME", None)
+    proc = subprocess.Popen([sys.executable, "-c", SCHEDULER_PROBE], stdout=subprocess.PIPE, text=True, cwd=REPO,
+                            env=env)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+    try:
+        def runs(n: int) -> list[int]:
+            out = []
+            while len(out) < n:
+                try:
+                    out.append(int(lines.get(timeout=30).split()[1]))
+                except queue.Empty:
+                    raise AssertionError("no job ran for 30 s after the wall clock stepped back") from None
+            return out
+
+        before = runs(2)
+        stamp.write_text("-1h\n")  # the wall clock steps back an hour
+        started = time.monotonic()
+        after = []
+        while not after or after[-1] > before[-1] - 1800 * S:  # a run that saw the stepped clock
+            after = runs(1)
+        after += runs(3)
+        assert all(t < before[-1] - 1800 * S for t in after)  # they did run on the stepped-back clock
+        assert time.monotonic() - started < 30  # 4 runs at 0.5 s: seconds, not the hour of the step
+    finally:
+        proc.kill()
+        proc.wait(10)
