@@ -18,6 +18,13 @@ EXPORT_FIELDS = (
     "prev_hash", "hash",
 )
 
+CSV_DERIVED = ("derived_kind", "minutes_late", "minutes_early", "local_date", "local_time", "time_verified")
+
+
+def _csv_derived(rec: dict) -> dict:
+    d = rec.get("derived") or {}
+    return {"derived_kind": punchlog.kind_of(rec), **{k: d.get(k) for k in CSV_DERIVED[1:]}}
+
 
 def register(sub) -> None:
     add_command(sub, "init", cmd_init, "create the state directory, database and device key (idempotent)")
@@ -108,14 +115,17 @@ def cmd_log_export(args) -> int:
     out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
     try:
         with open_log(cfg) as log:
+            # kind and lateness are derived values beside the record: `derived` in jsonl, columns in csv
             if args.format == "jsonl":
                 for r in log.records(after_seq=args.since_seq):
-                    out.write(json.dumps({k: r[k] for k in EXPORT_FIELDS}, ensure_ascii=False) + "\n")
+                    out.write(json.dumps({**{k: r[k] for k in EXPORT_FIELDS}, "derived": r.get("derived")},
+                                         ensure_ascii=False) + "\n")
             else:
-                w = csv.DictWriter(out, fieldnames=EXPORT_FIELDS, extrasaction="ignore")
+                w = csv.DictWriter(out, fieldnames=EXPORT_FIELDS + CSV_DERIVED, extrasaction="ignore")
                 w.writeheader()
                 for r in log.records(after_seq=args.since_seq):
-                    w.writerow({**r, "details": json.dumps(r["details"], sort_keys=True, ensure_ascii=False)})
+                    w.writerow({**r, "details": json.dumps(r["details"], sort_keys=True, ensure_ascii=False),
+                                **_csv_derived(r)})
     finally:
         if out is not sys.stdout:
             out.close()
