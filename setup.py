@@ -17,7 +17,6 @@ setup(
         "sqlite-utils==4.2.1",
         "cryptography==46.0.3",
         "requests==2.32.5",
-        "apscheduler==3.11.3",
         "pyserial==3.5",
         "pyfingerprint==1.5",
         "opencv-python-headless==4.12.0.88",

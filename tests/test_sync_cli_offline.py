@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import pytest
@@ -35,7 +37,9 @@ def test_sync_now_status_and_server_listing(central, tmp_path):
     rows = [json.loads(line) for line in presensi("server", "punches", "--db", db, "--json").stdout.splitlines()]
     assert [r["seq"] for r in rows] == [1, 2, 3] and rows[1]["employee"] == "199002022015022002"
     assert set(rows[0]) == {"device", "log_id", "seq", "employee", "method", "kind", "utc", "earliest",
-                            "latest", "basis", "flags"}
+                            "latest", "basis", "flags", "recorded_kind", "derived"}
+    # the kind travels beside the record (derived from the corrected time), not inside the hash
+    assert rows[0]["recorded_kind"] == "" and rows[0]["kind"] == rows[0]["derived"]["kind"] != ""
     text = presensi("server", "punches", "--db", db).stdout.splitlines()
     assert len(text) == 3 and text[0].split("\t")[:3] == ["kab-dinkes-01", rows[0]["log_id"], "1"]
     assert presensi("server", "alarms", "--db", db).stdout.strip() == "no alarms"
@@ -77,9 +81,16 @@ def test_offline_export_and_import_dedupes_against_push(central, tmp_path):
                                                         "punches.csv", "punches.jsonl", "samples.jsonl"]
     csv_lines = (folder / "punches.csv").read_text().splitlines()
     assert len(csv_lines) == 5 and csv_lines[0].startswith("log_id,seq,employee")
+    # the kind travels as a derived value beside the record: a readable column, and `derived` in jsonl
+    rows_csv = list(csv.DictReader(io.StringIO((folder / "punches.csv").read_text())))
+    assert all(r["kind"] == "" and r["derived_kind"] for r in rows_csv)
 
     imported = json.loads(presensi("server", "import", stick, "--db", db, "--json").stdout)
     assert (imported["stored"], imported["duplicates"], imported["acked_through"]) == (4, 0, 7)
+    stored = {json.loads(r)["seq"]: json.loads(r) for r in
+              presensi("server", "punches", "--db", db, "--json").stdout.splitlines()}
+    assert [stored[s]["kind"] for s in (4, 5, 6, 7)] == [r["derived_kind"] for r in rows_csv]
+    assert all(stored[s]["derived"]["revision"] >= 1 for s in (4, 5, 6, 7))
     again = json.loads(presensi("server", "import", stick, "--db", db, "--json").stdout)
     assert (again["stored"], again["duplicates"]) == (0, 4)
     # The network comes back: the terminal still pushes 4-7 (not acked over the network); all duplicates.

@@ -637,6 +637,49 @@ def test_kiosk_shows_refusals_prompts_and_unverified_time(terminal, browser):
     terminal.daemon.events.publish("prompt", {"text": None})
 
 
+def test_kiosk_says_beside_the_name_when_the_punch_time_is_not_verified(terminal, browser):
+    """A punch on a boot without a trusted time sample (as after a power cut on a Pi without RTC): the kind
+    shown is the best estimate, and the screen says the time is not verified, beside the name."""
+    import dataclasses
+
+    from terminal.timing import clock, timeline
+
+    if browser.js("location.pathname") != "/":
+        browser.navigate(terminal.base + "/")
+        browser.wait_for("window.__kiosk.connected")
+    fresh_boot = dataclasses.replace(clock.read(), boot_id=f"boot-without-sample-{time.monotonic_ns()}")
+    with punchlog.PunchLog(terminal.state) as plog:
+        assert timeline.now(plog.conn, reading=fresh_boot)["verified"] is False  # no sample for this boot
+    count = browser.js("window.__kiosk.shown.length")
+    outcome = terminal.daemon.punches.punch(NO_PIN, "pin", details={"operator": "test"}, reading=fresh_boot)
+    assert outcome.recorded and outcome.time_verified is False
+    shown = _shown_after(browser, count)
+    assert shown["text"] == outcome.message and shown["unverified"] is True and shown["cls"] == "ok"
+    badge = browser.js("(() => { const b = document.getElementById('punch-unverified'), "
+                       "m = document.getElementById('message'); if (b.hidden) return null; "
+                       "const r = b.getBoundingClientRect(), q = m.getBoundingClientRect(); "
+                       "return {text: b.innerText, left: r.left, right: q.right, top: r.top, bottom: r.bottom, "
+                       "mtop: q.top, mbottom: q.bottom, h: innerHeight, w: innerWidth}; })()")
+    assert badge is not None and badge["text"].replace("\n", " ") == "Waktu belum terverifikasi"
+    # beside the message with the name (to its right, on the same band), inside the 800x480 screen
+    assert badge["left"] >= badge["right"] and badge["top"] < badge["mbottom"] and badge["bottom"] > badge["mtop"]
+    assert (badge["w"], badge["h"]) == (800, 480) and badge["bottom"] <= 480
+    assert browser.js(OVERFLOW_JS) == []
+    browser.screenshot(ARTIFACTS / "kiosk-punch-unverified.png")
+
+    # a punch whose time is verified (the daemon's boot, which has taken its signed sample) shows no badge
+    verified_reading = clock.read()
+    with punchlog.PunchLog(terminal.state) as plog:
+        if not timeline.now(plog.conn, reading=verified_reading)["verified"]:
+            timeline.record_sample(plog.conn, source="manual", reading=verified_reading, utc_ns=time.time_ns(),
+                                   uncertainty_ns=100_000_000)
+    count = browser.js("window.__kiosk.shown.length")
+    outcome = terminal.daemon.punches.punch(BUDI, "pin", details={"operator": "test"})
+    shown = _shown_after(browser, count)
+    assert outcome.time_verified is True and shown["unverified"] is False
+    assert browser.js("document.getElementById('punch-unverified').hidden") is True
+
+
 # -- the admin pages in a browser -------------------------------------------------------------------------
 
 

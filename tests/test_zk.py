@@ -509,3 +509,37 @@ if os.environ.get("ZK_TEST_DEBUG"):
     import logging
 
     logging.basicConfig(level=logging.DEBUG)
+
+
+def test_pyzk_sees_the_derived_kind_after_re_anchoring(tmp_path):
+    """A punch recorded on a wrong clock (pulang by that clock) and re-anchored to its true time (masuk):
+    a ZK client downloading afterwards gets the state of the corrected kind, at the corrected time."""
+    from terminal.punch.service import PunchService, recomputer
+    from terminal.timing import timeline
+
+    state = tmp_path / "state"
+    punchlog.init(state)
+    cfg = config.from_dict({"device": {"id": "opd-test-01"}, "paths": {"state_dir": str(state)},
+                            "zk": {"listen": "127.0.0.1:0"},
+                            "schedule": {"workdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                                         "holidays": [], "default": {"masuk": "07:00-07:30-10:00",
+                                                                     "pulang": "13:00-16:00-23:00"}}}, "test")
+    true_utc = dt.datetime(2026, 12, 2, 0, 42, tzinfo=dt.UTC)  # 07:42 WIB: masuk
+    wrong = clock.ClockReading("boot-zk", 10**12, 10**12, int((true_utc + dt.timedelta(hours=8)).timestamp()) * 10**9,
+                               clock.TIME_ERROR, 16_000_000)  # the clock says 15:42 WIB: pulang
+    with punchlog.PunchLog(state) as log:
+        assert PunchService(cfg, log).punch("3", "pin", reading=wrong).kind == "pulang"
+        timeline.record_sample(log.conn, source="manual", reading=wrong, utc_ns=int(true_utc.timestamp()) * 10**9,
+                               uncertainty_ns=10**7)
+        recomputer(cfg)(log.conn)
+    stop = threading.Event()
+    server = serve_zk(cfg, cfg.state_dir, stop)
+    try:
+        conn = connect(server.port, False)
+        records = conn.get_attendance()
+        conn.disconnect()
+    finally:
+        stop.set()
+        server.join(5)
+    assert [(r.user_id, r.timestamp, r.punch) for r in records] == [
+        ("3", true_utc.astimezone(WIB).replace(tzinfo=None), STATES["masuk"])]

@@ -29,6 +29,13 @@ from terminal.log import chain, punchlog, syncstate
 from .push import RECORD_FIELDS, TIME_FIELDS, annotate
 
 BATCH = 1000
+CSV_DERIVED = ("derived_kind", "minutes_late", "minutes_early", "local_date", "local_time", "time_verified")
+
+
+def csv_derived(rec: dict) -> dict:
+    """The derived values as csv columns (the hashed `kind` column is empty for records since schema 7)."""
+    d = rec.get("derived") or {}
+    return {"derived_kind": punchlog.kind_of(rec), **{k: d.get(k) for k in CSV_DERIVED[1:]}}
 
 
 class _HashingWriter:
@@ -90,19 +97,22 @@ def export(state_dir: Path, device_id: str, central_url: str | None, to_dir: Pat
 def _write_files(log: punchlog.PunchLog, tmp: Path, after_seq: int) -> dict:
     jsonl, csv_out, cps, samples = (_HashingWriter(tmp / name) for name in FILES)
     fields = RECORD_FIELDS + TIME_FIELDS
-    writer = csv.DictWriter(csv_out, fieldnames=fields, extrasaction="ignore")
+    # kind and lateness are derived values beside the record (terminal/punch/derived.py): `derived` in the
+    # jsonl (the server's import stores it beside the record), and readable columns in the csv
+    writer = csv.DictWriter(csv_out, fieldnames=fields + CSV_DERIVED, extrasaction="ignore")
     writer.writeheader()
     first = last = None
     count, cursor = 0, after_seq
     while True:
-        batch = [{k: r[k] for k in RECORD_FIELDS} for r in log.records(after_seq=cursor, limit=BATCH, batch=BATCH)]
+        batch = [{**{k: r[k] for k in RECORD_FIELDS}, "derived": r.get("derived")}
+                 for r in log.records(after_seq=cursor, limit=BATCH, batch=BATCH)]
         if not batch:
             break
         for r in annotate(log.conn, batch):
-            rec = {k: r.get(k) for k in fields}
+            rec = {**{k: r.get(k) for k in fields}, "derived": r.get("derived")}
             jsonl.write(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
             writer.writerow({**rec, "details": json.dumps(rec["details"], sort_keys=True, ensure_ascii=False),
-                             "flags": ",".join(rec["flags"] or [])})
+                             "flags": ",".join(rec["flags"] or []), **csv_derived(rec)})
         first = batch[0]["seq"] if first is None else first
         last, cursor = batch[-1]["seq"], batch[-1]["seq"]
         count += len(batch)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query
-from pydantic import BaseModel, BeforeValidator
+from pydantic import BaseModel, BeforeValidator, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -109,6 +109,11 @@ class Record(BaseModel):
     latest: str | None = None
     basis: str | None = None
     flags: list[str] | None = None
+    derived: dict[str, Any] | None = Field(None, description=(
+        "kind, minutes_late, minutes_early, local_date, local_time, timezone, workday, day_name, zk_state, "
+        "basis, computed_from, time_verified, revision: derived from the corrected time, outside the hash; "
+        "recomputed (higher revision) when the punch's time is re-anchored. For records made before derived "
+        "kinds, `kind` in the record is the hashed value and derived.basis is 'recorded'"))
 
 
 class Checkpoint(BaseModel):

@@ -9,6 +9,11 @@
   Retry-After; a 401/403 is a configuration problem and is reported as such. A heartbeat thread keeps
   telling the server the head and backlog while bulk upload fails, on its own connection. Fault events
   (C5 table) go after the punches, photos last (lowest priority).
+- Time before delivery (issue 15): before punches of a boot without a trusted sample go out, the pusher
+  takes a signed time sample from the same server on the same connection (sync/device/time_client.py), so
+  the server gets the corrected UTC and the kind of the true local time in the first delivery. A failed
+  sample never blocks delivery (the punches go out flagged). After punches, re-anchored times and derived
+  kinds of punches already delivered follow (the C3 punch-times path), within the same run.
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ from pathlib import Path
 
 import requests
 
-from sync.device import central
+from sync.device import central, time_client
 from sync.device.central import backoff_delay, parse_retry_after
 from sync.wire import signed
 from terminal import __version__
 from terminal.log import punchlog, syncstate
-from terminal.timing import timeline
+from terminal.punch.derived import mark_pushed as _derived_mark_pushed
+from terminal.timing import clock, timeline
 
 log = logging.getLogger("presensi.sync")
 
@@ -39,9 +45,12 @@ RECORD_FIELDS = (
     "realtime_ns", "timex_status", "maxerror_us", "latitude", "longitude", "photo_sha256", "prev_hash", "hash",
 )
 TIME_FIELDS = ("utc", "earliest", "latest", "basis", "flags")
+# Each record also carries `derived`: kind, lateness, local date/time, workday … (punch_derived, outside the
+# hash) with their basis and revision; the central server stores them beside the record.
 PHOTOS_PER_ROUND = 20
 FAULTS_PER_BATCH = 200
 NO_PROGRESS_LIMIT = 5
+SAMPLE_RETRY_S = 300.0  # a boot without a trusted sample: the pusher tries again at most this often anyway
 
 
 # Delivery's two outcomes are the central client's: PushError = cannot go on without someone acting (wrong
@@ -64,6 +73,7 @@ class Settings:
     heartbeat_interval: float = 60.0
     key: object | None = None  # the device key that signs every request and the log announcement
     enrolment_code: str | None = None
+    server_key: str = ""  # pinned key of the server's signed time answers ([central] server_key)
 
     @classmethod
     def from_config(cls, cfg) -> Settings:
@@ -71,7 +81,8 @@ class Settings:
         base = central.Settings.from_config(cfg)  # raises ConfigError (a PushError) without url, token, key
         return cls(url=base.url, device_id=base.device_id, token=c.token, timeout=c.timeout,
                    batch_size=c.batch_size, retry_base=c.retry_base, max_backoff=c.max_backoff,
-                   heartbeat_interval=c.heartbeat_interval, key=base.key, enrolment_code=base.enrolment_code)
+                   heartbeat_interval=c.heartbeat_interval, key=base.key, enrolment_code=base.enrolment_code,
+                   server_key=c.server_key or "")
 
     @property
     def central(self) -> central.Settings:
@@ -116,7 +127,8 @@ class Pusher:
     """Delivers one terminal's punches, photos and fault events to one central server."""
 
     def __init__(self, state_dir: Path, settings: Settings, *, health: Callable[[], dict] | None = None,
-                 session: requests.Session | None = None, sleep: Callable[[float], None] = time.sleep):
+                 session: requests.Session | None = None, sleep: Callable[[float], None] = time.sleep,
+                 recompute: Callable[[sqlite3.Connection], int] | None = None):
         self.state_dir = Path(state_dir)
         self.s = settings
         self.log = punchlog.PunchLog(self.state_dir)
@@ -128,6 +140,11 @@ class Pusher:
         self.batch_size = settings.batch_size
         self._built: dict[int, tuple[dict, int]] = {}
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        # kinds and lateness follow re-anchored times (terminal/punch/derived.py refresh, wired by the caller)
+        self.recompute = recompute
+        self.unreachable = False  # the last run ended on a transient failure: sample again once it is back
+        self.last_sample: dict | None = None
+        self._last_sample_at: float | None = None  # monotonic time of the last attempt
 
     def close(self) -> None:
         if self._executor is not None:
@@ -145,14 +162,16 @@ class Pusher:
 
     def build_batch(self, after: int) -> tuple[dict, int]:
         """The next batch after `after` and its last seq (0 when nothing is pending)."""
-        records = [{k: r[k] for k in RECORD_FIELDS}
+        records = [{**{k: r[k] for k in RECORD_FIELDS}, "derived": r.get("derived")}
                    for r in self.log.records(after_seq=after, limit=self.batch_size, batch=self.batch_size)]
         if not records:
             return {}, 0
         last = records[-1]["seq"]
         if last == self.log.head()[0]:
             self.log.checkpoint()  # the server can then check a signature over the very head
-        records = [{k: r.get(k) for k in RECORD_FIELDS + TIME_FIELDS} for r in annotate(self.conn, records)]
+        derived = {r["seq"]: r.get("derived") for r in records}
+        records = [{**{k: r.get(k) for k in RECORD_FIELDS + TIME_FIELDS}, "derived": derived.get(r["seq"])}
+                   for r in annotate(self.conn, records)]
         cps = [dict(r) for r in self.conn.execute(
             "SELECT log_id, seq, hash, signed_realtime_ns, public_key, signature FROM checkpoints "
             "WHERE seq > ? AND seq <= ? ORDER BY seq, id", (after, last))]
@@ -208,6 +227,7 @@ class Pusher:
                             "(`presensi status`)") from None
         if acked <= after:
             raise TransientError(f"the server stored the batch but acknowledges only up to seq {acked}; resending")
+        self._mark_derived_sent([r for r in body["records"] if r["seq"] <= acked])
         return len(body["records"])
 
     def _note_kept_aside(self, reply: dict, acked: int) -> None:
@@ -230,6 +250,15 @@ class Pusher:
                           error=f"kept aside by the server (not delivered): seq {_ranges(seqs)}")
         except sqlite3.Error:
             log.exception("could not record the punches kept aside")
+
+    def _mark_derived_sent(self, records: list[dict]) -> None:
+        """The derived revisions a stored batch carried need not go again by the punch-times path."""
+        rows = [{"seq": r["seq"], "revision": r["derived"]["revision"]} for r in records if r.get("derived")]
+        if rows:
+            try:
+                _derived_mark_pushed(self.conn, rows)
+            except sqlite3.Error:
+                log.exception("could not record the delivered derived values (they will be sent again)")
 
     def _sender(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._executor is None:
@@ -335,20 +364,84 @@ class Pusher:
     # -- the loops ------------------------------------------------------------------------------------
 
     def step(self) -> int:
-        """One unit of work in priority order: a punch batch, else fault events, else photos. 0 = done."""
-        return self.push_batch() or self.push_faults() or self.push_photos()
+        """One unit of work in priority order: a punch batch, else re-anchored times and kinds of delivered
+        punches, else fault events, else photos. 0 = done."""
+        return self.push_batch() or self.push_times() or self.push_faults() or self.push_photos()
+
+    # -- time before delivery --------------------------------------------------------------------------
+
+    def needs_sample(self, reading: clock.ClockReading | None = None) -> bool:
+        """True when this boot has no trusted sample and punches of unanchored boots wait for delivery, or
+        when the server was unreachable in the last run (it may be back: its time first)."""
+        if self.unreachable:
+            return True
+        reading = reading or clock.read()
+        anchored = "SELECT boot_id FROM time_samples WHERE status = 'accepted'"
+        if self.conn.execute("SELECT 1 FROM time_samples WHERE boot_id = ? AND status = 'accepted' LIMIT 1",
+                             (reading.boot_id,)).fetchone():
+            return False
+        if self._last_sample_at is None or time.monotonic() - self._last_sample_at > SAMPLE_RETRY_S:
+            return True  # this boot is still unanchored: try again now and then, whatever is pending
+        return self.conn.execute(f"SELECT 1 FROM punches WHERE seq > ? AND boot_id NOT IN ({anchored}) LIMIT 1",
+                                 (self.acked(),)).fetchone() is not None
+
+    def sample_time(self) -> dict:
+        """A signed time sample from this server on this connection (Date header as fallback), then the
+        derived kinds recomputed. Never raises: a failed sample is reported and delivery goes on."""
+        self._last_sample_at = time.monotonic()
+        try:
+            result = time_client.sync_time(self.client, self.s.server_key, self.conn)
+            self.last_sample = {"ok": True, "method": result["method"]}
+            self._built.clear()  # batches built before the sample carry the old times and kinds
+            log.info("time sample before delivery: %s", result["method"])
+        except (time_client.TimeSyncError, central.CentralError, timeline.TimeSampleError, sqlite3.Error) as e:
+            repeated = (self.last_sample or {}).get("error") == str(e)  # a week offline: one warning, not 10,000
+            self.last_sample = {"ok": False, "error": str(e)}
+            log.log(logging.DEBUG if repeated else logging.WARNING, "no time sample before delivery (%s); the "
+                    "punches go out flagged and are re-anchored after the next good sample", e)
+        self.refresh_derived()
+        return self.last_sample
+
+    def refresh_derived(self) -> int:
+        if self.recompute is None:
+            return 0
+        try:
+            return self.recompute(self.conn)
+        except Exception:  # a broken recomputation must not stop delivery; the punches keep their kinds
+            log.exception("recomputing kinds after re-anchoring failed")
+            return 0
+
+    def push_times(self) -> int:
+        """Re-anchored times and derived values of punches the server already stored (C3); 0 = none."""
+        try:
+            return time_client.push_punch_times(self.client, self.conn, up_to_seq=self.acked(), max_batches=1)
+        except time_client.TimeSyncError as e:
+            raise TransientError(str(e)) from None
 
     def drain(self, deadline: float, stop: threading.Event | None = None) -> dict:
-        """Deliver until nothing is pending or the deadline passes. Never raises TransientError."""
+        """Deliver until nothing is pending or the deadline passes. Never raises TransientError. Takes a time
+        sample first when punches of a boot without one are waiting (time before delivery)."""
         backoff, last_error = self.client.backoff(), None
+        # a failed sample is taken again after a failed attempt (the server may have come back meanwhile),
+        # so the punches still go out with their corrected time; it never holds delivery back
+        retry_sample, failed, recovered = False, False, False
+        if self.needs_sample():
+            retry_sample = not self.sample_time()["ok"]  # its outcome: self.last_sample
+        else:
+            self.refresh_derived()
         while not (stop and stop.is_set()):
             try:
-                if self.step() == 0:
+                if retry_sample and (failed or recovered):  # after a failure, and once the server is back
+                    retry_sample, recovered = not self.sample_time()["ok"], False
+                sent = self.step()
+                recovered, failed = recovered or failed, False
+                if sent == 0 and not (retry_sample and recovered):
+                    self.unreachable = False
                     return {"done": True, "last_error": None, **self.pending()}
                 backoff.succeeded()
                 continue
             except TransientError as e:
-                last_error = str(e)
+                last_error, failed = str(e), True
                 delay = backoff.failed(e.retry_after)
             if time.monotonic() + delay > deadline:
                 break
@@ -357,6 +450,7 @@ class Pusher:
                 stop.wait(delay)
             else:
                 self.sleep(delay)
+        self.unreachable = True
         return {"done": False, "last_error": last_error, **self.pending()}
 
     def run(self, stop: threading.Event, push_interval: float) -> None:

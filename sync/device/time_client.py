@@ -24,6 +24,7 @@ import sqlite3
 from sync.device import central
 from sync.wire.timesample import PROTOCOL, SIGNED_FIELDS, TIME_PATH, signed_message
 from terminal.log import chain
+from terminal.punch import derived
 from terminal.timing import clock, timeline
 from terminal.timing.clock import ClockReading
 
@@ -187,21 +188,42 @@ def sync_time(client: central.Client, server_key_b64: str | None, conn: sqlite3.
 
 
 def push_punch_times(client: central.Client, conn: sqlite3.Connection, *, batch: int = 500,
-                     max_batches: int = 1000) -> int:
-    """POST re-anchored punch times the server has not seen; returns how many were accepted."""
+                     max_batches: int = 1000, up_to_seq: int | None = None) -> int:
+    """POST re-anchored punch times and recomputed derived values (kind, lateness, local time …) the server
+    has not seen; returns how many punches they covered. With `up_to_seq`: only punches it already stored
+    (a later batch carries the current values of the others)."""
     log_id = conn.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()[0]
     path = client.device_path("/punch-times")
     sent_total = 0
     for _ in range(max_batches):
-        times = timeline.pending_times(conn, limit=batch)
-        if not times:
+        entries, times, values = _pending_entries(conn, batch, up_to_seq)
+        if not entries:
             break
-        body = {"log_id": log_id, "times": [{k: t[k] for k in ("seq", "utc", "earliest", "latest", "basis",
-                                                                "flags")} for t in times]}
         try:
-            client.post_json(path, body)
+            client.post_json(path, {"log_id": log_id, "times": entries})
         except central.CentralError as e:
             raise TimeSyncError(f"{path}: {e}", response=e.reply, fallback_ok=False) from None
         timeline.mark_pushed(conn, times)
-        sent_total += len(times)
+        derived.mark_pushed(conn, values)
+        sent_total += len(entries)
     return sent_total
+
+
+def _pending_entries(conn: sqlite3.Connection, batch: int, up_to_seq: int | None):
+    """The next C3 entries: {seq, utc, earliest, latest, basis, flags, derived?} for punches whose time or
+    derived values changed since the server last had them (at most `batch` punches)."""
+    times = timeline.pending_times(conn, limit=batch, up_to_seq=up_to_seq)
+    values = derived.pending(conn, up_to_seq=up_to_seq, limit=batch)
+    seqs = sorted({t["seq"] for t in times} | {v["seq"] for v in values})[:batch]
+    keep = set(seqs)
+    times = [t for t in times if t["seq"] in keep]
+    values = [v for v in values if v["seq"] in keep]
+    current = timeline.stored_times(conn, seqs)
+    by_seq = {v["seq"]: v for v in values}
+    entries = []
+    for seq in seqs:
+        entry = {"seq": seq, **current.get(seq, {})}
+        if seq in by_seq:
+            entry["derived"] = {k: v for k, v in by_seq[seq].items() if k != "seq"}
+        entries.append(entry)
+    return entries, times, values

@@ -117,6 +117,24 @@ class Strict(BaseModel):
     model_config = ConfigDict(strict=True)
 
 
+class DerivedValues(Strict):
+    """Kind, lateness and local time the terminal derived from the punch's corrected time (outside the
+    hash): recomputed when the time is re-anchored; a higher `revision` replaces a lower one."""
+    kind: Annotated[Text, StringConstraints(max_length=32)]
+    minutes_late: Annotated[int, Field(ge=0, le=100_000)] = 0
+    minutes_early: Annotated[int, Field(ge=0, le=100_000)] = 0
+    local_date: Annotated[Text, StringConstraints(max_length=10)] | None = None
+    local_time: Annotated[Text, StringConstraints(max_length=12)] | None = None
+    timezone: Annotated[Text, StringConstraints(max_length=64)] | None = None
+    workday: bool | None = None
+    day_name: Annotated[Text, StringConstraints(max_length=200)] = ""
+    zk_state: Annotated[int, Field(ge=0, le=255)] | None = None
+    basis: Annotated[Text, StringConstraints(max_length=32)]
+    computed_from: Annotated[Text, StringConstraints(max_length=16)]
+    time_verified: bool
+    revision: Annotated[int, Field(ge=1, le=2**62)]
+
+
 class PunchRecord(Strict):
     log_id: Bounded("log_id")
     seq: Seq
@@ -141,6 +159,7 @@ class PunchRecord(Strict):
     latest: Bounded("latest") | None = None
     basis: Bounded("basis") | None = None
     flags: Annotated[list[Bounded("flag")], Field(max_length=ingest.MAX_FLAGS)] | None = None
+    derived: DerivedValues | None = None
 
 
 class Checkpoint(Strict):
@@ -220,8 +239,9 @@ class DerivedTime(Strict):
     utc: Annotated[UtcText | None, Field(description="ISO 8601 UTC, inside [earliest, latest]")] = None
     earliest: Annotated[UtcText | None, Field(description="ISO 8601 UTC")] = None
     latest: Annotated[UtcText | None, Field(description="ISO 8601 UTC")] = None
-    basis: Annotated[str, Field(json_schema_extra={"enum": list(signed.TIME_BASES)})]
+    basis: Annotated[str | None, Field(json_schema_extra={"enum": list(signed.TIME_BASES)})] = None
     flags: Annotated[list[Bounded("flag")], Field(max_length=ingest.MAX_FLAGS)] | None = None
+    derived: DerivedValues | None = None
 
 
 class Times(Strict):

@@ -83,6 +83,33 @@ def validate_record(rec, i: int) -> None:
     for k in DERIVED:
         if rec.get(k) is not None and not isinstance(rec[k], str):
             raise BadBatch(f"records[{i}].{k} must be a string or null")
+    validate_derived(rec.get("derived"), f"records[{i}].derived")
+
+
+_DERIVED_TEXT = ("kind", "basis", "computed_from")
+_DERIVED_OPTIONAL_TEXT = ("local_date", "local_time", "timezone", "day_name")
+
+
+def validate_derived(d, where: str) -> None:
+    """The terminal's derived values of one punch (kind, lateness, local time …), or None."""
+    if d is None:
+        return
+    if not isinstance(d, dict):
+        raise BadBatch(f"{where} must be an object or null")
+    for k in _DERIVED_TEXT:
+        if not isinstance(d.get(k), str):
+            raise BadBatch(f"{where}.{k} must be a string")
+    for k in _DERIVED_OPTIONAL_TEXT:
+        if d.get(k) is not None and not isinstance(d[k], str):
+            raise BadBatch(f"{where}.{k} must be a string or null")
+    for k, hi in (("minutes_late", 100_000), ("minutes_early", 100_000), ("revision", 2**62)):
+        if not _int_in(d.get(k, 0 if k != "revision" else None), 0 if k != "revision" else 1, hi):
+            raise BadBatch(f"{where}.{k} must be a whole number in range")
+    if d.get("zk_state") is not None and not _int_in(d["zk_state"], 0, 255):
+        raise BadBatch(f"{where}.zk_state must be 0 to 255 or null")
+    for k in ("workday", "time_verified"):
+        if d.get(k) is not None and not isinstance(d[k], bool):
+            raise BadBatch(f"{where}.{k} must be true, false or null")
 
 
 def check_lengths(item: dict, where: str) -> None:
@@ -231,6 +258,11 @@ def _store_records(store, cur, device_id, log_id, after_seq, records, source) ->
     placeholders = ", ".join("?" * len(PUNCH_COLUMNS))
     store.executemany(cur, f"INSERT INTO punches ({', '.join(PUNCH_COLUMNS)}) VALUES ({placeholders}) "
                       "ON CONFLICT DO NOTHING", rows)
+    # derived values (outside the hash) beside the record; never for a record that conflicts with the one
+    # stored (an edit after delivery must not change what the stored record's kind reads as)
+    conflicts = set(problems.get("conflict", []))
+    store.upsert_derived(cur, device_id, log_id, [(r["seq"], r["derived"]) for r in records
+                                                  if isinstance(r.get("derived"), dict) and r["seq"] not in conflicts])
     for kind, seqs in problems.items():
         store.raise_alarm(cur, device_id, log_id, min(seqs), kind,
                           f"{ALARM_TEXT[kind]}: seq {ranges(seqs)}")
@@ -382,9 +414,27 @@ def update_times(store: Store, device_id: str, body) -> dict:
             body.get("times"), list) or len(body["times"]) > MAX_ITEMS:
         raise BadBatch(f"body must be {{\"log_id\": str, \"times\": [at most {MAX_ITEMS}]}}")
     log_id = body["log_id"]
-    times = [validate_time(t, i) for i, t in enumerate(body["times"])]
+    times, values = [], []
+    for i, t in enumerate(body["times"]):
+        if isinstance(t, dict) and "derived" in t:
+            if not _int_in(t.get("seq"), 1, MAX_SEQ):
+                raise BadBatch(f"times[{i}].seq must be a whole number from 1 to {MAX_SEQ}")
+            validate_derived(t["derived"], f"times[{i}].derived")
+            if isinstance(t["derived"], dict):
+                values.append((t["seq"], t["derived"]))
+            if all(k not in t for k in (*DERIVED, "flags")):
+                continue  # only the derived values (kind, lateness) changed: the stored times stay as they are
+        times.append(validate_time(t, i))
     now, known, moved = time.time_ns(), 0, []
     with store.transaction() as cur:
+        if values:  # only beside punches the server holds: derived values never stand for a record
+            held = set()
+            for i in range(0, len(values), 500):
+                part = [seq for seq, _ in values[i:i + 500]]
+                held |= {r[0] for r in store.rows(
+                    cur, "SELECT seq FROM punches WHERE device_id=? AND log_id=? AND seq IN "
+                    f"({', '.join('?' * len(part))})", (device_id, log_id, *part))}
+            store.upsert_derived(cur, device_id, log_id, [v for v in values if v[0] in held])
         for t in times:
             stored = store.rows(cur, "SELECT earliest, latest FROM punches WHERE device_id=? AND log_id=? AND seq=?",
                                 (device_id, log_id, t["seq"]))

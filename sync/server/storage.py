@@ -30,6 +30,12 @@ PUNCH_COLUMNS = (
     "prev_hash", "hash", "utc", "earliest", "latest", "basis", "flags", "problems", "source", "received_ns",
 )
 
+# Kind, lateness and local time as the terminal derives them from the corrected time (outside the hash,
+# beside the record): a higher revision replaces a lower one; the record's own `kind` column is the hashed
+# value ('' for records made since derived kinds, the kind itself for older ones).
+DERIVED_COLUMNS = ("kind", "minutes_late", "minutes_early", "local_date", "local_time", "timezone", "workday",
+                   "day_name", "zk_state", "basis", "computed_from", "time_verified", "revision")
+
 DDL = """
 CREATE TABLE IF NOT EXISTS server_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS devices (
@@ -45,6 +51,11 @@ CREATE TABLE IF NOT EXISTS punches (
     photo_sha256 TEXT, prev_hash TEXT, hash TEXT, utc TEXT, earliest TEXT, latest TEXT, basis TEXT,
     flags TEXT, problems TEXT, source TEXT, received_ns BIGINT,
     PRIMARY KEY (device_id, log_id, seq));
+CREATE TABLE IF NOT EXISTS punch_derived (
+    device_id TEXT NOT NULL, log_id TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT, minutes_late BIGINT,
+    minutes_early BIGINT, local_date TEXT, local_time TEXT, timezone TEXT, workday INTEGER, day_name TEXT,
+    zk_state INTEGER, basis TEXT, computed_from TEXT, time_verified INTEGER, revision BIGINT NOT NULL,
+    received_ns BIGINT NOT NULL, PRIMARY KEY (device_id, log_id, seq));
 CREATE TABLE IF NOT EXISTS missing (
     device_id TEXT NOT NULL, log_id TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (device_id, log_id, seq));
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -83,6 +94,13 @@ CREATE TABLE IF NOT EXISTS time_revisions (
     id {serial} PRIMARY KEY, device_id TEXT NOT NULL, log_id TEXT NOT NULL, seq BIGINT NOT NULL, utc TEXT,
     earliest TEXT, latest TEXT, basis TEXT, flags TEXT, received_ns BIGINT NOT NULL);
 """
+
+
+_DERIVED_SELECT = ", ".join(f"d.{c} AS d_{c}" for c in DERIVED_COLUMNS)
+
+
+def _sql_value(v):
+    return int(v) if isinstance(v, bool) else v
 
 
 def is_postgres(db: str) -> bool:
@@ -335,6 +353,31 @@ class Store:
             return self.query("SELECT * FROM alarms WHERE device_id=? ORDER BY id DESC LIMIT ?", (device_id, limit))
         return self.query("SELECT * FROM alarms ORDER BY id DESC LIMIT ?", (limit,))
 
+    # -- derived values ------------------------------------------------------------------------------
+
+    def upsert_derived(self, cur, device_id: str, log_id: str, rows: list[tuple[int, dict]]) -> None:
+        """Store (seq, derived) pairs; a revision never replaces a higher one (resends arrive late)."""
+        cols = ", ".join(DERIVED_COLUMNS)
+        sets = ", ".join(f"{c} = excluded.{c}" for c in DERIVED_COLUMNS) + ", received_ns = excluded.received_ns"
+        now = time.time_ns()
+        self.executemany(
+            cur, f"INSERT INTO punch_derived (device_id, log_id, seq, {cols}, received_ns) VALUES "
+                 f"({', '.join('?' * (len(DERIVED_COLUMNS) + 4))}) ON CONFLICT (device_id, log_id, seq) DO UPDATE "
+                 f"SET {sets} WHERE punch_derived.revision < excluded.revision",
+            [(device_id, log_id, seq, *(_sql_value(d.get(c)) for c in DERIVED_COLUMNS), now) for seq, d in rows])
+
+    def _with_derived(self, rows: list[dict]) -> list[dict]:
+        """Each punch row with `derived` (None when the terminal sent none)."""
+        for r in rows:
+            values = {c: r.pop(f"d_{c}") for c in DERIVED_COLUMNS}
+            if values["revision"] is None:
+                r["derived"] = None
+                continue
+            for c in ("workday", "time_verified"):
+                values[c] = None if values[c] is None else bool(values[c])
+            r["derived"] = values
+        return rows
+
     # -- punches (read side) --------------------------------------------------------------------------
 
     def iter_punches(self, device_id: str | None = None, batch: int = 2000):
@@ -342,11 +385,13 @@ class Store:
         key: tuple = ("", "", -1)
         cond = "AND device_id=?" if device_id else ""
         while True:
-            rows = self.query(
-                f"""SELECT * FROM punches WHERE (device_id, log_id, seq) > (?, ?, ?) {cond}
-                    ORDER BY device_id, log_id, seq LIMIT ?""",
+            rows = self._with_derived(self.query(
+                f"""SELECT p.*, {_DERIVED_SELECT} FROM punches p LEFT JOIN punch_derived d
+                    ON d.device_id = p.device_id AND d.log_id = p.log_id AND d.seq = p.seq
+                    WHERE (p.device_id, p.log_id, p.seq) > (?, ?, ?) {cond.replace('device_id', 'p.device_id')}
+                    ORDER BY p.device_id, p.log_id, p.seq LIMIT ?""",
                 (*key, *([device_id] if device_id else []), batch),
-            )
+            ))
             if not rows:
                 return
             yield from rows
@@ -354,7 +399,10 @@ class Store:
             key = (last["device_id"], last["log_id"], last["seq"])
 
     def recent_punches(self, limit: int = 50) -> list[dict]:
-        return self.query("SELECT * FROM punches ORDER BY received_ns DESC, seq DESC LIMIT ?", (limit,))
+        return self._with_derived(self.query(
+            f"""SELECT p.*, {_DERIVED_SELECT} FROM punches p LEFT JOIN punch_derived d
+                ON d.device_id = p.device_id AND d.log_id = p.log_id AND d.seq = p.seq
+                ORDER BY p.received_ns DESC, p.seq DESC LIMIT ?""", (limit,)))
 
     def punch_count(self, device_id: str | None = None) -> int:
         if device_id:

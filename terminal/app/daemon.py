@@ -118,10 +118,11 @@ class Daemon:
         t.start()
 
     def start_scheduler(self) -> None:
-        from apscheduler.schedulers.background import BackgroundScheduler
+        from terminal.app.scheduler import MonotonicScheduler
 
         self.jobs.state["on_roster_change"] = self.on_roster_change
-        self.scheduler = BackgroundScheduler(daemon=True)
+        self.jobs.state["stop"] = self.stop_event
+        self.scheduler = MonotonicScheduler()  # on the monotonic clock: a wall-clock step delays nothing
         names = schedule_jobs(self.scheduler, self.jobs)
         self.scheduler.start()
         log.info("periodic jobs: %s", ", ".join(names))
@@ -150,7 +151,7 @@ class Daemon:
         self.notifier.stopping("stopping")
         self.watchdog.stop(timeout=2)
         if self.scheduler is not None:
-            self.scheduler.shutdown(wait=False)
+            self.scheduler.shutdown()
         stops = {f"worker {name}": w.stop for name, w in self.workers.items()}
         for name, service in self.services.items():
             stop = getattr(service, "stop", None) or getattr(service, "close", None)
@@ -248,7 +249,7 @@ class Daemon:
             (self.feedback.success if outcome.acknowledged else self.feedback.failure)()
         data = {"accepted": outcome.acknowledged, "recorded": outcome.recorded, "method": outcome.method,
                 "employee": outcome.employee, "name": outcome.name, "kind": outcome.kind,
-                "message": outcome.message, "decision": outcome.decision}
+                "time_verified": outcome.time_verified, "message": outcome.message, "decision": outcome.decision}
         self.events.publish("decision", data)
 
     def indicators(self) -> dict:

@@ -191,23 +191,23 @@ def run(say: Callable[[str], None] = print, work: Path | None = None, linger: fl
 
 
 def _script(daemon, cfg, central, emu, photo, frames, fps, synthetic_template, say, linger, timeout) -> dict:
+    from terminal.log import punchlog
+
     _wait(lambda: daemon.web_port is not None and "fingerprint" in daemon.workers, timeout, "the daemon to start")
     say(f"kiosk            http://127.0.0.1:{daemon.web_port}/")
     make_frames(photo, frames, fps)  # the employee steps in front of the camera now
     face = _wait_punch(cfg, "face", timeout)
-    say(f"face punch       seq {face['seq']}  {_name(face)}  {face['kind']}  distance "
+    say(f"face punch       seq {face['seq']}  {_name(face)}  {punchlog.kind_of(face)}  distance "
         f"{face['details'].get('distance', '?')}")
     _wait(lambda: daemon.workers["fingerprint"].slots.rows(), timeout, "the fingerprint slots to be synced")
     emu.place_finger(synthetic_template(f"demo:{EMPLOYEES[1][0]}"), score=140)
     finger = _wait_punch(cfg, "finger", timeout)
     emu.remove_finger()
-    say(f"finger punch     seq {finger['seq']}  {_name(finger)}  {finger['kind']}  score "
+    say(f"finger punch     seq {finger['seq']}  {_name(finger)}  {punchlog.kind_of(finger)}  score "
         f"{finger['details'].get('score')}")
     outcome = daemon.punches.punch(EMPLOYEES[2][0], "pin", details={"operator": "demo"})
     say(f"PIN punch        seq {outcome.record['seq']}  {outcome.name}  {outcome.message}")
     _wait(lambda: central.app.store.punch_count() >= 3, timeout, "the central server to receive the punches")
-    from terminal.log import punchlog
-
     with punchlog.PunchLog(cfg.state_dir) as plog:
         problems = plog.verify()
         head = plog.head()

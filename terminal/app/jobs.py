@@ -1,8 +1,13 @@
-"""The daemon's periodic jobs, as plain functions of a JobContext, and their registration with apscheduler.
+"""The daemon's periodic jobs, as plain functions of a JobContext, and their registration with the
+monotonic scheduler (terminal/app/scheduler.py: a wall-clock step never delays a job).
 
 Each job is small and idempotent, catches its own expected failures (a dead central server is normal) and
-returns a short dict for logs and tests. Intervals use apscheduler's monotonic-friendly interval trigger;
-no job depends on the wall clock being right.
+returns a short dict for logs and tests. No job depends on the wall clock being right.
+
+Time truth (issue 15): the time sample runs at start, periodically, and as soon as the central server is
+reachable again after the push found it down; the push takes a sample itself before delivering punches of
+a boot without one; kinds are recomputed from re-anchored times by the push and by their own job (so
+offline time sources re-anchor kinds too).
 """
 
 from __future__ import annotations
@@ -26,13 +31,23 @@ class JobContext:
 def push(ctx: JobContext) -> dict:
     """Deliver pending punches, photos and fault events (bounded by one interval's worth of work)."""
     from sync.device import push as push_mod
+    from terminal.punch.service import recomputer
 
     pusher = ctx.state.get("pusher")
     if pusher is None:
-        pusher = ctx.state["pusher"] = push_mod.Pusher(ctx.cfg.state_dir, push_mod.Settings.from_config(ctx.cfg))
+        pusher = ctx.state["pusher"] = push_mod.Pusher(ctx.cfg.state_dir, push_mod.Settings.from_config(ctx.cfg),
+                                                       recompute=recomputer(ctx.cfg))
+    was_unreachable = pusher.unreachable
     # finish within the interval, so that runs never pile up behind a slow or dead server
-    result = pusher.drain(deadline=time.monotonic() + max(1.0, 0.8 * ctx.cfg.central.push_interval))
+    # the daemon's stop event: a back-off wait ends at shutdown, and it waits on the monotonic clock
+    result = pusher.drain(deadline=time.monotonic() + max(1.0, 0.8 * ctx.cfg.central.push_interval),
+                          stop=ctx.state.get("stop"))
+    result["time_sample"] = pusher.last_sample  # the latest attempt, of this run or an earlier one
     ctx.state["last_push"] = result
+    if was_unreachable and result.get("done"):  # the server is back: the full time sample job now
+        trigger = ctx.state.get("trigger")
+        if trigger is not None:
+            trigger("time_sample")
     return result
 
 
@@ -40,11 +55,13 @@ def time_sample(ctx: JobContext) -> dict:
     """A signed time sample from the central server (HTTP Date as fallback), then re-anchored times."""
     from sync.device import central, time_client
     from terminal.log import punchlog
+    from terminal.punch.service import recomputer
 
     conn = punchlog.connect(punchlog.db_path(ctx.cfg.state_dir))
     try:
         with central.Client.from_config(ctx.cfg) as client:
             result = time_client.sync_time(client, ctx.cfg.central.server_key, conn)
+            recomputer(ctx.cfg)(conn)  # kinds follow the re-anchored times before they are sent
             sent = time_client.push_punch_times(client, conn)
     except Exception as e:  # offline is normal; the next run tries again
         ctx.state["last_time_sample"] = {"ok": False, "error": str(e)}
@@ -67,6 +84,19 @@ def time_sources(ctx: JobContext) -> dict:
         conn.close()
     ctx.state["last_time_sources"] = result
     return result
+
+
+def derived_refresh(ctx: JobContext) -> dict:
+    """Recompute kinds and lateness of punches whose time was re-anchored by any source (also offline ones,
+    and ZK/ADMS set-time samples); cheap when nothing changed (one indexed query)."""
+    from terminal.log import punchlog
+    from terminal.punch.service import recomputer
+
+    conn = punchlog.connect(punchlog.db_path(ctx.cfg.state_dir))
+    try:
+        return {"changed": recomputer(ctx.cfg)(conn)}
+    finally:
+        conn.close()
 
 
 def roster_refresh(ctx: JobContext) -> dict:
@@ -159,37 +189,36 @@ def checkpoint(ctx: JobContext) -> dict:
 # name -> (function, interval in seconds from the configuration, needs a central server)
 JOBS = {
     "push": (push, lambda cfg: cfg.central.push_interval, True),
-    "time_sample": (time_sample, lambda cfg: 3600.0, True),
+    "time_sample": (time_sample, lambda cfg: TIME_SAMPLE_INTERVAL, True),
     "time_sources": (time_sources, lambda cfg: cfg.time.sources_interval, False),
     "roster_refresh": (roster_refresh, lambda cfg: cfg.roster.pull_interval, True),
+    "derived_refresh": (derived_refresh, lambda cfg: 60.0, False),
     "photo_retention": (photo_retention, lambda cfg: 3600.0, False),
     "integrity_check": (integrity_check, lambda cfg: 86400.0, False),
     "checkpoint": (checkpoint, lambda cfg: 900.0, False),
 }
-
-
+TIME_SAMPLE_INTERVAL = 3600.0
 # a fresh boot needs a time anchor (server or offline sources) and the roster as soon as possible
-START_AT_ONCE = ("time_sample", "time_sources", "roster_refresh", "push")
+STARTUP_JOBS = ("time_sample", "time_sources", "roster_refresh", "push")
 
 
 def schedule_jobs(scheduler, ctx: JobContext) -> list[str]:
-    """Register every job that applies to this configuration; returns their names. Time-sample and roster
-    jobs also run once right at start, because a fresh boot needs a time anchor as soon as possible."""
-    import datetime as dt
-
+    """Register every job that applies to this configuration with a MonotonicScheduler; returns their
+    names. Time-sample, roster and push jobs run one second after start; `ctx.state["trigger"]` runs a job
+    now (the push uses it to take a time sample when the server is reachable again)."""
     names = []
     for name, (fn, interval, needs_central) in JOBS.items():
         if needs_central and not ctx.cfg.central.url:
             continue
-        first = dt.datetime.now() + dt.timedelta(seconds=1 if name in START_AT_ONCE else min(interval(ctx.cfg), 60))
-        scheduler.add_job(_guarded(name, fn), "interval", args=[ctx], seconds=interval(ctx.cfg), id=name,
-                          next_run_time=first, max_instances=1, coalesce=True, misfire_grace_time=None)
+        first = 1.0 if name in STARTUP_JOBS else min(interval(ctx.cfg), 60.0)
+        scheduler.add(name, _guarded(name, fn, ctx), interval(ctx.cfg), first_delay=first)
         names.append(name)
+    ctx.state["trigger"] = scheduler.trigger
     return names
 
 
-def _guarded(name, fn):
-    def run(ctx: JobContext):
+def _guarded(name, fn, ctx: JobContext):
+    def run():
         try:
             result = fn(ctx)
             log.debug("job %s: %s", name, result)

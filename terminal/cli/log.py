@@ -18,6 +18,13 @@ EXPORT_FIELDS = (
     "prev_hash", "hash",
 )
 
+CSV_DERIVED = ("derived_kind", "minutes_late", "minutes_early", "local_date", "local_time", "time_verified")
+
+
+def _csv_derived(rec: dict) -> dict:
+    d = rec.get("derived") or {}
+    return {"derived_kind": punchlog.kind_of(rec), **{k: d.get(k) for k in CSV_DERIVED[1:]}}
+
 
 def register(sub) -> None:
     add_command(sub, "init", cmd_init, "create the state directory, database and device key (idempotent)")
@@ -92,9 +99,12 @@ def cmd_punch(args) -> int:
     if not outcome.acknowledged:
         raise CommandError(outcome.error or outcome.message)
     rec = outcome.record
-    result = {**rec, "recorded": outcome.recorded, "kind": outcome.kind, "message": outcome.message}
+    result = {**rec, "recorded": outcome.recorded, "kind": outcome.kind, "message": outcome.message,
+              "time_verified": outcome.time_verified}
     if outcome.recorded:
         text = f"recorded: seq {rec['seq']} employee {rec['employee']} method {rec['method']} {outcome.kind}"
+        if not outcome.time_verified:  # the kind is the best estimate; re-anchoring corrects it later
+            text += " (time not verified: the kind follows the corrected time once a time sample arrives)"
     else:
         text = f"already recorded (seq {rec['seq'] if rec else '?'}): {outcome.message}"
     emit(args, result, text.rstrip())
@@ -126,7 +136,7 @@ def cmd_log_list(args) -> int:
         print("no punches")
     for r in records:
         print(f"{r['seq']:>7}  {status.format_ns(r['realtime_ns'])}  {r['employee']:<20} {r['method']:<6} "
-              f"{r['kind'] or '-':<10} {r['hash'][:12]}")
+              f"{punchlog.kind_of(r) or '-':<10} {r['hash'][:12]}")
     return 0
 
 
@@ -135,14 +145,17 @@ def cmd_log_export(args) -> int:
     out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
     try:
         with open_log(cfg) as log:
+            # kind and lateness are derived values beside the record: `derived` in jsonl, columns in csv
             if args.format == "jsonl":
                 for r in log.records(after_seq=args.since_seq):
-                    out.write(json.dumps({k: r[k] for k in EXPORT_FIELDS}, ensure_ascii=False) + "\n")
+                    out.write(json.dumps({**{k: r[k] for k in EXPORT_FIELDS}, "derived": r.get("derived")},
+                                         ensure_ascii=False) + "\n")
             else:
-                w = csv.DictWriter(out, fieldnames=EXPORT_FIELDS, extrasaction="ignore")
+                w = csv.DictWriter(out, fieldnames=EXPORT_FIELDS + CSV_DERIVED, extrasaction="ignore")
                 w.writeheader()
                 for r in log.records(after_seq=args.since_seq):
-                    w.writerow({**r, "details": json.dumps(r["details"], sort_keys=True, ensure_ascii=False)})
+                    w.writerow({**r, "details": json.dumps(r["details"], sort_keys=True, ensure_ascii=False),
+                                **_csv_derived(r)})
     finally:
         if out is not sys.stdout:
             out.close()

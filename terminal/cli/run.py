@@ -20,8 +20,6 @@ def cmd_run(args) -> int:
     # journald adds its own timestamps; plain lines read well there and on a console.
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    # apscheduler logs every job run at INFO and a skipped overlapping run as a warning: neither is news
-    logging.getLogger("apscheduler").setLevel(logging.ERROR)
     # `kill -USR1 <pid>` writes every thread's stack to the journal: how IT staff report a hang
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     from terminal.app.daemon import Daemon

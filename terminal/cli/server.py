@@ -136,6 +136,10 @@ def cmd_punches(args) -> int:
     for p in store.iter_punches(args.device):
         row = {"device": p["device_id"], **{k: p[k] for k in PUNCH_FIELDS[1:-1]},
                "flags": json.loads(p["flags"] or "[]") + json.loads(p["problems"] or "[]")}
+        # `kind` is the punch's kind as the terminal derives it now (it follows re-anchoring); the value in
+        # the hashed record ('' since derived kinds) stays available as `recorded_kind`
+        derived = p.get("derived")
+        row.update(kind=(derived or {}).get("kind") or p["kind"], recorded_kind=p["kind"], derived=derived)
         if getattr(args, "json", False):
             print(json.dumps(row, ensure_ascii=True))  # \u escapes: no control character reaches the screen
         else:

@@ -50,6 +50,7 @@ def _health(cfg):
 
 def cmd_sync_now(args) -> int:
     from sync.device import push
+    from terminal.punch.service import recomputer
 
     cfg = load_config(args)
     try:
@@ -59,9 +60,12 @@ def cmd_sync_now(args) -> int:
     health = _health(cfg)
     beat = push.Heartbeat(cfg.state_dir, settings, health)
     beat.start()
-    pusher = push.Pusher(cfg.state_dir, settings, health=health)
+    # time before delivery: the pusher samples the server's time first when punches of a boot without a
+    # sample wait, and kinds are recomputed from the corrected time before they go
+    pusher = push.Pusher(cfg.state_dir, settings, health=health, recompute=recomputer(cfg))
     try:
         result = pusher.drain(time.monotonic() + args.timeout)
+        result["time_sample"] = pusher.last_sample
         summary = syncstate.summary(pusher.conn, pusher.target, pusher.log.log_id)
     except push.PushError as e:
         raise CommandError(f"{e}; nothing was lost: pending punches stay in the log") from None
@@ -80,7 +84,7 @@ def cmd_sync_now(args) -> int:
         return 1
     if result["done"]:
         emit(args, result, f"all delivered: acked seq {result['acked_seq']} of {result['head_seq']} "
-                           f"to {settings.url}")
+                           f"to {settings.url}{_sample_note(result['time_sample'])}")
         return 0
     if getattr(args, "json", False):
         emit(args, result)
@@ -89,6 +93,14 @@ def cmd_sync_now(args) -> int:
           f"{result['last_error']}). Nothing is lost; they stay in the log and are sent when the server is "
           "reachable. Check the network and [central] url, or use `presensi export --to DIR`", file=sys.stderr)
     return 1
+
+
+def _sample_note(sample: dict | None) -> str:
+    if sample is None:
+        return ""
+    if sample.get("ok"):
+        return f" (time sample first: {sample['method']})"
+    return f" (no time sample: {sample['error']}; the punches went out flagged)"
 
 
 def cmd_sync_status(args) -> int:

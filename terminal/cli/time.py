@@ -110,6 +110,7 @@ def _format(r: dict) -> str:
 
 def cmd_time_sync(args) -> int:
     from sync.device import central, time_client
+    from terminal.punch.service import recomputer
 
     cfg = load_config(args)
     c = cfg.central
@@ -122,6 +123,8 @@ def cmd_time_sync(args) -> int:
     with punchlog.PunchLog(cfg.state_dir) as log, client:
         try:
             result = time_client.sync_time(client, c.server_key, log.conn, exchanges=args.exchanges)
+            # kinds and lateness follow the re-anchored times before they go to the server
+            result["kinds_changed"] = recomputer(cfg)(log.conn)
             pushed = 0 if args.no_push else time_client.push_punch_times(client, log.conn)
         except time_client.TimeSyncError as e:
             raise CommandError(str(e)) from None

@@ -27,6 +27,9 @@ DB_FILE = "punches.db"
 LOCK_DIR = "writer.lock.d"
 METHODS = ("face", "finger", "pin")
 SQLITE_SYNCHRONOUS_FULL = 2
+# Values beside each record, outside the hash (schema step 7; computed by terminal/punch/derived.py).
+DERIVED_FIELDS = ("kind", "minutes_late", "minutes_early", "local_date", "local_time", "timezone", "workday",
+                  "day_name", "zk_state", "basis", "computed_from", "time_verified")
 
 
 def db_path(state_dir: Path) -> Path:
@@ -191,8 +194,12 @@ class PunchLog:
         latitude: float | None = None,
         longitude: float | None = None,
         reading: clock.ClockReading | None = None,
+        derived: dict | None = None,
     ) -> dict:
-        """Append one punch and return the committed record. Raises LogError if it was not recorded."""
+        """Append one punch and return the committed record. Raises LogError if it was not recorded.
+
+        `derived` (kind, lateness, local time … as terminal/punch/derived.py makes them) is stored beside the
+        record in the same transaction, outside the hash; new records carry kind '' in the hash."""
         if method not in METHODS:
             raise LogError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
         if not employee or not isinstance(employee, str):
@@ -207,19 +214,24 @@ class PunchLog:
                     "latitude": latitude, "longitude": longitude,
                     "photo_path": photo.relative_path if photo else None,
                     "photo_sha256": photo.sha256 if photo else None,
-                }
+                },
+                derived,
             )
 
-    def _write(self, record: dict) -> dict:
+    def _write(self, record: dict, derived: dict | None = None) -> dict:
         with self._transaction():
             seq, prev_hash = self._head_in_txn()
             record["seq"] = seq + 1
             record["prev_hash"] = prev_hash
             record["hash"] = chain.record_hash(prev_hash, record)
             _insert(self.conn, "punches", record)
+            if derived is not None:
+                _insert(self.conn, "punch_derived", {
+                    **{k: int(v) if isinstance(v, bool) else v for k, v in derived.items()},
+                    "seq": record["seq"], "log_id": self.log_id, "updated_ns": record["realtime_ns"]})
             if record["seq"] % self.checkpoint_every == 0:
                 self._insert_checkpoint(record["seq"], record["hash"])
-        return self._public(record)
+        return self._public(record, self._derived_between(record["seq"], record["seq"]))
 
     @contextmanager
     def _transaction(self):
@@ -291,8 +303,9 @@ class PunchLog:
             ).fetchall()
             if not rows:
                 return
+            derived = self._derived_between(rows[0]["seq"], rows[-1]["seq"])
             for row in rows:
-                yield self._public(dict(row))
+                yield self._public(dict(row), derived)
             after_seq = rows[-1]["seq"]
             if remaining is not None:
                 remaining -= len(rows)
@@ -301,7 +314,20 @@ class PunchLog:
 
     def get(self, seq: int) -> dict | None:
         row = self.conn.execute("SELECT * FROM punches WHERE seq = ?", (seq,)).fetchone()
-        return self._public(dict(row)) if row else None
+        return self._public(dict(row), self._derived_between(seq, seq)) if row else None
+
+    def _derived_between(self, lo: int, hi: int) -> dict[int, dict]:
+        """seq -> the punch's derived values (kind, lateness, local time, basis …; outside the hash)."""
+        cur = self.conn.execute(f"SELECT seq, {', '.join(DERIVED_FIELDS)}, revision FROM punch_derived "
+                                "WHERE seq BETWEEN ? AND ?", (lo, hi))
+        out = {}
+        for r in cur.fetchall():
+            d = dict(r)
+            seq = d.pop("seq")
+            for k in ("workday", "time_verified"):
+                d[k] = None if d[k] is None else bool(d[k])
+            out[seq] = d
+        return out
 
     def latest_checkpoint(self) -> dict | None:
         row = self.conn.execute("SELECT * FROM checkpoints ORDER BY seq DESC, id DESC LIMIT 1").fetchone()
@@ -316,10 +342,12 @@ class PunchLog:
         return _check_integrity(self.conn, self.path, quick)
 
     @staticmethod
-    def _public(record: dict) -> dict:
+    def _public(record: dict, derived: dict[int, dict] | None = None) -> dict:
         out = dict(record)
         if isinstance(out.get("details"), str):
             out["details"] = json.loads(out["details"])
+        if derived is not None:
+            out["derived"] = derived.get(out["seq"])
         return out
 
     # -- verification ----------------------------------------------------------------------------------
@@ -338,6 +366,13 @@ class PunchLog:
     def _hash_at(self, seq: int) -> str | None:
         row = self.conn.execute("SELECT hash FROM punches WHERE seq = ?", (seq,)).fetchone()
         return row[0] if row else None
+
+
+def kind_of(record: dict) -> str:
+    """A record's kind as it stands now: the derived one, else what records before schema step 7 hashed."""
+    derived = record.get("derived") or {}
+    details = record.get("details") if isinstance(record.get("details"), dict) else {}
+    return derived.get("kind") or record.get("kind") or details.get("kind") or ""
 
 
 def _insert(conn: sqlite3.Connection, table: str, row: dict) -> None:

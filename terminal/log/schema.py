@@ -166,9 +166,54 @@ def _time_samples_and_punch_times(db: sqlite3.Connection) -> None:
     )
 
 
+def _punch_derived(db: sqlite3.Connection) -> None:
+    # Kind, lateness, local date/time and workday are derived from the punch's corrected time (issue 15):
+    # computed at the punch from the best estimate then, recomputed when re-anchoring changes the punch's
+    # time (`times_revision` = the punch_times revision they were computed from), beside the record and
+    # outside the hash. `revision` grows when a value changes; `pushed_revision` is what the central server
+    # has. Records written before this step keep their hashed kind and details (never rewritten); their
+    # rows here start from those, with basis 'recorded', and follow later re-anchoring like any other.
+    db.execute(
+        """CREATE TABLE punch_derived (
+            seq INTEGER PRIMARY KEY,
+            log_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            minutes_late INTEGER NOT NULL DEFAULT 0,
+            minutes_early INTEGER NOT NULL DEFAULT 0,
+            local_date TEXT,
+            local_time TEXT,
+            timezone TEXT,
+            workday INTEGER,
+            day_name TEXT NOT NULL DEFAULT '',
+            zk_state INTEGER,
+            basis TEXT NOT NULL,
+            computed_from TEXT NOT NULL,
+            time_verified INTEGER NOT NULL DEFAULT 0,
+            times_revision INTEGER NOT NULL DEFAULT 0,
+            revision INTEGER NOT NULL DEFAULT 1,
+            pushed_revision INTEGER NOT NULL DEFAULT 0,
+            updated_ns INTEGER NOT NULL
+        )"""
+    )
+    db.execute(
+        """INSERT INTO punch_derived (seq, log_id, kind, minutes_late, minutes_early, local_date, local_time,
+               timezone, workday, day_name, zk_state, basis, computed_from, time_verified, times_revision,
+               updated_ns)
+           SELECT p.seq, p.log_id, p.kind,
+                  coalesce(json_extract(p.details, '$.minutes_late'), 0),
+                  coalesce(json_extract(p.details, '$.minutes_early'), 0),
+                  json_extract(p.details, '$.local_date'), json_extract(p.details, '$.local_time'),
+                  json_extract(p.details, '$.timezone'), json_extract(p.details, '$.workday'),
+                  coalesce(json_extract(p.details, '$.day_name'), ''), json_extract(p.details, '$.zk_state'),
+                  'recorded', 'recorded', 0, coalesce(t.revision, 0), p.realtime_ns
+           FROM punches p LEFT JOIN punch_times t ON t.seq = p.seq
+           WHERE json_valid(p.details)"""
+    )
+
+
 MIGRATIONS = [
     _v1_punches, _v2_checkpoints_and_audit, _v3_append_only_triggers, _sync_state, _fault_events,
-    _time_samples_and_punch_times,
+    _time_samples_and_punch_times, _punch_derived,
 ]
 LATEST = len(MIGRATIONS)
 

@@ -41,7 +41,9 @@ def recent_punches(conn: sqlite3.Connection, employee: str, now_utc: dt.datetime
     the annotation on a terminal that has been running since before today. Raises AnnotationFailed when
     earlier boots' punches could not be annotated (its `placed` is the raw-clock answer).
     """
-    cur = conn.execute("SELECT * FROM punches WHERE employee = ? ORDER BY seq DESC LIMIT ?", (employee, limit))
+    # the kind is the derived one (terminal/punch/derived.py): it follows re-anchoring, the hashed one does not
+    cur = conn.execute("SELECT p.*, d.kind AS derived_kind FROM punches p LEFT JOIN punch_derived d "
+                       "ON d.seq = p.seq WHERE p.employee = ? ORDER BY p.seq DESC LIMIT ?", (employee, limit))
     cols = [c[0] for c in cur.description]
     records = [dict(zip(cols, tuple(r), strict=True)) for r in cur.fetchall()]
     if reading is not None and since is not None:
@@ -60,7 +62,8 @@ def recent_punches(conn: sqlite3.Connection, employee: str, now_utc: dt.datetime
             utc = now_utc - dt.timedelta(microseconds=(reading.boottime_ns - r["boottime_ns"]) / 1000)
         else:
             utc = annotated.get(r["seq"]) or dt.datetime.fromtimestamp(r["realtime_ns"] / 1e9, dt.UTC)
-        out.append(RecentPunch(r["kind"] or _kind_from_details(r["details"]), utc, r["seq"]))
+        kind = r["derived_kind"] or r["kind"] or _kind_from_details(r["details"])
+        out.append(RecentPunch(kind, utc, r["seq"]))
     if failure is not None:
         raise AnnotationFailed(f"the corrected times of {len(earlier)} earlier punches could not be computed "
                                f"({failure}); they were placed by the raw wall clock", out)

@@ -162,6 +162,12 @@ class Schedule:
         last = recent[0] if recent else None
         if last is not None and dt.timedelta(0) <= utc - last.utc < self.repeat:
             return self._repeat(now, last)
+        return self.classify(name, utc, recent)
+
+    def classify(self, name: str, utc: dt.datetime, recent: list[RecentPunch] = ()) -> Decision:
+        """The kind and lateness of a punch already recorded (no repeat check): what decide() gives a new
+        punch, and what re-anchoring recomputes when the corrected time of a recorded punch changes."""
+        now = self.local(utc)
         plan = self.day_plan(now.date())
         today = [p for p in recent if self.local(p.utc).date() == now.date()]
         if not self.enabled:

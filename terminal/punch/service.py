@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from terminal.config import Config
 from terminal.errors import LogError
 from terminal.log.punchlog import PunchLog
-from terminal.punch import history, rules
+from terminal.punch import derived, history, rules
 from terminal.timing import clock, timeline
 
 log = logging.getLogger("presensi.punch")
@@ -44,7 +44,8 @@ class PunchOutcome:
     recorded: bool  # a new record was committed
     acknowledged: bool  # the punch is in the log (new, or an earlier one within the repeat interval)
     message: str  # Bahasa Indonesia, for the screen
-    kind: str = ""
+    kind: str = ""  # the best estimate at the punch (derived; recomputed later when the time is re-anchored)
+    time_verified: bool = False  # False: the punch's time rests on no trusted sample yet (the kiosk says so)
     record: dict | None = None  # the committed record (or the earlier one for a repeat)
     decision: dict = field(default_factory=dict)
     error: str | None = None
@@ -73,15 +74,7 @@ class PunchService:
         self._time_fault_open = True  # unknown at start: the first clean decision clears a stale fault
 
     def load_schedule(self) -> rules.Schedule:
-        """The config's windows, with the installed roster's schedule and holidays taking precedence."""
-        from terminal.punch import roster
-
-        try:
-            with roster.Roster.open(self.cfg.state_dir) as r:
-                return rules.Schedule.from_config(self.cfg, roster=r)
-        except roster.RosterError as e:
-            log.error("roster unreadable (%s); punch kinds follow [schedule] in the configuration", e)
-            return rules.Schedule.from_config(self.cfg)
+        return load_schedule(self.cfg)
 
     def reload_schedule(self) -> None:
         """After a roster swap: new holidays and windows apply from the next punch on."""
@@ -109,15 +102,16 @@ class PunchService:
             details = {**(details or {}), "override": {"reason": override[:500], "operator": operator or "",
                                                        "refused_because": check.reason}}
         with self._lock:
-            decision = self._decide(employee, name, reading)
+            estimate, decision = self._decide(employee, name, reading)
             self._flag_time(decision)
+            verified = bool(estimate.get("verified"))
             if not decision.record:
                 earlier = self.log.get(decision.repeat_of["seq"]) if decision.repeat_of else None
                 outcome = PunchOutcome(employee, name, method, recorded=False, acknowledged=True,
-                                       message=decision.message, kind=decision.kind, record=earlier,
-                                       decision=decision.as_dict())
+                                       message=decision.message, kind=decision.kind, time_verified=verified,
+                                       record=earlier, decision=decision.as_dict())
             else:
-                outcome = self._append(employee, name, method, decision, details, photo_jpeg, reading)
+                outcome = self._append(employee, name, method, decision, estimate, details, photo_jpeg, reading)
         if check.refusal and outcome.recorded:
             self._audit_override(operator, employee, method, override, check, outcome)
         self._notify(outcome)
@@ -149,7 +143,7 @@ class PunchService:
         except LogError as e:  # the punch and its details already carry the override
             log.error("override of seq %s not written to the audit table: %s", outcome.record["seq"], e)
 
-    def _decide(self, employee: str, name: str, reading: clock.ClockReading) -> rules.Decision:
+    def _decide(self, employee: str, name: str, reading: clock.ClockReading) -> tuple[dict, rules.Decision]:
         """Kind and repeat from the best time now. The record holds raw readings only, so a broken time
         service must not stop the punch: it is decided on the wall clock and flagged time_unverified."""
         problem = None
@@ -165,23 +159,26 @@ class PunchService:
             earlier = decision.details.get("time_unverified")
             problem = f"{problem}; {earlier}" if earlier else problem
             decision = dataclasses.replace(decision, details={**decision.details, "time_unverified": problem})
-        return decision
+        return estimate, decision
 
-    def _append(self, employee, name, method, decision, details, photo_jpeg, reading) -> PunchOutcome:
-        stored = {**decision.details, **(details or {})}
-        stored.setdefault("minutes_late", decision.minutes_late)
-        stored.setdefault("minutes_early", decision.minutes_early)
+    def _append(self, employee, name, method, decision, estimate, details, photo_jpeg, reading) -> PunchOutcome:
+        # The hashed record keeps what the employee chose (the caller's details: operator, work code, …);
+        # kind and lateness are derived from the time and go beside it (terminal/punch/derived.py), so that
+        # a later, better time can correct them without touching the chain.
+        values = derived.at_punch(decision, estimate, self.schedule.timezone)
+        verified = values["time_verified"]
         try:
-            record = self.log.append(employee, method, kind=decision.kind, details=stored, photo_jpeg=photo_jpeg,
+            record = self.log.append(employee, method, details=details or {}, photo_jpeg=photo_jpeg,
                                      latitude=self.cfg.device.latitude, longitude=self.cfg.device.longitude,
-                                     reading=reading)
+                                     reading=reading, derived=values)
         except LogError as e:
             log.error("punch not recorded (method %s): %s", method, e)
             return PunchOutcome(employee, name, method, recorded=False, acknowledged=False,
-                                message=FAILED_MESSAGE, kind=decision.kind, decision=decision.as_dict(),
-                                error=str(e))
+                                message=FAILED_MESSAGE, kind=decision.kind, time_verified=verified,
+                                decision=decision.as_dict(), error=str(e))
         return PunchOutcome(employee, name, method, recorded=True, acknowledged=True, message=decision.message,
-                            kind=decision.kind, record=record, decision=decision.as_dict())
+                            kind=decision.kind, time_verified=verified, record=record,
+                            decision=decision.as_dict())
 
     def _notify(self, outcome: PunchOutcome) -> None:
         for fn in self.feedback:
@@ -222,6 +219,26 @@ def admission(state_dir, employee: str, method: str) -> Admission:
         return Admission(f"Ditolak: {name or employee} tidak diizinkan presensi dengan PIN",
                          f"employee {employee} is not allowed to punch by PIN (pin_allowed = false)", name)
     return Admission(name=name)
+
+
+def load_schedule(cfg: Config) -> rules.Schedule:
+    """The config's windows, with the installed roster's schedule and holidays taking precedence."""
+    from terminal.punch import roster
+
+    try:
+        with roster.Roster.open(cfg.state_dir) as r:
+            return rules.Schedule.from_config(cfg, roster=r)
+    except roster.RosterError as e:
+        log.error("roster unreadable (%s); punch kinds follow [schedule] in the configuration", e)
+        return rules.Schedule.from_config(cfg)
+
+
+def recomputer(cfg: Config) -> Callable:
+    """derived.refresh with the schedule in force, read at each call (a new roster's holidays apply to the
+    next recomputation): what the push client and `presensi time sync` call after a time sample."""
+    def run(conn) -> int:
+        return derived.refresh(conn, load_schedule(cfg))
+    return run
 
 
 def _parse_iso(text: str | None) -> dt.datetime | None:

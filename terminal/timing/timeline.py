@@ -376,14 +376,27 @@ def _store_times(conn: sqlite3.Connection, times: dict[int, dict]) -> int:
     return len(rows)
 
 
-def pending_times(conn: sqlite3.Connection, limit: int = 500) -> list[dict]:
-    """Derived punch times the central server has not seen in their current revision (C3), oldest first."""
+def pending_times(conn: sqlite3.Connection, limit: int = 500, up_to_seq: int | None = None) -> list[dict]:
+    """Derived punch times the central server has not seen in their current revision (C3), oldest first;
+    with `up_to_seq`, only those of punches it already stored."""
     rows = conn.execute(
         """SELECT seq, utc, earliest, latest, basis, flags, revision FROM punch_times
-           WHERE revision > pushed_revision ORDER BY seq LIMIT ?""", (limit,)
+           WHERE revision > pushed_revision AND seq <= ? ORDER BY seq LIMIT ?""",
+        (2**62 if up_to_seq is None else up_to_seq, limit)
     ).fetchall()
     names = ("seq", "utc", "earliest", "latest", "basis", "flags", "revision")
     return [{**(d := _row(tuple(r), names)), "flags": json.loads(d["flags"])} for r in rows]
+
+
+def stored_times(conn: sqlite3.Connection, seqs: list[int]) -> dict[int, dict]:
+    """seq -> the punch_times row (utc, earliest, latest, basis, flags) of these punches, where one exists."""
+    out = {}
+    for i in range(0, len(seqs), 500):
+        part = seqs[i:i + 500]
+        for r in conn.execute(f"SELECT seq, utc, earliest, latest, basis, flags FROM punch_times WHERE seq IN "
+                              f"({','.join('?' * len(part))})", part):
+            out[r[0]] = {"utc": r[1], "earliest": r[2], "latest": r[3], "basis": r[4], "flags": json.loads(r[5])}
+    return out
 
 
 def mark_pushed(conn: sqlite3.Connection, times: list[dict]) -> None:

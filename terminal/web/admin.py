@@ -234,8 +234,9 @@ class Admin:
         names = self._names()
         rows = "".join(
             f"<tr><td>{r['seq']}</td><td>{esc(_when(r, self.cfg))}</td><td>{esc(r['employee'])}</td>"
-            f"<td>{esc(names.get(r['employee'], ''))}</td><td>{esc(r['method'])}</td><td>{esc(r['kind'] or '-')}</td>"
-            f"<td>{esc((r['details'] or {}).get('minutes_late') or 0)}</td></tr>" for r in reversed(records)) \
+            f"<td>{esc(names.get(r['employee'], ''))}</td><td>{esc(r['method'])}</td>"
+            f"<td>{esc(punchlog.kind_of(r) or '-')}</td>"
+            f"<td>{esc(_late(r))}</td></tr>" for r in reversed(records)) \
             or "<tr><td colspan='7'>Belum ada presensi.</td></tr>"
         note = f"<p class='notice' role='status'>{esc(message)}</p>" if message else ""
         body = (f"<h1>Presensi terbaru</h1>{note}<form method='post' action='/admin/punches' class='inline'>"
@@ -319,6 +320,14 @@ def _online(ind: dict) -> str:
     if not ind.get("central"):
         return "tidak dipakai"
     return {True: "terhubung", False: "tidak terhubung", None: "belum dicoba"}[ind.get("online")]
+
+
+def _late(record: dict) -> int:
+    """Minutes late as derived now (outside the hash), else as records before that table hashed it."""
+    derived = record.get("derived") or {}
+    if "minutes_late" in derived:
+        return derived["minutes_late"] or 0
+    return (record.get("details") or {}).get("minutes_late") or 0
 
 
 def _when(record: dict, cfg) -> str:

@@ -270,9 +270,13 @@ class TerminalView:
             n = min(batch, through_seq - after_seq)
             # only the columns needed (annotate reads seq, boot_id, monoraw_ns, realtime_ns): no JSON
             # decoding of details for 100,000 records
+            # the kind is the derived one (punch_derived, outside the hash): it follows re-anchoring; records
+            # older than that table keep their hashed kind
             records = [dict(r) for r in self.log.conn.execute(
-                "SELECT seq, employee, method, kind, boot_id, monoraw_ns, boottime_ns, realtime_ns, timex_status, "
-                "maxerror_us FROM punches WHERE seq > ? AND seq <= ? ORDER BY seq", (after_seq, after_seq + n))]
+                "SELECT p.seq, p.employee, p.method, coalesce(nullif(d.kind, ''), p.kind) AS kind, p.boot_id, "
+                "p.monoraw_ns, p.boottime_ns, p.realtime_ns, p.timex_status, p.maxerror_us FROM punches p "
+                "LEFT JOIN punch_derived d ON d.seq = p.seq WHERE p.seq > ? AND p.seq <= ? ORDER BY p.seq",
+                (after_seq, after_seq + n))]
             if not records:
                 return
             for rec, local in zip(records, self.local_times(records), strict=False):

@@ -29,15 +29,19 @@
     }
   }
 
-  function show(text, cls, holdMs) {
+  function show(text, cls, holdMs, unverified) {
+    // unverified: the punch's time rests on no trusted sample; its kind and time are the best estimate
+    // and are corrected later, so the screen says so beside the name.
     const box = $("result"), msg = $("message");
     box.className = cls;
     msg.textContent = text;
+    $("punch-unverified").hidden = !unverified;
     fit(msg, cls === "idle" ? 26 : 32, 16);
     if (clearTimer) clearTimeout(clearTimer);
     clearTimer = holdMs ? setTimeout(() => show(IDLE, "idle", 0), holdMs) : null;
     requestAnimationFrame(() => {
-      window.__kiosk.shown.push({text: text, cls: cls, at: performance.timeOrigin + performance.now()});
+      window.__kiosk.shown.push({text: text, cls: cls, unverified: !!unverified,
+                                 at: performance.timeOrigin + performance.now()});
       if (window.__kiosk.shown.length > 50) window.__kiosk.shown.shift();
     });
   }
@@ -69,7 +73,7 @@
 
   function decision(d) {
     if (!d.accepted) { show(d.message || "Tidak dikenali", "bad", SHOW_MS); return; }
-    show(d.message, d.recorded ? "ok" : "repeat", SHOW_MS);
+    show(d.message, d.recorded ? "ok" : "repeat", SHOW_MS, d.time_verified === false);
   }
 
   function prompt(p) {
