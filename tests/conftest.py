@@ -15,6 +15,33 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
+# CI (CI=true) has everything the suite needs (scripts/test.sh installs it, ../shared is laid beside the
+# clone): a skip there means a broken set-up that would otherwise pass unseen, so it is a failure.
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _skip_as_failure(report) -> None:
+    """In CI, turn a skipped test or module (not an expected failure) into a failure that gives the reason."""
+    if not (IN_CI and report.skipped and not hasattr(report, "wasxfail")):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"skipped in CI, where nothing may be skipped (a broken set-up): {reason}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    _skip_as_failure(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    report = yield
+    _skip_as_failure(report)  # a module-level skip or importorskip
+    return report
+
 
 def write_config(path: Path, state_dir: Path, extra: str = "", device_id: str = "test-01") -> Path:
     path.write_text(f'[device]\nid = "{device_id}"\n\n[paths]\nstate_dir = "{state_dir}"\n{extra}')
