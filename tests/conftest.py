@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -66,6 +67,28 @@ def presensi(*args: str, config: Path | None = None, timeout: float = 60, env: d
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, input=input,
                           cwd=REPO)
+
+
+def readline(stream, timeout: float = 30) -> str:
+    """One line from a subprocess's pipe ("" at its end), failing after `timeout` seconds instead of waiting
+    forever for a process that hangs before it prints. The read runs in a daemon thread, so a pipe that never
+    delivers leaves only that thread waiting until the test's teardown ends the process."""
+    box: list = []
+
+    def read() -> None:
+        try:
+            box.append(stream.readline())
+        except (OSError, ValueError) as e:  # the pipe was closed under the reader
+            box.append(e)
+
+    reader = threading.Thread(target=read, name="test-readline", daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not box:
+        raise AssertionError(f"no line from the process within {timeout:g} s")
+    if isinstance(box[0], Exception):
+        raise AssertionError(f"reading the process's output failed: {box[0]}")
+    return box[0]
 
 
 def presensi_json(*args: str, config: Path | None = None, **kw):
