@@ -31,7 +31,8 @@ def push(ctx: JobContext) -> dict:
     if pusher is None:
         pusher = ctx.state["pusher"] = push_mod.Pusher(ctx.cfg.state_dir, push_mod.Settings.from_config(ctx.cfg))
     # finish within the interval, so that runs never pile up behind a slow or dead server
-    result = pusher.drain(deadline=time.monotonic() + max(1.0, 0.8 * ctx.cfg.central.push_interval))
+    result = pusher.drain(deadline=time.monotonic() + max(1.0, 0.8 * ctx.cfg.central.push_interval),
+                          stop=ctx.state.get("stop"))
     ctx.state["last_push"] = result
     return result
 
