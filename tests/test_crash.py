@@ -51,7 +51,7 @@ def test_sigkill_during_concurrent_punches_loses_nothing_acknowledged(config_fil
             if kill_at is not None and time.monotonic() >= kill_at and proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
             if proc.poll() is not None:
-                out, err = proc.communicate()
+                out, err = proc.communicate(timeout=30)
                 if proc.returncode == 0:
                     durations.append(time.monotonic() - started)
                     rec = json.loads(out)

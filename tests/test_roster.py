@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 import requests
+from conftest import readline
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI, HTTPException, Request
 
@@ -304,7 +305,7 @@ def test_kill_9_during_swaps_leaves_a_whole_roster(cfg):
         proc = subprocess.Popen([sys.executable, "-c", code, str(state), str(start)], cwd=REPO,
                                 stdout=subprocess.PIPE, text=True)
         try:
-            assert proc.stdout.readline().strip() == str(start)  # at least one swap done
+            assert readline(proc.stdout, 60).strip() == str(start)  # at least one swap done
             time.sleep(delay)
         finally:
             proc.send_signal(signal.SIGKILL)
