@@ -44,6 +44,7 @@ setup(
         "server": ["psycopg[binary]==3.3.9"],
         "dev": [
             "pytest==9.2.0",
+            "pytest-timeout==2.4.0",  # the per-test timeout of pytest.ini: a hung test fails, the run goes on
             "scikit-image==0.26.0",  # the demo's sample face, used by tests/test_daemon.py
             "websocket-client==1.9.2",  # tests/browser_support.py drives headless Chromium (DevTools protocol)
             "psycopg[binary]==3.3.9",  # tests/test_sync_server.py runs the central server on PostgreSQL too

@@ -5,7 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(faketime systemd shellcheck postgresql chromium gpsd gpsd-clients)
+# What the tests need beyond Python: libfaketime (test_time_blackbox), systemd-analyze and the shell
+# linter (test_systemd), PostgreSQL (started by the tests' fixture), Chromium (test_web), util-linux's
+# setpriv and runuser (an unreadable file for root; the cluster as postgres), gpsd and gpsfake
+# (test_time_sources). In CI (CI=true) a missing
+# one fails the tests that need it instead of skipping them (tests/conftest.py).
+APT_PACKAGES=(faketime systemd shellcheck postgresql chromium util-linux gpsd gpsd-clients)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,6 +15,33 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+# CI (CI=true) has everything the suite needs (scripts/test.sh installs it, ../shared is laid beside the
+# clone): a skip there means a broken set-up that would otherwise pass unseen, so it is a failure.
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _skip_as_failure(report) -> None:
+    """In CI, turn a skipped test or module (not an expected failure) into a failure that gives the reason."""
+    if not (IN_CI and report.skipped and not hasattr(report, "wasxfail")):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"skipped in CI, where nothing may be skipped (a broken set-up): {reason}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    _skip_as_failure(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    report = yield
+    _skip_as_failure(report)  # a module-level skip or importorskip
+    return report
 
 
 def write_config(path: Path, state_dir: Path, extra: str = "", device_id: str = "test-01") -> Path:
@@ -39,6 +67,28 @@ def presensi(*args: str, config: Path | None = None, timeout: float = 60, env: d
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, input=input,
                           cwd=REPO)
+
+
+def readline(stream, timeout: float = 30) -> str:
+    """One line from a subprocess's pipe ("" at its end), failing after `timeout` seconds instead of waiting
+    forever for a process that hangs before it prints. The read runs in a daemon thread, so a pipe that never
+    delivers leaves only that thread waiting until the test's teardown ends the process."""
+    box: list = []
+
+    def read() -> None:
+        try:
+            box.append(stream.readline())
+        except (OSError, ValueError) as e:  # the pipe was closed under the reader
+            box.append(e)
+
+    reader = threading.Thread(target=read, name="test-readline", daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not box:
+        raise AssertionError(f"no line from the process within {timeout:g} s")
+    if isinstance(box[0], Exception):
+        raise AssertionError(f"reading the process's output failed: {box[0]}")
+    return box[0]
 
 
 def presensi_json(*args: str, config: Path | None = None, **kw):

@@ -16,7 +16,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import serve_app
+from conftest import readline, serve_app
 
 from terminal import config as config_mod
 from terminal.log import punchlog
@@ -76,7 +76,7 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         line = ""
         while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
+            line = readline(self.proc.stdout, max(0.1, deadline - time.monotonic()))
             if line.startswith("listening on "):
                 return line.split()[-1]
             if self.proc.poll() is not None:

@@ -99,8 +99,7 @@ def test_a_finger_punch_lands_in_the_log_with_method_and_score(punching):
     assert record["details"] == {"score": 143, "slot": 7}
     time.sleep(0.5)
     assert log.count() == 1  # one touch, one punch: the finger must be lifted first
-    emulator.remove_finger()
-    time.sleep(0.3)  # the finger is lifted, then another one touches
+    lift_finger(emulator)  # the finger is lifted, then another one touches
     emulator.place_unknown_finger()
     assert wait_for(lambda: any(d.reason == "no_match" for d in decisions), 5) is not None
     assert log.count() == 1
@@ -178,14 +177,19 @@ def test_cli_info_scan_and_enrol(tmp_path):
         assert json.loads(scan.stdout) == {"slot": None, "score": None, "employee": None}
 
 
-def _play_enrolment(emu, finger):
-    """A person at the sensor: finger on, lift when the sensor has read it, finger on again."""
+def lift_finger(emu, timeout: float = 20) -> None:
+    """Lift the finger and wait until the client has seen the sensor empty (a person waits for that too)."""
+    seen = emu.sim.empty_reads
     emu.remove_finger()
-    time.sleep(1.0)
+    assert wait_for(lambda: emu.sim.empty_reads > seen, timeout) is not None, "the client never saw the finger lifted"
+
+
+def _play_enrolment(emu, finger):
+    """A person at the sensor: finger on when it waits, lift when the sensor has read it, finger on again."""
+    lift_finger(emu, 60)  # the enrol command has started and polls the empty sensor
     emu.place_finger(finger)
     wait_for(lambda: emu.sim.buffers[1] is not None, 20)
-    emu.remove_finger()
-    time.sleep(0.5)
+    lift_finger(emu)
     emu.place_finger(finger)
 
 
@@ -266,8 +270,7 @@ def test_through_the_punch_service_a_finger_punch_gets_its_kind_and_a_repeat_is_
             for _ in range(2):  # touch, lift, touch again
                 emulator.place_finger(synthetic_template(EMPLOYEE), score=111)
                 assert wait_for(lambda n=len(decisions): len(decisions) == n + 1, 5) is not None
-                emulator.remove_finger()
-                time.sleep(0.3)
+                lift_finger(emulator)
         finally:
             loop.stop()
         assert log.count() == 1  # the second touch is acknowledged as a repeat, not recorded again

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import readline
 from pyfingerprint.pyfingerprint import PyFingerprint
 
 from drivers.fingerprint.emulator import FAULTS, FingerprintEmulator
@@ -275,12 +276,12 @@ def test_standalone_emulator_prints_its_path_and_takes_console_commands(tmp_path
     proc = subprocess.Popen([sys.executable, "-m", "drivers.fingerprint.emulator", *args], cwd=REPO,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout.readline().strip() == str(link)
+        assert readline(proc.stdout, 30).strip() == str(link)
         f = PyFingerprint(str(link), 57600, 0xFFFFFFFF, 0)
         assert f.getTemplateCount() == 3
         proc.stdin.write("finger 1 95\n")
         proc.stdin.flush()
-        assert proc.stdout.readline().startswith("finger of slot 1")
+        assert readline(proc.stdout, 30).startswith("finger of slot 1")
         assert f.readImage() and f.convertImage(0x01)
         assert f.searchTemplate() == (1, 95)
         proc.stdin.write("quit\n")
@@ -302,7 +303,7 @@ def test_presensi_finger_emulator_runs_the_same_emulator(tmp_path):
                              "--capacity", "162"], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout.readline().strip() == str(link)
+        assert readline(proc.stdout, 30).strip() == str(link)
         assert PyFingerprint(str(link), 57600, 0xFFFFFFFF, 0).getStorageCapacity() == 162
         proc.stdin.write("quit\n")
         proc.stdin.flush()
@@ -335,7 +336,7 @@ def test_standalone_emulator_stops_cleanly_on_sigterm(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "drivers.fingerprint.emulator", "--link", str(link)], cwd=REPO,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout.readline().strip() == str(link) and link.is_symlink()
+        assert readline(proc.stdout, 30).strip() == str(link) and link.is_symlink()
         proc.terminate()
         assert proc.wait(timeout=10) == 0
         assert not link.exists()

@@ -242,7 +242,7 @@ def test_a_malformed_roster_schedule_falls_back_to_the_configuration():
 
 def test_schedule_and_holidays_from_an_installed_roster(tmp_path):
     """C4: the roster the central server published (terminal/punch/roster.py) decides the windows and holidays."""
-    roster = pytest.importorskip("terminal.punch.roster", reason="terminal/punch/roster.py (C4) is absent")
+    from terminal.punch import roster
     roster.install(tmp_path, version=3, employees=[{"id": "199001", "name": "Budi Santoso", "uid": 1}],
                    schedule={"default": {"masuk": "06:00-08:00-10:00", "pulang": "14:00-16:30-23:00"},
                              "fri": {"pulang": "11:00-11:30-23:00"}},

@@ -132,7 +132,8 @@ def test_watchdog_pings_at_half_the_period_and_stops_while_a_loop_is_wedged(syst
 
         beating.clear()  # the camera loop wedges
         wedged_at = time.monotonic()
-        time.sleep(0.45)  # max_silence 0.3 s + one interval: the last ping may still go out
+        assert wait_for(lambda: dog.stale() == ["camera"]), "the wedged loop was never noticed"
+        time.sleep(0.15)  # one ping interval (0.1 s): a ping decided just before may still go out
         quiet_from = time.monotonic()
         time.sleep(0.6)
         assert systemd.times("WATCHDOG=1", since=quiet_from) == [], "pinged while a loop was wedged"

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, presensi, write_config
+from conftest import REPO, presensi, readline, write_config
 
 from terminal import config
 from terminal.log import punchlog
@@ -144,7 +144,7 @@ def test_second_writer_waits_and_writers_are_served_in_order(config_file):
     state = config.load(config_file).state_dir
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(state)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True, cwd=REPO)
-    assert holder.stdout.readline().strip() == "holding"
+    assert readline(holder.stdout, 30).strip() == "holding"
     waiters = []
     for name in ("first", "second", "third"):
         queued = tickets(state)

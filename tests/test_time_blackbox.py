@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, presensi, write_config
+from conftest import REPO, presensi, readline, write_config
 
 S = 1_000_000_000
 FAKE_3H_BEHIND = {"FAKETIME": "-3h", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
@@ -53,8 +53,10 @@ class CentralServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "terminal.cli", "server", "run", "--db", str(self.db), "--listen", "127.0.0.1:0"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-        line = self.proc.stdout.readline()  # "listening on http://HOST:PORT" once ready
-        assert line.startswith("listening on "), (line, self.proc.stderr.read() if self.proc.poll() else "")
+        line = readline(self.proc.stdout, 60)  # "listening on http://HOST:PORT" once ready
+        if not line.startswith("listening on "):
+            self.proc.kill()
+            raise AssertionError(f"the central server did not start: {line!r} {self.proc.communicate(timeout=10)[1]}")
         self.url = line.split()[-1]
 
     def punches(self) -> list[dict]:

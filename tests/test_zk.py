@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import readline
 
 zk_lib = pytest.importorskip("zk", reason="pyzk (dev extra) is not installed: pip install -e .[dev]")
 from zk import ZK  # noqa: E402
@@ -120,7 +121,7 @@ def test_pyzk_reads_users_and_punches_exactly(terminal, udp, key):
 
 
 def test_users_come_from_the_roster_when_there_is_one(terminal, tmp_path):
-    roster = pytest.importorskip("terminal.punch.roster")
+    from terminal.punch import roster
     roster.install(tmp_path / "state", version=3, employees=[
         {"id": "198501012010011001", "name": "Dewi Lestari", "uid": 501, "pin_allowed": True},
         {"id": "199912312025011009", "name": "Agus Salim", "uid": 502, "pin_allowed": False},
@@ -280,18 +281,20 @@ def test_live_capture_reports_new_punches(terminal, udp):
     cfg, server = terminal()
     conn = connect(server.port, udp)
     events = []
+    listening = threading.Event()  # pyzk yields None after its first quiet second: the capture is registered
 
     def capture():
         for att in conn.live_capture(new_timeout=1):
+            listening.set()
             if att is not None:
                 events.append(att)
             if events or time.monotonic() > deadline:
                 conn.end_live_capture = True
 
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 30
     t = threading.Thread(target=capture)
     t.start()
-    time.sleep(1.5)
+    assert listening.wait(30), "live capture never started"
     append_punches(cfg.state_dir, [("198501012010011001", "finger", "pulang", 1000)])
     t.join(20)
     conn.disconnect()
@@ -390,8 +393,10 @@ def server_process(tmp_path):
                         '[zk]\nlisten = "127.0.0.1:0"\nsession_idle_seconds = 1.5\nmax_sessions = 8\n')
     proc = subprocess.Popen([sys.executable, "-m", "sync.device.zk.server", "-c", str(cfg_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    line = proc.stdout.readline()
-    assert "listening on" in line, proc.stderr.read()
+    line = readline(proc.stdout, 60)
+    if "listening on" not in line:
+        proc.kill()
+        raise AssertionError(f"the ZK server did not start: {line!r} {proc.communicate(timeout=10)[1]}")
     port = int(line.rsplit(":", 1)[1])
     yield proc, port
     proc.terminate()
@@ -478,8 +483,7 @@ def test_fuzzed_packets_get_error_replies_or_closed_connections(server_process):
     half_open = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(8)]
     for s in half_open:
         s.sendall(codec.TCP_MAGIC + struct.pack("<I", 100) + b"\x00" * 10)  # promises 100 bytes, sends 18
-    time.sleep(3.5)  # idle limit 1.5 s: the server closes them
-    for s in half_open:
+    for s in half_open:  # idle limit 1.5 s: the server closes them (each recv waits up to its 10 s timeout)
         try:
             assert s.recv(100) == b""  # closed by the server
         except ConnectionResetError:

@@ -13,6 +13,7 @@ follows the decision, and the red LED blinks while the sensor is in fault.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +42,10 @@ class FingerprintService:
         self._on_decision = on_decision
         self._on_health = on_health
         self.slots = SlotMap(state_dir)
+        # A slot sync runs in its own thread (after a roster swap); stop() must not close the sensor and the
+        # databases under it (a closed sqlite connection in use crashed the process), so they take turns.
+        self._closing = threading.Lock()
+        self._stopped = False
         self.sensor = from_config(settings, on_health=self._health_changed)  # [fingerprint] model picks it
         self.loop = CaptureLoop(self.sensor, capture_handler(sink, self.slots, settings.min_score,
                                                              on_decision=self._decided))
@@ -50,20 +55,26 @@ class FingerprintService:
 
     def stop(self) -> None:
         self.loop.stop()
-        self.sensor.close()
-        self.slots.close()
-        self._conn.close()
+        with self._closing:
+            self._stopped = True
+            self.sensor.close()
+            self.slots.close()
+            self._conn.close()
 
     def health(self) -> dict:
         return {"enabled": True, **self.sensor.health()}
 
     def sync(self, people: list[tuple[str, list[bytes]]]) -> SyncReport:
-        """Slot sync while capture keeps running (they take turns per sensor call)."""
-        report = sync_slots(self.sensor, self.slots, people)
-        if report.fault:
-            log.error("fingerprint slot sync: %s", report.fault)
-        report_sync_fault(self._conn, report)
-        return report
+        """Slot sync while capture keeps running (they take turns per sensor call). Raises RuntimeError
+        once the service has stopped."""
+        with self._closing:
+            if self._stopped:
+                raise RuntimeError("the fingerprint service has stopped")
+            report = sync_slots(self.sensor, self.slots, people)
+            if report.fault:
+                log.error("fingerprint slot sync: %s", report.fault)
+            report_sync_fault(self._conn, report)
+            return report
 
     def enrol(self, employee: str, prompt: Callable[[str], None], timeout: float = 20.0) -> dict:
         with self.loop.pause():

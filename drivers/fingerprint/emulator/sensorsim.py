@@ -88,6 +88,9 @@ class SensorSim:
         self.finger: Finger | None = None
         self.forced_codes: dict[int, deque[int]] = defaultdict(deque)
         self.led: tuple[int, ...] | None = None
+        # readImage calls answered "no finger": a test waits for the client to have seen a finger lifted
+        # (as a person waits for the sensor) instead of sleeping and hoping the client polled meanwhile.
+        self.empty_reads = 0
         self.power_on()
 
     # --- state a test or the console changes -------------------------------------------------------
@@ -223,6 +226,7 @@ class SensorSim:
     def _read_image(self, params: bytes) -> bytes:
         finger = self.finger
         if finger is None:
+            self.empty_reads += 1
             return self._ack(p.NO_FINGER)
         if finger.quality == "unreadable":
             return self._ack(p.IMAGE_FAIL)
