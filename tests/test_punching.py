@@ -10,7 +10,7 @@ from conftest import presensi, presensi_json, write_config
 
 from terminal import config
 from terminal.log import punchlog
-from terminal.punch import roster
+from terminal.punch import derived, roster
 from terminal.punch.service import PunchService
 
 
@@ -162,7 +162,11 @@ def test_a_broken_time_service_still_records_the_punch_flagged_with_a_clock_faul
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["recorded"] is True and record["seq"] == 2
-    assert "could not be computed" in record["details"]["time_unverified"]
+    # the kind rests on the raw wall clock: said in the answer and kept beside the record until re-anchored
+    assert record["time_verified"] is False
+    with punchlog.PunchLog(tmp_path / "state") as log:
+        row = derived.get(log.conn, 2)
+    assert row["computed_from"] == "wall" and row["time_verified"] is False, row
     shown = presensi_json("status", config=cfg)["faults"]
     assert any(f["fault_key"] == "punch:time-unverified" and f["category"] == "clock" for f in shown["open"]), \
         shown

@@ -130,6 +130,7 @@ def make_terminal(tmp: Path, url: str, device: dict, direction: str, extra: str 
     sched, dues = schedule_splitting(dt.datetime.now(dt.UTC), dt.timedelta(hours=hours))
     cfg = write_config(tmp / "presensi.toml", tmp / "state", device_id="opd-01", extra=(
         f'\n[central]\nurl = "{url}"\ntoken = "{device["token"]}"\n'
+        f'enrolment_code = "{device["enrolment_code"]}"\n'  # the first signed request binds this terminal's key
         f'server_key = "{device["server_key"]}"\ntimeout = 5.0\n{extra}{sched}'))
     assert presensi("init", config=cfg, env=wrong_clock(direction)).returncode == 0
     return cfg, dues
