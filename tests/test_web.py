@@ -81,7 +81,9 @@ class Terminal:
         roster.install(self.state, version=1, employees=[
             {"id": BUDI, "name": "Budi Santoso", "uid": 1, "pin_allowed": True},
             {"id": LONG_NAME_ID, "name": LONG_NAME, "uid": 2, "pin_allowed": True},
-            {"id": NO_PIN, "name": "Siti Aminah", "uid": 3, "pin_allowed": False}])
+            {"id": NO_PIN, "name": "Siti Aminah", "uid": 3, "pin_allowed": False},
+            # enrolled from the camera during the tests: only the roster's people may punch (issue 16)
+            {"id": "P-ENROL-1", "name": "Pegawai Baru", "uid": 4, "pin_allowed": False}])
         self.cfg = config.from_dict({
             "device": {"id": DEVICE, "name": "Dinas Kesehatan"}, "paths": {"state_dir": str(self.state)},
             "central": {"url": central.url, "token": reg["token"], "server_key": reg["server_key"],
