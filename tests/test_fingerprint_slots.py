@@ -196,8 +196,8 @@ def test_a_sync_broken_by_a_line_fault_resumes_where_it_stopped(rig, fault):
     people = roster(30)
 
     def break_once(done, total):
-        if done == 10:
-            emu.set_fault(fault, count=1)
+        if done == 10:  # a fault that outlasts the driver's bounded retries of a garbled exchange
+            emu.set_fault(fault, count=sensor.garble_retries + 1)
 
     with pytest.raises(SensorError):
         sync_slots(sensor, slots, people, progress=break_once)
