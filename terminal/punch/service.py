@@ -1,27 +1,35 @@
 """One punch, whatever the method: decide its kind, append it durably, then (only then) give feedback.
 
 Face, fingerprint and operator PIN all end here. The order is the design's promise: the employee hears
-the beep and reads "Berhasil" only after the record is committed; a storage failure is reported on the
-screen as "gagal simpan" and nothing is acknowledged.
+the beep and reads "Berhasil" only after the record is committed. Any storage failure of a punch (a full
+disk, an I/O error, a writer that holds the log too long), while deciding or while appending, takes one
+refusal path: nothing is acknowledged, the screen says so in Bahasa Indonesia ("penyimpanan penuh" for a
+full disk) and `error` says it in English for the CLI ("the disk is full; the punch was NOT recorded").
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from terminal.config import Config
-from terminal.errors import LogError
+from terminal.errors import LogError, StorageFull
+from terminal.log import punchlog
 from terminal.log.punchlog import PunchLog
+from terminal.log.writelock import WriterLockTimeout
 from terminal.punch import history, rules
 from terminal.timing import clock, timeline
 
 log = logging.getLogger("presensi.punch")
 
 FAILED_MESSAGE = "Gagal simpan — silakan ulangi atau hubungi operator"
+DISK_FULL_MESSAGE = "Penyimpanan penuh — presensi TIDAK tercatat. Hubungi operator"
+# what a storage failure of a punch may raise, besides the LogErrors the log itself raises
+STORAGE_ERRORS = (LogError, sqlite3.Error, OSError, WriterLockTimeout)
 
 
 @dataclass
@@ -82,16 +90,30 @@ class PunchService:
         reading = reading or clock.read()
         name = self.names(employee) or employee
         with self._lock:
-            decision = self._decide(employee, name, reading)
-            if not decision.record:
-                earlier = self.log.get(decision.repeat_of["seq"]) if decision.repeat_of else None
-                outcome = PunchOutcome(employee, name, method, recorded=False, acknowledged=True,
-                                       message=decision.message, kind=decision.kind, record=earlier,
-                                       decision=decision.as_dict())
-            else:
-                outcome = self._append(employee, name, method, decision, details, photo_jpeg, reading)
+            try:
+                outcome = self._punch_locked(employee, name, method, details, photo_jpeg, reading)
+            except STORAGE_ERRORS as e:  # deciding reads the log too: a full disk or a busy lock is a refusal
+                outcome = self._refused(employee, name, method, e)
         self._notify(outcome)
         return outcome
+
+    def _punch_locked(self, employee, name, method, details, photo_jpeg, reading) -> PunchOutcome:
+        decision = self._decide(employee, name, reading)
+        if not decision.record:
+            earlier = self.log.get(decision.repeat_of["seq"]) if decision.repeat_of else None
+            return PunchOutcome(employee, name, method, recorded=False, acknowledged=True,
+                                message=decision.message, kind=decision.kind, record=earlier,
+                                decision=decision.as_dict())
+        return self._append(employee, name, method, decision, details, photo_jpeg, reading)
+
+    def _refused(self, employee: str, name: str, method: str, e: Exception, decision=None) -> PunchOutcome:
+        """The clear refusal: English for the CLI and the log (error), Bahasa Indonesia for the screen."""
+        error = punchlog.classify_error(e, self.log.path)
+        log.error("punch not recorded (method %s): %s", method, error)
+        message = DISK_FULL_MESSAGE if isinstance(error, StorageFull) else FAILED_MESSAGE
+        return PunchOutcome(employee, name, method, recorded=False, acknowledged=False, message=message,
+                            kind=decision.kind if decision else "",
+                            decision=decision.as_dict() if decision else {}, error=str(error))
 
     def _decide(self, employee: str, name: str, reading: clock.ClockReading) -> rules.Decision:
         estimate = timeline.now(self.log.conn, reading=reading)
@@ -108,11 +130,8 @@ class PunchService:
             record = self.log.append(employee, method, kind=decision.kind, details=stored, photo_jpeg=photo_jpeg,
                                      latitude=self.cfg.device.latitude, longitude=self.cfg.device.longitude,
                                      reading=reading)
-        except LogError as e:
-            log.error("punch not recorded (method %s): %s", method, e)
-            return PunchOutcome(employee, name, method, recorded=False, acknowledged=False,
-                                message=FAILED_MESSAGE, kind=decision.kind, decision=decision.as_dict(),
-                                error=str(e))
+        except STORAGE_ERRORS as e:
+            return self._refused(employee, name, method, e, decision)
         return PunchOutcome(employee, name, method, recorded=True, acknowledged=True, message=decision.message,
                             kind=decision.kind, record=record, decision=decision.as_dict())
 
