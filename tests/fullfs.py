@@ -53,7 +53,9 @@ def _run(cmd: list[str], what: str) -> None:
 class FullDisk:
     """An ext4 file system mounted at `mnt` (owned by the test user), fillable and freeable on demand."""
 
-    def __init__(self):
+    def __init__(self, root_reserve: bool = True):
+        """`root_reserve=False` makes the file system without root's 5 % (mkfs.ext4 -m 0), for a daemon that
+        runs inside the test process (as root): then a full disk is full for root too."""
         if os.geteuid() != 0:
             pytest.fail("the full-disk tests mount an ext4 image on a loop device and need root "
                         "(CI runs the suite as root; run them with sudo)")
@@ -65,7 +67,9 @@ class FullDisk:
         self.mounted = False
         with open(self.image, "wb") as f:
             f.truncate(SIZE_MB << 20)
-        _run(["mkfs.ext4", "-q", "-F", "-E", f"root_owner={UID}:{GID}", str(self.image)], "mkfs.ext4")
+        reserve = [] if root_reserve else ["-m", "0"]
+        self.root_reserve = root_reserve
+        _run(["mkfs.ext4", "-q", "-F", *reserve, "-E", f"root_owner={UID}:{GID}", str(self.image)], "mkfs.ext4")
         _run(["mount", "-o", "loop", str(self.image), str(self.mnt)], "mount -o loop (a loop device)")
         self.mounted = True
         self.filler = self.mnt / "filler"
@@ -93,12 +97,16 @@ class FullDisk:
         return self.run(sys.executable, "-m", "terminal.cli", "-c", str(config), *args, timeout=timeout)
 
     def fill(self) -> None:
-        """Fill the file system as the test user, until not one more byte fits."""
-        result = self.run(sys.executable, "-c", FILL, str(self.filler))
+        """Fill the file system as the test user (as root without a root reserve), until not one more byte
+        fits."""
+        cmd = (sys.executable, "-c", FILL, str(self.filler))
+        result = self.run(*cmd) if self.root_reserve else subprocess.run(cmd, capture_output=True, text=True,
+                                                                          timeout=120)
         assert result.returncode == 0, result.stderr
         st = os.statvfs(self.mnt)
         assert st.f_bavail == 0, f"{st.f_bavail} blocks still available to the test user"
-        assert st.f_bfree > 0, "root's reserve is used up too: the test user wrote as root"
+        if self.root_reserve:  # (without the reserve, root's own writes stopped: the disk is full for root)
+            assert st.f_bfree * st.f_frsize > 256 * 1024, "root's reserve is used up: the test user wrote as root"
 
     def free(self) -> None:
         self.filler.unlink(missing_ok=True)

@@ -8,15 +8,19 @@ reading the log, verifying it and the USB export still work; punching works agai
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from conftest import SHARED, presensi
+from conftest import REPO, SHARED, presensi
 from fullfs import FullDisk, write_config
+from kiosk_sse import Kiosk, wait_for
 
 from terminal.log import punchlog
+from terminal.ops import faults
 
 
 @pytest.fixture
@@ -167,3 +171,111 @@ def test_log_list_export_verify_status_and_usb_export_work_on_a_full_disk(disk, 
     assert imported.returncode == 0, imported.stderr
     rows = presensi("server", "punches", "--device", "full-01", "--db", str(central), "--json").stdout
     assert len(rows.strip().splitlines()) == expected, rows
+
+
+def start_central(tmp: Path):
+    db = tmp / "central.db"
+    proc = subprocess.Popen([sys.executable, "-m", "terminal.cli", "server", "run", "--db", str(db), "--listen",
+                             "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    line = proc.stdout.readline()
+    assert line.startswith("listening on "), proc.stderr.read()
+    return proc, db, line.split()[-1]
+
+
+def test_presensi_run_starts_degraded_on_a_full_disk_and_punches_again_when_space_returns(disk, tmp_path):
+    pytest.importorskip("skimage", reason="the sample face comes from scikit-image (the demo extra)")
+    from sync.server.storage import open_store
+    from terminal.app import demo
+
+    central, central_db, url = start_central(tmp_path)
+    try:
+        reg = json.loads(presensi("server", "add-device", "full-01", "--db", str(central_db), "--json").stdout)
+        photo = demo.sample_photo()
+        demo.publish_roster(open_store(str(central_db)), photo)
+        frames = disk.user_dir("camera")
+        cfg = write_config(disk, f"""[central]
+url = "{url}"
+token = "{reg['token']}"
+server_key = "{reg['server_key']}"
+push_interval = 1.0
+heartbeat_interval = 1.0
+[web]
+listen = "127.0.0.1:0"
+[camera]
+source = "{frames}"
+fps = 10
+[liveness]
+mode = "off"
+""")
+        assert disk.presensi("init", config=cfg).returncode == 0
+        pulled = disk.presensi("roster", "pull", config=cfg)
+        assert pulled.returncode == 0, pulled.stderr
+        disk.fill()
+        run_and_recover(disk, cfg, central_db, frames, photo)
+    finally:
+        central.kill()
+        central.wait()
+
+
+def run_and_recover(disk, cfg, central_db, frames, photo):
+    from sync.server.storage import open_store
+    from terminal.app import demo
+
+    face_employee = demo.EMPLOYEES[0][0]
+    output = disk.root / "daemon.log"
+    with open(output, "w") as out:
+        daemon = disk.popen(sys.executable, "-m", "terminal.cli", "-c", str(cfg), "run", stdout=out,
+                            stderr=subprocess.STDOUT)
+    kiosk = None
+    try:
+        port = int(wait_for(lambda: re.search(r"web listening on http://127\.0\.0\.1:(\d+)/", output.read_text()),
+                            60, "the kiosk to listen").group(1))
+        kiosk = Kiosk(port)
+        storage = kiosk.state()["indicators"]["storage"]
+        assert storage["ok"] is False and storage["message"].startswith("Penyimpanan penuh"), storage
+        assert "the disk is full" in storage["error"]
+        assert daemon.poll() is None, output.read_text()
+
+        store = open_store(str(central_db))
+        beat = wait_for(lambda: (store.device("full-01") or {}).get("last_heartbeat"), 30, "a heartbeat")
+        health = json.loads(beat)["health"]
+        assert health["storage"]["ok"] is False
+        assert any(f["fault_key"] == "storage:log" for f in health["faults"]), health
+
+        pin = disk.presensi("punch", "--employee", demo.EMPLOYEES[2][0], "--method", "pin", config=cfg)
+        assert pin.returncode != 0 and "the disk is full; the punch was NOT recorded" in pin.stderr, pin.stderr
+
+        demo.make_frames(photo, frames, fps=10)  # the employee steps in front of the camera
+        refused = wait_for(lambda: [d for d in kiosk.decisions() if d.get("method") == "face"], 60,
+                           "the face punch's answer on the kiosk")
+        assert refused[0]["accepted"] is False and refused[0]["message"].startswith("Penyimpanan penuh"), refused
+
+        disk.free()
+        wait_for(lambda: kiosk.state()["indicators"]["storage"]["ok"], 30, "the kiosk to say punches work again")
+        seen = len(kiosk.decisions())
+        again = disk.user_dir("camera-again")  # the employee tries again: new frames (the camera reads a
+        demo.make_frames(photo, again, fps=10)  # name once), each moved in whole
+        for f in sorted(again.iterdir()):
+            f.rename(frames / f"b-{f.name}")
+        recorded = wait_for(lambda: [d for d in kiosk.decisions()[seen:] if d.get("recorded")], 60,
+                            "a recorded face punch after space returned")
+        assert recorded[0]["employee"] == face_employee and recorded[0]["method"] == "face"
+        with punchlog.PunchLog(disk.mnt / "state", readonly=True) as log:
+            assert [r["method"] for r in log.records()] == ["face"]
+            events = faults.events(log.conn)
+        storage_events = [e["event"] for e in events if e["fault_key"] == "storage:log"]
+        assert storage_events == ["raised", "cleared"], events
+        assert daemon.poll() is None, "the daemon restarted or stopped instead of recovering"
+    except BaseException:
+        print(output.read_text()[-20000:])  # the daemon's own account, shown with the failure
+        raise
+    finally:
+        if kiosk is not None:
+            kiosk.close()
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            code = daemon.wait(20)
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+    assert code == 0, output.read_text()

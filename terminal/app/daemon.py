@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import shutil
 import signal
 import threading
 import time
@@ -31,6 +32,7 @@ RETRY_SECONDS = 10.0  # how often a device that failed to start is tried again
 FEEDBACK_GAP = 3.0  # at most one failure beep per worker this often: a persistent fault must not buzz on
 WORKER_SILENCE = 30.0  # a worker that has not beaten this long is restarted
 METHODS = {"face": "face", "fingerprint": "finger"}
+STORAGE_MARGIN = 1 << 20  # after a punch refused for storage, the kiosk says so while less than this is free
 STOP_BUDGET = 8.0  # seconds each part may take to stop (SIGTERM → exit well within systemd's 10 s)
 
 
@@ -49,6 +51,7 @@ class Daemon:
         self.scheduler = None
         self.health = None
         self.web_port: int | None = None
+        self.worker_silence = WORKER_SILENCE
         self.restarts: dict[str, int] = {}  # name -> how often the worker was restarted
         self.restart_reason: dict[str, str] = {}
         self._last_failure_feedback: dict[str, float] = {}
@@ -193,7 +196,7 @@ class Daemon:
             if name in self.workers or now < due:
                 continue
             try:
-                beat = self.watchdog.register(name, max_silence=WORKER_SILENCE)
+                beat = self.watchdog.register(name, max_silence=self.worker_silence)
                 failed = functools.partial(self._worker_failed, name)
                 if name == "face":
                     self.workers[name] = FaceWorker(self.cfg, self.punches, self.events, beat,
@@ -233,13 +236,13 @@ class Daemon:
         if now - self._last_failure_feedback.get(name, -1e9) < FEEDBACK_GAP:
             return
         self._last_failure_feedback[name] = now
+        self.events.publish("decision", {"accepted": False, "recorded": False, "method": METHODS[name],
+                                         "message": FAILED_MESSAGE, "reason": "error", "error": text})
         if self.feedback is not None:
             try:
                 self.feedback.failure()
-            except Exception:
+            except Exception:  # the LEDs may be what failed; the screen has said it already
                 log.exception("failure feedback failed")
-        self.events.publish("decision", {"accepted": False, "recorded": False, "method": METHODS[name],
-                                         "message": FAILED_MESSAGE, "reason": "error"})
 
     def _restart_stalled_workers(self) -> None:
         """A worker whose heartbeat went silent (its thread died or hangs) is stopped in the background and
@@ -259,8 +262,15 @@ class Daemon:
                                diagnostics={"silent_seconds": round(silent, 1), "restarts": self.restarts[name]})
             del self.workers[name]
             self.watchdog.unregister(name)
-            threading.Thread(target=_stop_quietly, args=(worker, name), name=f"stop-{name}", daemon=True).start()
-            self.wanted[name] = now
+            # the new one starts once the old one let go of its device (or after RETRY_SECONDS if it hangs)
+            self.wanted[name] = now + RETRY_SECONDS
+            threading.Thread(target=self._replace_worker, args=(worker, name), name=f"stop-{name}",
+                             daemon=True).start()
+
+    def _replace_worker(self, worker, name: str) -> None:
+        _stop_quietly(worker, name)
+        if name not in self.workers:
+            self.wanted[name] = time.monotonic()
 
     def _retry_storage(self) -> None:
         """While the log is unavailable, try it again; faults kept in memory are written when they can be."""
@@ -323,12 +333,17 @@ class Daemon:
                                diagnostics={"error": outcome.error})
         elif outcome.recorded and self.faults.is_open("storage:punch"):
             self.faults.clear("storage:punch", message="punches are recorded again")
-        if self.feedback is not None:
-            (self.feedback.success if outcome.acknowledged else self.feedback.failure)()
         data = {"accepted": outcome.acknowledged, "recorded": outcome.recorded, "method": outcome.method,
                 "employee": outcome.employee, "name": outcome.name, "kind": outcome.kind,
                 "message": outcome.message, "decision": outcome.decision}
-        self.events.publish("decision", data)
+        self.events.publish("decision", data)  # first: a broken buzzer must not hide the answer
+        if self.feedback is not None:
+            try:
+                (self.feedback.success if outcome.acknowledged else self.feedback.failure)()
+            except Exception as e:  # the punch stands (or stays refused); IT staff learn of the LEDs
+                self.faults.raise_("worker:gpio:error", part="gpio", category="gpio",
+                                   message=f"LED/buzzer feedback failed: {type(e).__name__}: {e}",
+                                   diagnostics={"error": f"{type(e).__name__}: {e}"})
 
     def indicators(self) -> dict:
         """What the kiosk shows in its corner: network, pending sync, sensor, time verification."""
@@ -359,7 +374,7 @@ class Daemon:
         """Whether punches can be recorded now; the kiosk shows the message while they cannot."""
         if not self.log.available:
             return {"ok": False, "message": self.log.message(), "error": str(self.log.error)}
-        if self.faults.is_open("storage:punch"):
+        if self.faults.is_open("storage:punch") and _free_bytes(self.cfg.state_dir) < STORAGE_MARGIN:
             return {"ok": False, "message": "Penyimpanan bermasalah — presensi terakhir ditolak",
                     "error": next((f["message"] for f in self.faults.current()
                                    if f["fault_key"] == "storage:punch"), "")}
@@ -386,6 +401,13 @@ class Daemon:
         if self.web_port:
             parts.append(f"web :{self.web_port}")
         return ", ".join(parts)
+
+
+def _free_bytes(path) -> int:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return 0
 
 
 def _stop_quietly(worker, name: str) -> None:

@@ -171,8 +171,9 @@ class LogGate:
             return False
         return self.open()
 
-    def get(self) -> punchlog.PunchLog:
-        """The open log, or the StorageFull/StorageError that says why punches are refused."""
+    def current(self) -> punchlog.PunchLog:
+        """The open log, or the StorageFull/StorageError that says why punches are refused. (Not `get`:
+        every name the PunchLog has passes through to it.)"""
         if self._log is None and not self.retry_due():
             raise self.error or StorageError(f"{self.path}: the punch log is not open")
         return self._log
@@ -182,7 +183,7 @@ class LogGate:
         # the web pages use the gate as the log.
         if name.startswith("_"):
             raise AttributeError(name)
-        return getattr(self.get(), name)
+        return getattr(self.current(), name)
 
     def close(self) -> None:
         with self._lock:

@@ -132,10 +132,10 @@ def start_fingerprint(cfg: Config, service: PunchService, events: EventBus, feed
     def show(decision) -> None:
         if decision.accepted:
             return
+        events.publish("decision", {"accepted": False, "method": "finger", "message": UNKNOWN_FINGER,
+                                    "reason": decision.reason})  # first: a broken buzzer must not hide it
         if feedback is not None:
             feedback.failure()
-        events.publish("decision", {"accepted": False, "method": "finger", "message": UNKNOWN_FINGER,
-                                    "reason": decision.reason})
 
     finger = FingerprintService(cfg.fingerprint, cfg.state_dir, service, on_decision=show, on_error=on_failure,
                                 heartbeat=heartbeat.beat if heartbeat is not None else None)

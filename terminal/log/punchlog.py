@@ -318,6 +318,8 @@ class PunchLog:
         except WriterLockTimeout as e:
             raise StorageError(f"{self.path}: {e}; the punch was NOT recorded. Retry; if it persists, "
                                "restart the service") from None
+        except OSError as e:  # the lock's ticket files: on a full disk their creation fails first
+            raise classify_error(e, self.path) from None
 
     def _write(self, record: dict) -> dict:
         with self._transaction():
