@@ -149,6 +149,10 @@ def test_log_list_export_verify_status_and_usb_export_work_on_a_full_disk(disk, 
     assert verified.returncode == 0, verified.stderr
     assert f"log verify ok: {expected} punches" in verified.stdout
 
+    for command in (("time", "status"), ("sync", "status")):
+        result = disk.presensi(*command, config=cfg)
+        assert result.returncode == 0, (command, result.stderr)
+
     status = disk.presensi("status", "--json", config=cfg)
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)

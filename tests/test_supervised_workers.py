@@ -140,7 +140,7 @@ HOLD_LOCK = """
 import sys, time
 from terminal.log import punchlog
 log = punchlog.PunchLog(sys.argv[1])
-with log._writer():
+with log._lock.hold():
     print("holding", flush=True)
     sys.stdin.readline()
 """

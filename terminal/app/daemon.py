@@ -30,7 +30,7 @@ log = logging.getLogger("presensi.daemon")
 
 RETRY_SECONDS = 10.0  # how often a device that failed to start is tried again
 FEEDBACK_GAP = 3.0  # at most one failure beep per worker this often: a persistent fault must not buzz on
-WORKER_SILENCE = 30.0  # a worker that has not beaten this long is restarted
+WORKER_SILENCE = 20.0  # a worker silent this long is restarted: well before systemd's 30 s watchdog acts
 METHODS = {"face": "face", "fingerprint": "finger"}
 STORAGE_MARGIN = 1 << 20  # after a punch refused for storage, the kiosk says so while less than this is free
 STOP_BUDGET = 8.0  # seconds each part may take to stop (SIGTERM → exit well within systemd's 10 s)

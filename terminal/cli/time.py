@@ -21,7 +21,7 @@ def register(sub) -> None:
 
 def cmd_time_status(args) -> int:
     cfg = load_config(args)
-    with punchlog.PunchLog(cfg.state_dir) as log:
+    with punchlog.PunchLog(cfg.state_dir, readonly=True) as log:  # reads only: works on a full disk
         report = timeline.status(log.conn)
     emit(args, report, _format(report))
     return 0
