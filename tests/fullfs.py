@@ -91,7 +91,7 @@ class FullDisk:
 
     def env(self) -> dict:
         # no bytecode: the test user cannot write __pycache__ in root's checkout, and must not try
-        return {**os.environ, "HOME": str(self.root), "PYTHONDONTWRITEBYTECODE": "1"}
+        return {**os.environ, "HOME": str(self.root), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONFAULTHANDLER": "1"}
 
     def presensi(self, *args: str, config: Path, timeout: float = 120) -> subprocess.CompletedProcess:
         return self.run(sys.executable, "-m", "terminal.cli", "-c", str(config), *args, timeout=timeout)

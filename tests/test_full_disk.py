@@ -7,9 +7,12 @@ reading the log, verifying it and the USB export still work; punching works agai
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +22,8 @@ from conftest import REPO, SHARED, presensi
 from fullfs import FullDisk, write_config
 from kiosk_sse import Kiosk, wait_for
 
+from drivers.fingerprint.emulator import FingerprintEmulator
+from drivers.fingerprint.emulator.sensorsim import Settings, synthetic_template
 from terminal.log import punchlog
 from terminal.ops import faults
 
@@ -192,6 +197,9 @@ def test_presensi_run_starts_degraded_on_a_full_disk_and_punches_again_when_spac
     from terminal.app import demo
 
     central, central_db, url = start_central(tmp_path)
+    emu = FingerprintEmulator(Settings(capacity=162), link=disk.root / "ttyFP")
+    emu.start()
+    os.chmod(os.path.realpath(emu.path), 0o666)  # the test user opens the sensor (as `presensi` in dialout)
     try:
         reg = json.loads(presensi("server", "add-device", "full-01", "--db", str(central_db), "--json").stdout)
         photo = demo.sample_photo()
@@ -210,23 +218,44 @@ source = "{frames}"
 fps = 10
 [liveness]
 mode = "off"
+[fingerprint]
+enabled = true
+port = "{emu.path}"
 """)
         assert disk.presensi("init", config=cfg).returncode == 0
         pulled = disk.presensi("roster", "pull", config=cfg)
         assert pulled.returncode == 0, pulled.stderr
+        with running(disk, cfg, "first"):  # a day with space: the roster's fingers go into the sensor's slots
+            wait_for(lambda: FINGER in slot_employees(disk.mnt / "state"), 60, "the fingerprint slot sync")
         disk.fill()
-        run_and_recover(disk, cfg, central_db, frames, photo)
+        with running(disk, cfg, "degraded") as (daemon, kiosk, output):
+            degraded_then_recovered(disk, cfg, central_db, frames, photo, emu, daemon, kiosk)
     finally:
+        emu.stop()
         central.kill()
         central.wait()
 
 
-def run_and_recover(disk, cfg, central_db, frames, photo):
-    from sync.server.storage import open_store
-    from terminal.app import demo
+FINGER, PIN = "199002022015021002", "198803032012031003"  # terminal.app.demo's employees
 
-    face_employee = demo.EMPLOYEES[0][0]
-    output = disk.root / "daemon.log"
+
+def slot_employees(state: Path) -> set[str]:
+    path = state / "fingerslots.db"
+    if not path.exists():
+        return set()
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {row[0] for row in conn.execute("SELECT employee FROM slots")}
+    except sqlite3.OperationalError:  # not created yet
+        return set()
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def running(disk: FullDisk, cfg: Path, name: str):
+    """`presensi run` as the test user; yields (process, kiosk, its output file); SIGTERM must end it with 0."""
+    output = disk.root / f"daemon-{name}.log"
     with open(output, "w") as out:
         daemon = disk.popen(sys.executable, "-m", "terminal.cli", "-c", str(cfg), "run", stdout=out,
                             stderr=subprocess.STDOUT)
@@ -235,41 +264,7 @@ def run_and_recover(disk, cfg, central_db, frames, photo):
         port = int(wait_for(lambda: re.search(r"web listening on http://127\.0\.0\.1:(\d+)/", output.read_text()),
                             60, "the kiosk to listen").group(1))
         kiosk = Kiosk(port)
-        storage = kiosk.state()["indicators"]["storage"]
-        assert storage["ok"] is False and storage["message"].startswith("Penyimpanan penuh"), storage
-        assert "the disk is full" in storage["error"]
-        assert daemon.poll() is None, output.read_text()
-
-        store = open_store(str(central_db))
-        beat = wait_for(lambda: (store.device("full-01") or {}).get("last_heartbeat"), 30, "a heartbeat")
-        health = json.loads(beat)["health"]
-        assert health["storage"]["ok"] is False
-        assert any(f["fault_key"] == "storage:log" for f in health["faults"]), health
-
-        pin = disk.presensi("punch", "--employee", demo.EMPLOYEES[2][0], "--method", "pin", config=cfg)
-        assert pin.returncode != 0 and "the disk is full; the punch was NOT recorded" in pin.stderr, pin.stderr
-
-        demo.make_frames(photo, frames, fps=10)  # the employee steps in front of the camera
-        refused = wait_for(lambda: [d for d in kiosk.decisions() if d.get("method") == "face"], 60,
-                           "the face punch's answer on the kiosk")
-        assert refused[0]["accepted"] is False and refused[0]["message"].startswith("Penyimpanan penuh"), refused
-
-        disk.free()
-        wait_for(lambda: kiosk.state()["indicators"]["storage"]["ok"], 30, "the kiosk to say punches work again")
-        seen = len(kiosk.decisions())
-        again = disk.user_dir("camera-again")  # the employee tries again: new frames (the camera reads a
-        demo.make_frames(photo, again, fps=10)  # name once), each moved in whole
-        for f in sorted(again.iterdir()):
-            f.rename(frames / f"b-{f.name}")
-        recorded = wait_for(lambda: [d for d in kiosk.decisions()[seen:] if d.get("recorded")], 60,
-                            "a recorded face punch after space returned")
-        assert recorded[0]["employee"] == face_employee and recorded[0]["method"] == "face"
-        with punchlog.PunchLog(disk.mnt / "state", readonly=True) as log:
-            assert [r["method"] for r in log.records()] == ["face"]
-            events = faults.events(log.conn)
-        storage_events = [e["event"] for e in events if e["fault_key"] == "storage:log"]
-        assert storage_events == ["raised", "cleared"], events
-        assert daemon.poll() is None, "the daemon restarted or stopped instead of recovering"
+        yield daemon, kiosk, output
     except BaseException:
         print(output.read_text()[-20000:])  # the daemon's own account, shown with the failure
         raise
@@ -283,3 +278,54 @@ def run_and_recover(disk, cfg, central_db, frames, photo):
             if daemon.poll() is None:
                 daemon.kill()
     assert code == 0, output.read_text()
+
+
+def degraded_then_recovered(disk, cfg, central_db, frames, photo, emu, daemon, kiosk):
+    from sync.server.storage import open_store
+    from terminal.app import demo
+
+    storage = kiosk.state()["indicators"]["storage"]
+    assert storage["ok"] is False and storage["message"].startswith("Penyimpanan penuh"), storage
+    assert "the disk is full" in storage["error"]
+    assert daemon.poll() is None
+
+    store = open_store(str(central_db))
+    def degraded_heartbeat():  # (the first run's heartbeats said all was well)
+        beat = (store.device("full-01") or {}).get("last_heartbeat")
+        health = json.loads(beat)["health"] if beat else {}
+        return health if health.get("storage", {}).get("ok") is False else None
+
+    health = wait_for(degraded_heartbeat, 30, "a heartbeat that says punches are refused")
+    assert any(f["fault_key"] == "storage:log" for f in health["faults"]), health
+
+    pin = disk.presensi("punch", "--employee", PIN, "--method", "pin", config=cfg)
+    assert pin.returncode != 0 and "the disk is full; the punch was NOT recorded" in pin.stderr, pin.stderr
+
+    demo.make_frames(photo, frames, fps=10)  # the employee steps in front of the camera
+    refused = wait_for(lambda: [d for d in kiosk.decisions() if d.get("method") == "face"], 60,
+                       "the face punch's answer on the kiosk")
+    assert refused[0]["accepted"] is False and refused[0]["message"].startswith("Penyimpanan penuh"), refused
+
+    finger = synthetic_template(f"demo:{FINGER}")
+    emu.place_finger(finger, score=140)
+    refused = wait_for(lambda: [d for d in kiosk.decisions() if d.get("method") == "finger"], 60,
+                       "the finger punch's answer on the kiosk")
+    emu.remove_finger()
+    assert refused[0]["accepted"] is False and refused[0]["message"].startswith("Penyimpanan penuh"), refused
+
+    disk.free()
+    wait_for(lambda: kiosk.state()["indicators"]["storage"]["ok"], 30, "the kiosk to say punches work again")
+    seen = len(kiosk.decisions())  # the same daemon, no restart: the finger punches now
+    emu.place_finger(finger, score=140)
+    recorded = wait_for(lambda: [d for d in kiosk.decisions()[seen:] if d.get("method") == "finger"], 60,
+                        "the finger's answer after space returned")
+    emu.remove_finger()
+    assert recorded[0]["recorded"] is True and recorded[0]["employee"] == FINGER, recorded
+    pin = disk.presensi("punch", "--employee", PIN, "--method", "pin", config=cfg)
+    assert pin.returncode == 0, pin.stderr
+    with punchlog.PunchLog(disk.mnt / "state", readonly=True) as log:
+        assert [(r["employee"], r["method"]) for r in log.records()] == [(FINGER, "finger"), (PIN, "pin")]
+        events = faults.events(log.conn)
+    storage_events = [e["event"] for e in events if e["fault_key"] == "storage:log"]
+    assert storage_events == ["raised", "cleared"], events
+    assert daemon.poll() is None, "the daemon restarted or stopped instead of recovering"

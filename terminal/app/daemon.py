@@ -167,16 +167,12 @@ class Daemon:
         log.info("stopping")
         self.notifier.stopping("stopping")
         self.watchdog.stop(timeout=2)
-        if self.scheduler is not None:
-            self.scheduler.shutdown(wait=False)
         stops = {f"worker {name}": w.stop for name, w in self.workers.items()}
         for name, service in self.services.items():
             stop = getattr(service, "stop", None) or getattr(service, "close", None)
             if callable(stop):
                 stops[f"service {name}"] = stop
-        pusher = self.jobs.state.get("pusher")
-        if pusher is not None:
-            stops["push client"] = pusher.close
+        stops["periodic jobs"] = self._stop_jobs
         _stop_all(stops, STOP_BUDGET)
         if self.health is not None:
             self.health.close()
@@ -185,6 +181,15 @@ class Daemon:
         self.log.close()
         log.info("stopped")
         return 0
+
+    def _stop_jobs(self) -> None:
+        """The running job finishes before the push client's connection closes: closing a SQLite connection
+        under a running push crashed the daemon (SIGSEGV) on SIGTERM."""
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=True)
+        pusher = self.jobs.state.get("pusher")
+        if pusher is not None:
+            pusher.close()
 
     # -- parts -----------------------------------------------------------------------------------------
 
