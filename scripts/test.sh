@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 # What the tests need beyond Python: libfaketime (test_time_blackbox), systemd-analyze and the shell
 # linter (test_systemd), PostgreSQL (started by the tests' fixture), Chromium (test_web), util-linux's
 # setpriv and runuser (an unreadable file for root; the cluster as postgres), gpsd and gpsfake
-# (test_time_sources). In CI (CI=true) a missing
-# one fails the tests that need it instead of skipping them (tests/conftest.py).
-APT_PACKAGES=(faketime systemd shellcheck postgresql chromium util-linux gpsd gpsd-clients)
+# (test_time_sources), e2fsprogs and mount (a loop-mounted full ext4, test_full_disk). In CI (CI=true)
+# a missing one fails the tests that need it instead of skipping them (tests/conftest.py).
+APT_PACKAGES=(faketime systemd shellcheck postgresql chromium util-linux gpsd gpsd-clients e2fsprogs mount)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

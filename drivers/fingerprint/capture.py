@@ -22,9 +22,11 @@ log = logging.getLogger(__name__)
 class CaptureLoop:
     def __init__(self, sensor: FingerprintSensor, on_capture: Callable[[Capture], None], *,
                  poll_interval: float = 0.05, backoff_start: float = 0.1, backoff_max: float = 2.0,
-                 lift_timeout: float = 10.0):
+                 lift_timeout: float = 10.0, heartbeat: Callable[[], None] | None = None):
+        """`heartbeat` is called on every round (also while paused): the owner restarts a loop that stops."""
         self.sensor = sensor
         self.on_capture = on_capture
+        self.heartbeat = heartbeat or (lambda: None)
         self.poll_interval = poll_interval
         self.backoff_start, self.backoff_max = backoff_start, backoff_max
         self.lift_timeout = lift_timeout  # a finger resting longer than this is read again
@@ -63,9 +65,10 @@ class CaptureLoop:
     def _run(self) -> None:
         delay = self.backoff_start
         while not self._stop.is_set():
+            self.heartbeat()
             if not self._resume.is_set():
                 self._idle.set()
-                self._resume.wait()
+                self._resume.wait(1.0)
                 continue
             try:
                 capture = self.sensor.capture()
@@ -89,6 +92,7 @@ class CaptureLoop:
     def _wait_for_lift(self) -> None:
         end = time.monotonic() + self.lift_timeout
         while not self._stop.is_set() and time.monotonic() < end and self._resume.is_set():
+            self.heartbeat()
             try:
                 if not self.sensor.finger_present():
                     return

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from sync.wire.offline import FILES, FORMAT, SAMPLE_FIELDS
 from terminal import durable, identity
+from terminal.errors import StorageError, StorageFull
 from terminal.log import chain, punchlog, syncstate
 
 from .push import RECORD_FIELDS, TIME_FIELDS, annotate
@@ -62,11 +63,11 @@ def export(state_dir: Path, device_id: str, central_url: str | None, to_dir: Pat
     """Write the punches not yet acknowledged by the central server (or all after `after_seq`)."""
     to_dir = Path(to_dir)
     to_dir.mkdir(parents=True, exist_ok=True)
-    with punchlog.PunchLog(state_dir) as log:
+    with punchlog.PunchLog(state_dir, readonly=True) as log:  # works on a full disk
         target = syncstate.target_of(central_url)
         if after_seq is None:
             after_seq = syncstate.acked(log.conn, target, "punches", log.log_id) if target else 0
-        head_cp = log.checkpoint()
+        head_cp = _head_checkpoint(state_dir, log)
         tmp = to_dir / f".partial-{os.getpid()}-{time.time_ns()}"
         tmp.mkdir()
         try:
@@ -92,6 +93,16 @@ def export(state_dir: Path, device_id: str, central_url: str | None, to_dir: Pat
             raise
     return {"dir": str(final), **{k: manifest[k] for k in ("device", "log_id", "after_seq", "first_seq",
                                                            "last_seq", "count", "samples")}}
+
+
+def _head_checkpoint(state_dir: Path, reader: punchlog.PunchLog) -> dict | None:
+    """The head's checkpoint, stored in the log when the disk allows (a writer of its own), else signed
+    for this export only: the export must work on a full disk."""
+    try:
+        with punchlog.PunchLog(state_dir) as writer:
+            return writer.head_checkpoint()
+    except (StorageFull, StorageError):
+        return reader.head_checkpoint()
 
 
 def _write_files(log: punchlog.PunchLog, tmp: Path, after_seq: int) -> dict:

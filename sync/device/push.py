@@ -480,28 +480,39 @@ class Heartbeat(threading.Thread):
         self.last_error: str | None = None
 
     def beat(self) -> dict:
-        conn = punchlog.connect(punchlog.db_path(self.state_dir))
+        """Read the head and backlog without writing (a full disk must not silence the heartbeat), send, and
+        record the attempt when the database can be written."""
+        conn = punchlog.connect_readonly(punchlog.db_path(self.state_dir))
         try:
             log_id = conn.execute("SELECT value FROM meta WHERE key='log_id'").fetchone()[0]
             target = syncstate.target_of(self.s.url)
             row = conn.execute("SELECT seq, hash FROM punches ORDER BY seq DESC LIMIT 1").fetchone()
             acked = syncstate.acked(conn, target, "punches", log_id)
             backlog = conn.execute("SELECT count(*) FROM punches WHERE seq > ?", (acked,)).fetchone()[0]
-            body = {"version": __version__, "log_id": log_id, "acked_seq": acked, "backlog": backlog,
-                    "head": {"seq": row[0] if row else 0, "hash": row[1] if row else None},
-                    "health": self.health()}
-            started = time.time_ns()
-            try:
-                reply = post(self.client, "/heartbeat", body, compress=False)
-                syncstate.record_attempt(conn, target, "heartbeat", started_ns=started, ok=True, http_status=200)
-                self.sent += 1
-                return reply
-            except (TransientError, PushError) as e:
-                syncstate.record_attempt(conn, target, "heartbeat", started_ns=started, ok=False,
-                                         http_status=getattr(e, "status", None), error=str(e))
-                raise
         finally:
             conn.close()
+        body = {"version": __version__, "log_id": log_id, "acked_seq": acked, "backlog": backlog,
+                "head": {"seq": row[0] if row else 0, "hash": row[1] if row else None},
+                "health": self.health()}
+        started = time.time_ns()
+        try:
+            reply = post(self.client, "/heartbeat", body, compress=False)
+        except (TransientError, PushError) as e:
+            self._record(target, started, ok=False, http_status=getattr(e, "status", None), error=str(e))
+            raise
+        self.sent += 1
+        self._record(target, started, ok=True, http_status=200)
+        return reply
+
+    def _record(self, target: str, started: int, **attempt) -> None:
+        try:
+            conn = punchlog.connect(punchlog.db_path(self.state_dir))
+            try:
+                syncstate.record_attempt(conn, target, "heartbeat", started_ns=started, **attempt)
+            finally:
+                conn.close()
+        except Exception as e:  # a full disk: the heartbeat itself went out (or failed) all the same
+            log.warning("heartbeat attempt not recorded: %s", e)
 
     def run(self) -> None:
         while not self.stop_event.is_set():

@@ -3,12 +3,17 @@
 `Daemon.run()` reads as the table of contents: open and check the log, start feedback, the punch service,
 the hardware workers, the network services and health, the periodic jobs; tell systemd READY; then wait
 for SIGTERM. One stop event reaches every loop. A missing or broken device degrades the terminal (face
-only, fingerprint only, PIN only) and is retried; it never stops the daemon.
+only, fingerprint only, PIN only) and is retried; it never stops the daemon. A punch log that cannot be
+opened for lack of space starts the daemon degraded: the kiosk says punches are refused, a fault is raised,
+heartbeats go out, and punching resumes when space returns (terminal/app/supervise.py). A worker whose
+attempt fails gives feedback and a fault and goes on; a worker that stops beating is restarted.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import shutil
 import signal
 import threading
 import time
@@ -16,6 +21,7 @@ import time
 from terminal.app import sdnotify
 from terminal.app.events import EventBus
 from terminal.app.jobs import JobContext, schedule_jobs
+from terminal.app.supervise import FAILED_MESSAGE, FaultBook, LogGate
 from terminal.config import Config
 from terminal.log import punchlog
 from terminal.punch.service import PunchOutcome, PunchService
@@ -23,6 +29,10 @@ from terminal.punch.service import PunchOutcome, PunchService
 log = logging.getLogger("presensi.daemon")
 
 RETRY_SECONDS = 10.0  # how often a device that failed to start is tried again
+FEEDBACK_GAP = 3.0  # at most one failure beep per worker this often: a persistent fault must not buzz on
+WORKER_SILENCE = 20.0  # a worker silent this long is restarted: well before systemd's 30 s watchdog acts
+METHODS = {"face": "face", "fingerprint": "finger"}
+STORAGE_MARGIN = 1 << 20  # after a punch refused for storage, the kiosk says so while less than this is free
 STOP_BUDGET = 8.0  # seconds each part may take to stop (SIGTERM → exit well within systemd's 10 s)
 
 
@@ -41,6 +51,10 @@ class Daemon:
         self.scheduler = None
         self.health = None
         self.web_port: int | None = None
+        self.worker_silence = WORKER_SILENCE
+        self.restarts: dict[str, int] = {}  # name -> how often the worker was restarted
+        self.restart_reason: dict[str, str] = {}
+        self._last_failure_feedback: dict[str, float] = {}
 
     # -- the table of contents -------------------------------------------------------------------------
 
@@ -65,10 +79,12 @@ class Daemon:
                 signal.signal(sig, lambda *_: self.stop_event.set())
 
     def open_log(self) -> None:
-        """Open the punch log and run quick_check: a damaged database stops the start with the recovery text."""
-        punchlog.init(self.cfg.state_dir)
-        self.log = punchlog.PunchLog(self.cfg.state_dir, checkpoint_every=self.cfg.log.checkpoint_every,
-                                     check=True)
+        """Open the punch log and run quick_check: a damaged database stops the start with the recovery text;
+        a full disk starts the daemon degraded (the gate refuses punches and reopens when it can)."""
+        self.faults = FaultBook(self.cfg.state_dir)
+        self.log = LogGate(self.cfg, self.faults)
+        if not self.log.open():
+            log.error("starting degraded: %s", self.log.error)
 
     def start_feedback(self) -> None:
         if not self.cfg.gpio.enabled:
@@ -139,7 +155,9 @@ class Daemon:
         last_status = 0.0
         while not self.stop_event.wait(1.0):
             beat.beat()
+            self._restart_stalled_workers()
             self._start_due_workers()
+            self._retry_storage()
             if time.monotonic() - last_status > 10:
                 self.notifier.status(self.summary())
                 last_status = time.monotonic()
@@ -170,7 +188,8 @@ class Daemon:
         """No new job runs; the one in progress ends (a push sees stop_event after its current request),
         and only then is the push client's database closed: closed under a running push job, it crashed
         the process (SIGSEGV in sqlite) about one stop in six."""
-        self.scheduler.shutdown(timeout=STOP_BUDGET)  # joins the job threads: the push in progress ends
+        if self.scheduler is not None:
+            self.scheduler.shutdown(timeout=STOP_BUDGET)  # joins the job threads: the push in progress ends
         pusher = self.jobs.state.get("pusher")
         if pusher is not None:
             pusher.close()
@@ -185,11 +204,14 @@ class Daemon:
             if name in self.workers or now < due:
                 continue
             try:
+                beat = self.watchdog.register(name, max_silence=self.worker_silence)
+                failed = functools.partial(self._worker_failed, name)
                 if name == "face":
-                    beat = self.watchdog.register("face", max_silence=30.0)
-                    self.workers[name] = FaceWorker(self.cfg, self.punches, self.events, beat).start()
+                    self.workers[name] = FaceWorker(self.cfg, self.punches, self.events, beat,
+                                                    on_failure=failed).start()
                 else:
-                    self.workers[name] = start_fingerprint(self.cfg, self.punches, self.events, self.feedback)
+                    self.workers[name] = start_fingerprint(self.cfg, self.punches, self.events, self.feedback,
+                                                           heartbeat=beat, on_failure=failed)
                     # bring the sensor's slots in line with the installed roster (minutes for a full
                     # sensor at 57600 baud): in the background, capture keeps running meanwhile
                     threading.Thread(target=self._sync_fingerprints, name="finger-sync", daemon=True).start()
@@ -203,8 +225,67 @@ class Daemon:
     def _worker_health(self, name: str) -> dict:
         worker = self.workers.get(name)
         if worker is None:
-            return {"ok": False, "error": self.jobs.state.get(f"{name}_error", f"{name} not started")}
-        return worker.health()
+            report = {"ok": False, "error": self.jobs.state.get(f"{name}_error", f"{name} not started")}
+        else:
+            report = worker.health()
+        if self.restarts.get(name):
+            report["restarts"] = self.restarts[name]
+            report["last_restart"] = self.restart_reason.get(name)
+        return report
+
+    def _worker_failed(self, name: str, error: Exception) -> None:
+        """One attempt of a worker failed: the employee is told to retry (rate-limited beep), IT staff get a
+        fault with the error; the worker goes on with the next frame or finger."""
+        text = f"{type(error).__name__}: {error}"
+        self.faults.raise_(f"worker:{name}:error", part=name, category=name if name == "fingerprint" else "camera",
+                           message=f"the {name} worker failed on an attempt ({text}); it goes on",
+                           diagnostics={"error": text})
+        now = time.monotonic()
+        if now - self._last_failure_feedback.get(name, -1e9) < FEEDBACK_GAP:
+            return
+        self._last_failure_feedback[name] = now
+        self.events.publish("decision", {"accepted": False, "recorded": False, "method": METHODS[name],
+                                         "message": FAILED_MESSAGE, "reason": "error", "error": text})
+        if self.feedback is not None:
+            try:
+                self.feedback.failure()
+            except Exception:  # the LEDs may be what failed; the screen has said it already
+                log.exception("failure feedback failed")
+
+    def _restart_stalled_workers(self) -> None:
+        """A worker whose heartbeat went silent (its thread died or hangs) is stopped in the background and
+        started again; the restart is a fault, and health and `presensi status` show it."""
+        now = time.monotonic()
+        for name, worker in list(self.workers.items()):
+            beat = self.watchdog.beats.get(name)
+            if beat is None or beat.fresh(now):
+                continue
+            silent = now - beat.last
+            reason = f"the {name} worker stopped responding (no heartbeat for {silent:.0f} s); restarted"
+            log.error("%s", reason)
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            self.restart_reason[name] = reason
+            self.faults.raise_(f"worker:{name}:restarted", part=name,
+                               category=name if name == "fingerprint" else "camera", message=reason,
+                               diagnostics={"silent_seconds": round(silent, 1), "restarts": self.restarts[name]})
+            del self.workers[name]
+            self.watchdog.unregister(name)
+            # the new one starts once the old one let go of its device (or after RETRY_SECONDS if it hangs)
+            self.wanted[name] = now + RETRY_SECONDS
+            threading.Thread(target=self._replace_worker, args=(worker, name), name=f"stop-{name}",
+                             daemon=True).start()
+
+    def _replace_worker(self, worker, name: str) -> None:
+        _stop_quietly(worker, name)
+        if name not in self.workers:
+            self.wanted[name] = time.monotonic()
+
+    def _retry_storage(self) -> None:
+        """While the log is unavailable, try it again; faults kept in memory are written when they can be."""
+        if not self.log.available and self.log.retry_due():
+            self.events.publish("status", self.indicators())
+        if self.faults.unwritten and self.log.available:
+            self.faults.flush()
 
     def _health_loop(self, beat) -> None:
         while not self.stop_event.is_set():
@@ -251,12 +332,26 @@ class Daemon:
 
     def _show_outcome(self, outcome: PunchOutcome) -> None:
         """Feedback only after the punch committed (PunchService calls this after append returned)."""
-        if self.feedback is not None:
-            (self.feedback.success if outcome.acknowledged else self.feedback.failure)()
+        worker = {v: k for k, v in METHODS.items()}.get(outcome.method)
+        if outcome.recorded and worker and self.faults.is_open(f"worker:{worker}:error"):
+            self.faults.clear(f"worker:{worker}:error", message=f"a {outcome.method} punch was recorded again")
+        if outcome.error and not outcome.acknowledged:
+            self.faults.raise_("storage:punch", part="database", category="disk",
+                               message=f"a {outcome.method} punch was refused: {outcome.error}",
+                               diagnostics={"error": outcome.error})
+        elif outcome.recorded and self.faults.is_open("storage:punch"):
+            self.faults.clear("storage:punch", message="punches are recorded again")
         data = {"accepted": outcome.acknowledged, "recorded": outcome.recorded, "method": outcome.method,
                 "employee": outcome.employee, "name": outcome.name, "kind": outcome.kind,
                 "time_verified": outcome.time_verified, "message": outcome.message, "decision": outcome.decision}
-        self.events.publish("decision", data)
+        self.events.publish("decision", data)  # first: a broken buzzer must not hide the answer
+        if self.feedback is not None:
+            try:
+                (self.feedback.success if outcome.acknowledged else self.feedback.failure)()
+            except Exception as e:  # the punch stands (or stays refused); IT staff learn of the LEDs
+                self.faults.raise_("worker:gpio:error", part="gpio", category="gpio",
+                                   message=f"LED/buzzer feedback failed: {type(e).__name__}: {e}",
+                                   diagnostics={"error": f"{type(e).__name__}: {e}"})
 
     def indicators(self) -> dict:
         """What the kiosk shows in its corner: network, pending sync, sensor, time verification."""
@@ -272,6 +367,8 @@ class Daemon:
         except Exception:
             clock_state = {"verified": False}
         return {
+            "storage": self._storage_indicator(),
+            "faults": self.faults.current(),
             "central": bool(self.cfg.central.url),
             "online": bool(last_push.get("done")) if self.cfg.central.url else None,
             "pending": last_push.get("punches"),
@@ -280,6 +377,16 @@ class Daemon:
             "time_verified": bool(clock_state.get("verified")),
             "utc": clock_state.get("utc"),
         }
+
+    def _storage_indicator(self) -> dict:
+        """Whether punches can be recorded now; the kiosk shows the message while they cannot."""
+        if not self.log.available:
+            return {"ok": False, "message": self.log.message(), "error": str(self.log.error)}
+        if self.faults.is_open("storage:punch") and _free_bytes(self.cfg.state_dir) < STORAGE_MARGIN:
+            return {"ok": False, "message": "Penyimpanan bermasalah — presensi terakhir ditolak",
+                    "error": next((f["message"] for f in self.faults.current()
+                                   if f["fault_key"] == "storage:punch"), "")}
+        return {"ok": True}
 
     def status_report(self) -> dict:
         """`presensi status` of this terminal (the admin's diagnostics bundle includes it)."""
@@ -295,13 +402,27 @@ class Daemon:
                               after_seq=after_seq)
 
     def summary(self) -> str:
-        parts = [f"log seq {self.log.head()[0]}"]
+        parts = [f"log seq {self.log.head()[0]}" if self.log.available else "log UNAVAILABLE (punches refused)"]
         for name in ("face", "fingerprint"):
             if name in self.wanted:
                 parts.append(f"{name} {'up' if name in self.workers else 'DOWN'}")
         if self.web_port:
             parts.append(f"web :{self.web_port}")
         return ", ".join(parts)
+
+
+def _free_bytes(path) -> int:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return 0
+
+
+def _stop_quietly(worker, name: str) -> None:
+    try:
+        worker.stop()
+    except Exception:
+        log.exception("stopping the stalled %s worker failed", name)
 
 
 def _stop_all(stops: dict, budget: float) -> None:

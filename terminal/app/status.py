@@ -19,7 +19,7 @@ from terminal.timing import timeline
 
 def time_part(cfg: Config) -> dict:
     """The clock's line: the corrected time now, its basis and uncertainty, and any contradicting samples."""
-    with punchlog.PunchLog(cfg.state_dir) as log:
+    with punchlog.PunchLog(cfg.state_dir, readonly=True) as log:
         report = timeline.status(log.conn)
     cur = report["now"]
     unc = "" if cur["uncertainty_s"] is None else f" ±{cur['uncertainty_s']:.3f} s"

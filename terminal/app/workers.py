@@ -3,13 +3,16 @@
 Each loop owns its device, reports its health as a plain dict for the health monitor, beats a heartbeat
 for the systemd watchdog, and turns accepted identifications into punches through the PunchService.
 Devices that are missing or broken degrade the terminal instead of stopping it: the drivers reconnect by
-themselves, and the loop keeps running.
+themselves, and the loop keeps running. Any exception of one attempt (deciding, punching, feedback) goes
+to `on_failure` (the daemon: "Gagal, silakan ulangi", the failure beep, a fault) and the loop goes on with
+the next frame or finger; a loop that stops beating anyway is restarted by the daemon.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from terminal.app.events import EventBus
 from terminal.config import Config
@@ -25,11 +28,14 @@ SPOOF_REFUSED = "Verifikasi wajah gagal — silakan gunakan sidik jari"
 class FaceWorker:
     """Reads the newest camera frame, runs the pipeline, punches accepted faces."""
 
-    def __init__(self, cfg: Config, service: PunchService, events: EventBus, heartbeat=None):
+    def __init__(self, cfg: Config, service: PunchService, events: EventBus, heartbeat=None,
+                 on_failure: Callable[[Exception], None] | None = None):
         self.cfg, self.service, self.events, self.heartbeat = cfg, service, events, heartbeat
+        self.on_failure = on_failure
         self.camera = None
         self.pipeline = None
         self.decisions = 0
+        self.failures = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: str | None = None
@@ -57,21 +63,33 @@ class FaceWorker:
         while not self._stop.is_set():
             if self.heartbeat:
                 self.heartbeat.beat()
-            frame = self.camera.latest(after_seq=seq, timeout=0.5)
-            if frame is None:
-                continue
-            seq = frame.seq
             try:
+                frame = self.camera.latest(after_seq=seq, timeout=0.5)
+                if frame is None:
+                    continue
+                seq = frame.seq
                 decisions = self.pipeline.process(frame.image, frame.t)
+                if self.pipeline.prompt != prompt:
+                    prompt = self.pipeline.prompt
+                    self.events.publish("prompt", {"text": prompt})
             except Exception as e:  # one bad frame must not stop face punching
-                log.exception("face pipeline failed on a frame")
-                self.error = f"{type(e).__name__}: {e}"
+                self._failed("the face pipeline failed on a frame", e)
                 continue
-            if self.pipeline.prompt != prompt:
-                prompt = self.pipeline.prompt
-                self.events.publish("prompt", {"text": prompt})
             for decision in decisions:
-                self._handle(decision)
+                try:
+                    self._handle(decision)
+                except Exception as e:  # deciding, punching or feedback: this attempt fails, not the worker
+                    self._failed("a face decision failed", e)
+
+    def _failed(self, what: str, error: Exception) -> None:
+        log.exception("%s", what)
+        self.failures += 1
+        self.error = f"{type(error).__name__}: {error}"
+        if self.on_failure is not None:
+            try:
+                self.on_failure(error)
+            except Exception:
+                log.exception("reporting the face worker's failure failed")
 
     def _handle(self, decision) -> None:
         self.decisions += 1
@@ -91,6 +109,7 @@ class FaceWorker:
         report = self.camera.health()
         if self.error:
             report["last_pipeline_error"] = self.error
+            report["failures"] = self.failures
         return report
 
     def stop(self) -> None:
@@ -103,20 +122,23 @@ class FaceWorker:
             self.pipeline.close()
 
 
-def start_fingerprint(cfg: Config, service: PunchService, events: EventBus, feedback=None):
+def start_fingerprint(cfg: Config, service: PunchService, events: EventBus, feedback=None, *, heartbeat=None,
+                      on_failure: Callable[[Exception], None] | None = None):
     """The sensor's capture loop in its own thread (terminal/finger/service.py); unknown fingers are shown
-    on the screen and get the failure pattern (accepted ones get feedback from the PunchService)."""
+    on the screen and get the failure pattern (accepted ones get feedback from the PunchService); a failed
+    attempt goes to `on_failure`."""
     from terminal.finger.service import FingerprintService
 
     def show(decision) -> None:
         if decision.accepted:
             return
+        events.publish("decision", {"accepted": False, "method": "finger", "message": UNKNOWN_FINGER,
+                                    "reason": decision.reason})  # first: a broken buzzer must not hide it
         if feedback is not None:
             feedback.failure()
-        events.publish("decision", {"accepted": False, "method": "finger", "message": UNKNOWN_FINGER,
-                                    "reason": decision.reason})
 
-    finger = FingerprintService(cfg.fingerprint, cfg.state_dir, service, on_decision=show)
+    finger = FingerprintService(cfg.fingerprint, cfg.state_dir, service, on_decision=show, on_error=on_failure,
+                                heartbeat=heartbeat.beat if heartbeat is not None else None)
     finger.start()
     return finger
 

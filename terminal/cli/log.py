@@ -51,8 +51,9 @@ def register(sub) -> None:
     add_command(sub, "status", cmd_status, "health, clock, backlog and faults at a glance")
 
 
-def open_log(cfg) -> punchlog.PunchLog:
-    return punchlog.PunchLog(cfg.state_dir, checkpoint_every=cfg.log.checkpoint_every)
+def open_log(cfg, readonly: bool = False) -> punchlog.PunchLog:
+    """`readonly` for the commands that only read: they never write, so they work on a full disk."""
+    return punchlog.PunchLog(cfg.state_dir, checkpoint_every=cfg.log.checkpoint_every, readonly=readonly)
 
 
 def cmd_init(args) -> int:
@@ -124,7 +125,7 @@ def _login_name() -> str:
 
 def cmd_log_list(args) -> int:
     cfg = load_config(args)
-    with open_log(cfg) as log:
+    with open_log(cfg, readonly=True) as log:
         after = args.after_seq
         if after is None:
             after = max(0, log.head()[0] - (args.limit or 20))
@@ -144,7 +145,7 @@ def cmd_log_export(args) -> int:
     cfg = load_config(args)
     out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
     try:
-        with open_log(cfg) as log:
+        with open_log(cfg, readonly=True) as log:
             # kind and lateness are derived values beside the record: `derived` in jsonl, columns in csv
             if args.format == "jsonl":
                 for r in log.records(after_seq=args.since_seq):
@@ -164,7 +165,7 @@ def cmd_log_export(args) -> int:
 
 def cmd_log_verify(args) -> int:
     cfg = load_config(args)
-    with open_log(cfg) as log:
+    with open_log(cfg, readonly=True) as log:
         problems = log.verify()
         head = log.head()
         checkpoints = log.db["checkpoints"].count

@@ -105,7 +105,7 @@ def _sample_note(sample: dict | None) -> str:
 
 def cmd_sync_status(args) -> int:
     cfg = load_config(args)
-    with punchlog.PunchLog(cfg.state_dir) as log:
+    with punchlog.PunchLog(cfg.state_dir, readonly=True) as log:  # reads only: works on a full disk
         result = syncstate.summary(log.conn, syncstate.target_of(cfg.central.url), log.log_id)
     if getattr(args, "json", False) or not result.get("configured"):
         emit(args, result, result["summary"])

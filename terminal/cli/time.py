@@ -26,7 +26,7 @@ def cmd_time_status(args) -> int:
     from terminal.timing import rtc
 
     cfg = load_config(args)
-    with punchlog.PunchLog(cfg.state_dir) as log:
+    with punchlog.PunchLog(cfg.state_dir, readonly=True) as log:  # reads only: works on a full disk
         report = timeline.status(log.conn)
     if cfg.time.rtc != "off":
         cal = rtc.load(cfg.state_dir)

@@ -56,12 +56,19 @@ def punch(sink: PunchLog | PunchService, slots: SlotMap, capture: Capture, min_s
 
 
 def capture_handler(sink: PunchLog | PunchService, slots: SlotMap, min_score: int,
-                    on_decision: Callable[[FingerDecision], None] | None = None) -> Callable[[Capture], None]:
-    """The `on_capture` callback for CaptureLoop: punch, then tell the screen/LEDs (on_decision)."""
+                    on_decision: Callable[[FingerDecision], None] | None = None,
+                    on_error: Callable[[Exception], None] | None = None) -> Callable[[Capture], None]:
+    """The `on_capture` callback for CaptureLoop: punch, then tell the screen/LEDs (on_decision). With
+    `on_error`, any exception of this attempt goes there instead of up (the employee must hear about it)."""
 
     def handle(capture: Capture) -> None:
-        decision = punch(sink, slots, capture, min_score)
-        if on_decision:
-            on_decision(decision)
+        try:
+            decision = punch(sink, slots, capture, min_score)
+            if on_decision:
+                on_decision(decision)
+        except Exception as e:
+            if on_error is None:
+                raise
+            on_error(e)
 
     return handle

@@ -7,7 +7,9 @@
     service.stop()
 
 Decisions reach `on_decision` (the kiosk screen) after the punch was committed; feedback (LEDs, buzzer)
-follows the decision, and the red LED blinks while the sensor is in fault.
+follows the decision, and the red LED blinks while the sensor is in fault. An exception while deciding,
+punching or giving feedback reaches `on_error` (default: the failure pattern) and capture goes on with the
+next finger; `heartbeat` is called on every round of the capture loop, for the daemon's supervision.
 """
 
 from __future__ import annotations
@@ -31,16 +33,23 @@ log = logging.getLogger(__name__)
 class FingerprintService:
     def __init__(self, settings, state_dir: str | Path, sink: PunchLog | PunchService, *, feedback=None,
                  on_decision: Callable[[FingerDecision], None] | None = None,
-                 on_health: Callable[[dict], None] | None = None):
+                 on_health: Callable[[dict], None] | None = None,
+                 on_error: Callable[[Exception], None] | None = None,
+                 heartbeat: Callable[[], None] | None = None):
         """`settings` is the [fingerprint] section; `sink` the daemon's PunchService (or a bare PunchLog);
         `feedback` a drivers.gpio.Feedback or None."""
         self.settings = settings
         self.feedback = feedback
-        # Its own connection for fault_events: a sqlite3 connection carries one transaction at a time, and
-        # the punch writer's connection is busy in other threads.
-        self._conn = punchlog.connect(punchlog.db_path(state_dir))
+        # Its own connection for fault_events, opened when a sync reports (not at start: on a full disk the
+        # sensor must still come up): a sqlite3 connection carries one transaction at a time, and the punch
+        # writer's connection is busy in other threads.
+        self._db_path = punchlog.db_path(state_dir)
+        self._conn = None
         self._on_decision = on_decision
         self._on_health = on_health
+        self._on_error = on_error
+        self.errors = 0
+        self.last_error: str | None = None
         self.slots = SlotMap(state_dir)
         # A slot sync runs in its own thread (after a roster swap); stop() must not close the sensor and the
         # databases under it (a closed sqlite connection in use crashed the process), so they take turns.
@@ -48,7 +57,8 @@ class FingerprintService:
         self._stopped = False
         self.sensor = from_config(settings, on_health=self._health_changed)  # [fingerprint] model picks it
         self.loop = CaptureLoop(self.sensor, capture_handler(sink, self.slots, settings.min_score,
-                                                             on_decision=self._decided))
+                                                             on_decision=self._decided, on_error=self._failed),
+                                heartbeat=heartbeat)
 
     def start(self) -> None:
         self.loop.start()
@@ -59,10 +69,14 @@ class FingerprintService:
             self._stopped = True
             self.sensor.close()
             self.slots.close()
-            self._conn.close()
+            if self._conn is not None:
+                self._conn.close()
 
     def health(self) -> dict:
-        return {"enabled": True, **self.sensor.health()}
+        report = {"enabled": True, **self.sensor.health()}
+        if self.last_error:
+            report.update(last_attempt_error=self.last_error, failures=self.errors)
+        return report
 
     def sync(self, people: list[tuple[str, list[bytes]]]) -> SyncReport:
         """Slot sync while capture keeps running (they take turns per sensor call). Raises RuntimeError
@@ -73,6 +87,8 @@ class FingerprintService:
             report = sync_slots(self.sensor, self.slots, people)
             if report.fault:
                 log.error("fingerprint slot sync: %s", report.fault)
+            if self._conn is None:
+                self._conn = punchlog.connect(self._db_path)
             report_sync_fault(self._conn, report)
             return report
 
@@ -86,6 +102,17 @@ class FingerprintService:
             (self.feedback.success if stored else self.feedback.failure)()
         if self._on_decision:
             self._on_decision(decision)
+
+    def _failed(self, error: Exception) -> None:
+        """One finger's attempt failed (deciding, punching or feedback): the failure pattern, the error to
+        `on_error` (the daemon's fault and screen), and capture goes on."""
+        log.error("fingerprint attempt failed: %s: %s", type(error).__name__, error, exc_info=error)
+        self.errors += 1
+        self.last_error = f"{type(error).__name__}: {error}"
+        if self._on_error is not None:
+            self._on_error(error)
+        elif self.feedback is not None:
+            self.feedback.failure()
 
     def _health_changed(self, health: dict) -> None:
         if self.feedback is not None:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from drivers.fingerprint.base import FingerprintSensor, SensorError
 from drivers.fingerprint.registry import model_class
+from terminal.log import punchlog
 from terminal.secretbox import SecretBox
 
 DB_FILE = "fingerslots.db"
@@ -60,13 +61,30 @@ class SlotMap:
 
     def __init__(self, state_dir: str | Path):
         self.state_dir = Path(state_dir)
-        self.conn = sqlite3.connect(self.state_dir / DB_FILE, isolation_level=None, timeout=30,
-                                    check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL, not FULL: a map row lost in a power cut only costs a re-upload (the next sync reconciles).
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        for statement in _SCHEMA:
-            self.conn.execute(statement)
+        self.readonly = False
+        try:
+            self.conn = self._open(self.state_dir / DB_FILE)
+        except sqlite3.OperationalError:
+            if not (self.state_dir / DB_FILE).exists():
+                raise
+            # a full disk: the map is still read, so a finger finds its employee and the punch gets the clear
+            # refusal; syncing (a write) fails until space returns and the next start or roster change
+            self.conn = punchlog.connect_readonly(self.state_dir / DB_FILE)
+            self.readonly = True
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL, not FULL: a map row lost in a power cut only costs a re-upload (the next sync reconciles).
+            conn.execute("PRAGMA synchronous=NORMAL")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def close(self) -> None:
         self.conn.close()

@@ -37,9 +37,11 @@ def store_photo(state_dir: Path, jpeg: bytes) -> StoredPhoto:
     path = Path(state_dir) / rel
     if path.exists():
         return StoredPhoto(rel, digest)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     try:
+        # inside the handling: the day's first photo creates its folder, and on a full disk that is the
+        # write that fails (a directory needs a block of its own)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             view = memoryview(jpeg)

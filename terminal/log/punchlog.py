@@ -8,10 +8,14 @@ updates or deletes a punch: administrative actions go to the append-only audit t
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import sqlite3
+import tempfile
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +24,7 @@ from pathlib import Path
 from terminal import identity
 from terminal.errors import CorruptDatabase, LogError, NotInitialised, StorageError, StorageFull
 from terminal.log import chain, evidence, schema
-from terminal.log.writelock import WriterLock
+from terminal.log.writelock import WriterLock, WriterLockTimeout
 from terminal.timing import clock
 
 DB_FILE = "punches.db"
@@ -30,6 +34,8 @@ SQLITE_SYNCHRONOUS_FULL = 2
 # Values beside each record, outside the hash (schema step 7; computed by terminal/punch/derived.py).
 DERIVED_FIELDS = ("kind", "minutes_late", "minutes_early", "local_date", "local_time", "timezone", "workday",
                   "day_name", "zk_state", "basis", "computed_from", "time_verified")
+LOCK_TIMEOUT = 30.0  # seconds a punch waits for another writer before it is refused
+SNAPSHOT_DIRS = ("/dev/shm",)  # RAM first: on a Pi /tmp is often on the same (full) SD card
 
 
 def db_path(state_dir: Path) -> Path:
@@ -59,6 +65,76 @@ def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """A connection that never writes, for the read-only commands (`log list|export|verify`, `status`, the
+    USB export), which must work on a full disk.
+
+    A WAL reader needs the wal-index (the -shm file) and SQLite allocates its pages by writing to them: on
+    a full disk that fails ("disk I/O error") once no other connection keeps the -shm mapped. Then: if the
+    WAL holds nothing, the main file is the whole database and is read as immutable (no -shm, no locks);
+    otherwise the database and its WAL are copied to a private folder in RAM and the copy is read.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise NotInitialised(f"{path}: no punch database; run `presensi init` first")
+    try:
+        return _open_ro(_uri(path, mode="ro"))
+    except sqlite3.DatabaseError as e:
+        first = e
+    wal = path.with_name(path.name + "-wal")
+    try:
+        if not wal.exists() or wal.stat().st_size == 0:
+            return _open_ro(_uri(path, immutable="1"))
+        return _open_snapshot(path, wal)
+    except (sqlite3.DatabaseError, OSError):
+        raise _classify(first, path, reading=True) from None
+
+
+def _uri(path: Path, **params: str) -> str:
+    return f"file:{urllib.parse.quote(str(path.resolve()))}?{urllib.parse.urlencode(params)}"
+
+
+def _open_ro(uri: str, factory=sqlite3.Connection) -> sqlite3.Connection:
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30, check_same_thread=False,
+                           factory=factory)
+    try:
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA temp_store=MEMORY")  # sorting must not need a temporary file either
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the first read maps the WAL index
+    except BaseException:
+        conn.close()
+        raise
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+class _SnapshotConnection(sqlite3.Connection):
+    """A connection to a private copy of the database; closing it removes the copy."""
+
+    snapshot_dir: str | None = None
+
+    def close(self) -> None:
+        super().close()
+        if self.snapshot_dir:
+            shutil.rmtree(self.snapshot_dir, ignore_errors=True)
+            self.snapshot_dir = None
+
+
+def _open_snapshot(path: Path, wal: Path) -> sqlite3.Connection:
+    base = next((d for d in SNAPSHOT_DIRS if os.path.isdir(d) and os.access(d, os.W_OK)), None)
+    folder = tempfile.mkdtemp(prefix="presensi-ro-", dir=base)
+    try:
+        copy = Path(folder) / path.name
+        shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))  # the WAL first: it only grows meanwhile
+        shutil.copyfile(path, copy)
+        conn = _open_ro(_uri(copy), factory=_SnapshotConnection)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    conn.snapshot_dir = folder
+    return conn
+
+
 def _disk_nearly_full(path: Path, margin: int = 256 * 1024) -> bool:
     try:
         st = os.statvfs(path.parent)
@@ -67,10 +143,13 @@ def _disk_nearly_full(path: Path, margin: int = 256 * 1024) -> bool:
     return st.f_bavail * st.f_frsize < margin
 
 
-def _classify(e: sqlite3.DatabaseError, path: Path) -> LogError:
+def _classify(e: sqlite3.DatabaseError, path: Path, reading: bool = False) -> LogError:
     msg = str(e).lower()
     # SQLite reports ENOSPC as SQLITE_FULL or, when the WAL or shm write fails, as a plain I/O error.
     if "full" in msg or ("disk i/o" in msg and _disk_nearly_full(path)):
+        if reading:
+            return StorageFull(f"{path}: the disk is full and the punch log cannot be read ({e}); free space "
+                               "(old photos, logs) and retry")
         return StorageFull(
             f"{path}: the disk is full; the punch was NOT recorded. Free space (old photos, logs) and retry"
         )
@@ -88,6 +167,20 @@ def _classify(e: sqlite3.DatabaseError, path: Path) -> LogError:
             "the service restarts and checks the database"
         )
     return StorageError(f"{path}: database error ({e})")
+
+
+def classify_error(e: Exception, path: Path) -> LogError:
+    """Any storage exception (SQLite, the file system, the writer lock) as the LogError that explains it."""
+    if isinstance(e, LogError):
+        return e
+    if isinstance(e, sqlite3.DatabaseError):
+        return _classify(e, path)
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull(f"{path}: the disk is full; the punch was NOT recorded. Free space (old photos, "
+                           "logs) and retry")
+    if isinstance(e, WriterLockTimeout):
+        return StorageError(f"{path}: {e}; the punch was NOT recorded")
+    return StorageError(f"{path}: storage error ({type(e).__name__}: {e}); the punch was NOT recorded")
 
 
 def init(state_dir: Path) -> dict:
@@ -134,15 +227,18 @@ def _check_integrity(conn: sqlite3.Connection, path: Path, quick: bool) -> str:
 class PunchLog:
     """The open punch log of one terminal. Safe to share between threads; one per process is enough."""
 
-    def __init__(self, state_dir: Path, *, checkpoint_every: int = 100, check: bool = False):
+    def __init__(self, state_dir: Path, *, checkpoint_every: int = 100, check: bool = False,
+                 readonly: bool = False, lock_timeout: float = LOCK_TIMEOUT):
+        """`readonly`: never write (no migration, no writer lock), so that reading works on a full disk."""
         self.state_dir = Path(state_dir)
         self.path = db_path(self.state_dir)
-        self.conn = connect(self.path)
+        self.readonly = readonly
+        self.conn = connect_readonly(self.path) if readonly else connect(self.path)
         if check:
             _check_integrity(self.conn, self.path, quick=True)
         try:
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-            if version < schema.LATEST:
+            if version < schema.LATEST and not readonly:
                 schema.migrate(self.conn)
             elif version > schema.LATEST:
                 schema.migrate(self.conn)  # raises SchemaTooNew with the explanation
@@ -156,7 +252,8 @@ class PunchLog:
         self.log_id: str = row[0]
         self._db = None
         self.checkpoint_every = checkpoint_every
-        self._lock = WriterLock(self.state_dir / LOCK_DIR)
+        self.lock_timeout = lock_timeout
+        self._lock = None if readonly else WriterLock(self.state_dir / LOCK_DIR)
         self._key = None
 
     @property
@@ -205,7 +302,7 @@ class PunchLog:
         if not employee or not isinstance(employee, str):
             raise LogError("an employee id is required")
         photo = evidence.store_photo(self.state_dir, photo_jpeg) if photo_jpeg is not None else None
-        with self._lock.hold():
+        with self._writer():
             reading = reading or clock.read()
             return self._write(
                 {
@@ -217,6 +314,20 @@ class PunchLog:
                 },
                 derived,
             )
+
+    @contextmanager
+    def _writer(self):
+        """The writer lock; waiting too long for it is a storage error of this punch, not a crash."""
+        if self._lock is None:
+            raise LogError(f"{self.path}: opened read-only; nothing can be written through this connection")
+        try:
+            with self._lock.hold(self.lock_timeout) as ticket:
+                yield ticket
+        except WriterLockTimeout as e:
+            raise StorageError(f"{self.path}: {e}; the punch was NOT recorded. Retry; if it persists, "
+                               "restart the service") from None
+        except OSError as e:  # the lock's ticket files: on a full disk their creation fails first
+            raise classify_error(e, self.path) from None
 
     def _write(self, record: dict, derived: dict | None = None) -> dict:
         with self._transaction():
@@ -257,19 +368,36 @@ class PunchLog:
             self._key = identity.load_key(self.state_dir)
         return self._key
 
-    def _insert_checkpoint(self, seq: int, hash_: str) -> dict:
+    def _signed_checkpoint(self, seq: int, hash_: str) -> dict:
         key = self._signing_key()
-        cp = {
+        return {
             "log_id": self.log_id, "seq": seq, "hash": hash_, "signed_realtime_ns": time.time_ns(),
             "public_key": chain.public_key_b64(key),
             "signature": chain.sign_b64(key, chain.checkpoint_message(self.log_id, seq, hash_)),
         }
+
+    def _insert_checkpoint(self, seq: int, hash_: str) -> dict:
+        cp = self._signed_checkpoint(seq, hash_)
         _insert(self.conn, "checkpoints", cp)
         return cp
 
+    def head_checkpoint(self) -> dict | None:
+        """A signed checkpoint over the current head: stored (as `checkpoint()`) when the log can be written,
+        else signed now and not stored (an export from a full disk or through a read-only connection)."""
+        if not self.readonly:
+            try:
+                return self.checkpoint()
+            except (StorageFull, StorageError):
+                pass
+        seq, hash_ = self.head()
+        last = self.latest_checkpoint()
+        if seq == 0 or (last and last["seq"] == seq):
+            return last if seq else None
+        return self._signed_checkpoint(seq, hash_)
+
     def checkpoint(self) -> dict | None:
         """Sign a checkpoint over the current head now (on demand). None when the log is empty."""
-        with self._lock.hold(), self._transaction():
+        with self._writer(), self._transaction():
             seq, hash_ = self._head_in_txn()
             last = self.latest_checkpoint()
             if seq == 0:
@@ -282,7 +410,7 @@ class PunchLog:
         """Record an administrative action (append-only)."""
         entry = {"realtime_ns": time.time_ns(), "actor": actor, "action": action,
                  "details": _canonical_json(details or {})}
-        with self._lock.hold(), self._transaction():
+        with self._writer(), self._transaction():
             _insert(self.conn, "audit", entry)
 
     # -- reading ---------------------------------------------------------------------------------------

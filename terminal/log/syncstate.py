@@ -132,5 +132,5 @@ def status_part(cfg) -> dict:
     """`presensi status` part "sync": backlog, acked seq, last contact and last error."""
     from terminal.log import punchlog  # punchlog does not import this module; imported here to keep it light
 
-    with punchlog.PunchLog(cfg.state_dir) as log:
+    with punchlog.PunchLog(cfg.state_dir, readonly=True) as log:
         return summary(log.conn, target_of(cfg.central.url), log.log_id)

@@ -148,7 +148,7 @@ def status_part(cfg) -> dict:
     """The `faults` part of `presensi status`: the open faults."""
     from terminal.log import punchlog  # lazy: punchlog is heavier than this module needs otherwise
 
-    with punchlog.PunchLog(cfg.state_dir) as log:
+    with punchlog.PunchLog(cfg.state_dir, readonly=True) as log:
         rows = open_faults(log.conn)
     names = ", ".join(f"{e['part']} ({e['message'][:60]})" for e in rows)
     return {"ok": not rows, "open": rows, "count": len(rows),

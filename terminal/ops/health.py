@@ -222,7 +222,7 @@ class HealthMonitor:
     # Seconds between runs of the slower checks (quick_check reads the whole database); others run every tick.
     EVERY = {"database": 600.0, "sync": 30.0, "clock": 10.0, "power": 10.0, "temperature": 10.0}
 
-    def __init__(self, cfg, conn: sqlite3.Connection, *, log_id: str = "",
+    def __init__(self, cfg, conn: sqlite3.Connection | None, *, log_id: str = "",
                  providers: dict[str, Callable[[], dict]] | None = None,
                  checks: dict[str, Callable[[], CheckResult]] | None = None,
                  every: dict[str, float] | None = None, clock: Callable[[], float] = time.monotonic):
@@ -233,27 +233,55 @@ class HealthMonitor:
         self.clock = clock
         self.last: dict[str, CheckResult] = {}
         self._ran: dict[str, float] = {}
+        self.db_error: str | None = None  # why the database cannot be opened (a full disk at start)
+        self.unrecorded: set[str] = set()  # fault keys raised while they could not be written
 
     @classmethod
     def open(cls, cfg, *, providers: dict[str, Callable[[], dict]] | None = None) -> HealthMonitor:
         """A monitor with its own connection to the punch database: a sqlite3 connection carries one
-        transaction at a time, so the health thread must not share the punch writer's connection."""
+        transaction at a time, so the health thread must not share the punch writer's connection. When the
+        database cannot be opened (a full disk), the checks run anyway and the monitor connects later."""
+        monitor = cls(cfg, None, providers=providers)
+        monitor.reconnect()
+        return monitor
+
+    def reconnect(self) -> bool:
+        if self.conn is not None:
+            return True
         from terminal.log import punchlog
 
-        conn = punchlog.connect(punchlog.db_path(cfg.state_dir))
-        row = conn.execute("SELECT value FROM meta WHERE key='log_id'").fetchone()
-        return cls(cfg, conn, log_id=row[0] if row else "", providers=providers)
+        try:
+            conn = punchlog.connect(punchlog.db_path(self.cfg.state_dir))
+            row = conn.execute("SELECT value FROM meta WHERE key='log_id'").fetchone()
+        except Exception as e:  # a LogError or sqlite3 error that says why
+            self.db_error = str(e)
+            return False
+        self.conn, self.log_id, self.db_error = conn, row[0] if row else "", None
+        return True
 
     def close(self) -> None:
-        self.conn.close()
+        if self.conn is not None:
+            self.conn.close()
+
+    def _with_db(self, name: str, check: Callable[[], CheckResult]) -> Callable[[], CheckResult]:
+        """A check that needs the database: without a connection the database is the fault, the others wait."""
+        def run() -> CheckResult:
+            if self.conn is None:
+                if name == "database":
+                    return CheckResult("database", "fault", "database", "the punch database cannot be opened: "
+                                       f"{self.db_error}", {"error": self.db_error})
+                return CheckResult(name, "skipped", name, "waiting for the punch database")
+            return check()
+        return run
 
     def default_checks(self) -> dict[str, Callable[[], CheckResult]]:
         h, state = self.cfg.health, self.cfg.state_dir
         return {
             "disk": lambda: check_disk(state, h.disk_warn_mb, h.disk_critical_mb),
-            "database": lambda: check_database(self.conn),
-            "clock": lambda: check_clock(self.conn, h.clock_uncertainty_seconds),
-            "sync": lambda: check_sync(self.conn, self.cfg.central.url, self.log_id, h.sync_lag_minutes),
+            "database": self._with_db("database", lambda: check_database(self.conn)),
+            "clock": self._with_db("clock", lambda: check_clock(self.conn, h.clock_uncertainty_seconds)),
+            "sync": self._with_db("sync", lambda: check_sync(self.conn, self.cfg.central.url, self.log_id,
+                                                             h.sync_lag_minutes)),
             "temperature": lambda: check_temperature(h.temp_warn_c, h.temp_critical_c),
             "power": check_power,
         }
@@ -276,8 +304,17 @@ class HealthMonitor:
 
     def tick(self) -> list[dict]:
         """Run all checks and record what changed; returns the fault events written (usually none)."""
+        self.reconnect()
         self.last = self.run_checks()
-        open_keys = {e["fault_key"] for e in faults.open_faults(self.conn)}  # a read: no write lock taken
+        if self.conn is None:  # nothing can be written: remember what was raised, write it once possible
+            self.unrecorded |= {f"health:{n}:{r.level}" for n, r in self.last.items()
+                                if r.level in ("warning", "fault")}
+            return []
+        try:
+            open_keys = {e["fault_key"] for e in faults.open_faults(self.conn)}  # a read: no write lock taken
+        except sqlite3.Error as e:
+            log.error("cannot read the open faults: %s", e)
+            return []
         written = []
         for name, result in self.last.items():
             if result.level == "skipped":
@@ -285,13 +322,30 @@ class HealthMonitor:
             for level in ("warning", "fault"):
                 key = f"health:{name}:{level}"
                 try:
+                    written += self._record_missed(key, level, result, key in open_keys)
                     event = self._record(key, level, result, key in open_keys)
                 except sqlite3.Error as e:  # e.g. the disk is full: keep checking, status still shows it
                     log.error("cannot record fault %s: %s", key, e)
+                    if result.level == level:
+                        self.unrecorded.add(key)
                     continue
                 if event:
                     written.append(event)
         return written
+
+    def _record_missed(self, key: str, level: str, result: CheckResult, is_open: bool) -> list[dict]:
+        """A fault raised while it could not be written, and over by now: written as raised and cleared, so
+        that IT staff see the full disk of last night in the fault history."""
+        if key not in self.unrecorded:
+            return []
+        self.unrecorded.discard(key)
+        if result.level == level or is_open:
+            return []  # still present: _record raises it now
+        part = key.split(":")[1]
+        raised = faults.raise_fault(self.conn, key, part=part, category=result.category,
+                                    message=f"{part} {level} while the punch database could not be written")
+        cleared = faults.clear_fault(self.conn, key, message=f"recovered: {result.message}")
+        return [e for e in (raised, cleared) if e]
 
     def _record(self, key: str, level: str, result: CheckResult, is_open: bool) -> dict | None:
         if result.level == level and not is_open:

@@ -15,7 +15,7 @@ from terminal.log import punchlog
 
 def _database(cfg: Config) -> dict:
     try:
-        with punchlog.PunchLog(cfg.state_dir) as log:
+        with punchlog.PunchLog(cfg.state_dir, readonly=True) as log:
             seq, hash_ = log.head()
             return {
                 "ok": log.integrity(quick=True) == "ok",

@@ -10,6 +10,11 @@ only its employees are recorded (every method), and a PIN punch only for those w
 terminal without any roster yet (version 0: set up by `presensi enroll-photos` alone) accepts everyone,
 as it always has. An operator may override a refusal with a stated reason; the override is written into
 the punch's details (inside the hash chain) and into the audit table.
+
+Any storage failure of a punch (a full disk, an I/O error, a writer that holds the log too long), while
+deciding or while appending, takes one refusal path: nothing is acknowledged, the screen says so in Bahasa
+Indonesia ("penyimpanan penuh" for a full disk) and `error` says it in English for the CLI ("the disk is
+full; the punch was NOT recorded").
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from terminal.config import Config
-from terminal.errors import LogError
+from terminal.errors import LogError, StorageFull
+from terminal.log import punchlog
 from terminal.log.punchlog import PunchLog
+from terminal.log.writelock import WriterLockTimeout
 from terminal.punch import derived, history, rules
 from terminal.timing import clock, timeline
 
@@ -32,6 +39,9 @@ log = logging.getLogger("presensi.punch")
 
 TIME_FAULT = "punch:time-unverified"
 FAILED_MESSAGE = "Gagal simpan — silakan ulangi atau hubungi operator"
+DISK_FULL_MESSAGE = "Penyimpanan penuh — presensi TIDAK tercatat. Hubungi operator"
+# what a storage failure of a punch may raise, besides the LogErrors the log itself raises
+STORAGE_ERRORS = (LogError, sqlite3.Error, OSError, WriterLockTimeout)
 
 
 @dataclass
@@ -102,20 +112,35 @@ class PunchService:
             details = {**(details or {}), "override": {"reason": override[:500], "operator": operator or "",
                                                        "refused_because": check.reason}}
         with self._lock:
-            estimate, decision = self._decide(employee, name, reading)
-            self._flag_time(decision)
-            verified = bool(estimate.get("verified"))
-            if not decision.record:
-                earlier = self.log.get(decision.repeat_of["seq"]) if decision.repeat_of else None
-                outcome = PunchOutcome(employee, name, method, recorded=False, acknowledged=True,
-                                       message=decision.message, kind=decision.kind, time_verified=verified,
-                                       record=earlier, decision=decision.as_dict())
-            else:
-                outcome = self._append(employee, name, method, decision, estimate, details, photo_jpeg, reading)
+            try:
+                outcome = self._punch_locked(employee, name, method, details, photo_jpeg, reading)
+            except STORAGE_ERRORS as e:  # deciding reads the log too: a full disk or a busy lock is a refusal
+                outcome = self._refused(employee, name, method, e)
         if check.refusal and outcome.recorded:
             self._audit_override(operator, employee, method, override, check, outcome)
         self._notify(outcome)
         return outcome
+
+    def _punch_locked(self, employee, name, method, details, photo_jpeg, reading) -> PunchOutcome:
+        estimate, decision = self._decide(employee, name, reading)
+        self._flag_time(decision)
+        verified = bool(estimate.get("verified"))
+        if not decision.record:
+            earlier = self.log.get(decision.repeat_of["seq"]) if decision.repeat_of else None
+            return PunchOutcome(employee, name, method, recorded=False, acknowledged=True,
+                                message=decision.message, kind=decision.kind, time_verified=verified,
+                                record=earlier, decision=decision.as_dict())
+        return self._append(employee, name, method, decision, estimate, details, photo_jpeg, reading)
+
+    def _refused(self, employee: str, name: str, method: str, e: Exception, decision=None,
+                 verified: bool = False) -> PunchOutcome:
+        """The clear refusal: English for the CLI and the log (error), Bahasa Indonesia for the screen."""
+        error = punchlog.classify_error(e, self.log.path)
+        log.error("punch not recorded (method %s): %s", method, error)
+        message = DISK_FULL_MESSAGE if isinstance(error, StorageFull) else FAILED_MESSAGE
+        return PunchOutcome(employee, name, method, recorded=False, acknowledged=False, message=message,
+                            kind=decision.kind if decision else "", time_verified=verified,
+                            decision=decision.as_dict() if decision else {}, error=str(error))
 
     def _flag_time(self, decision: rules.Decision) -> None:
         """A decision made on raw wall clocks (the timeline failed) is recorded flagged, never silently:
@@ -171,11 +196,8 @@ class PunchService:
             record = self.log.append(employee, method, details=details or {}, photo_jpeg=photo_jpeg,
                                      latitude=self.cfg.device.latitude, longitude=self.cfg.device.longitude,
                                      reading=reading, derived=values)
-        except LogError as e:
-            log.error("punch not recorded (method %s): %s", method, e)
-            return PunchOutcome(employee, name, method, recorded=False, acknowledged=False,
-                                message=FAILED_MESSAGE, kind=decision.kind, time_verified=verified,
-                                decision=decision.as_dict(), error=str(e))
+        except STORAGE_ERRORS as e:
+            return self._refused(employee, name, method, e, decision, verified)
         return PunchOutcome(employee, name, method, recorded=True, acknowledged=True, message=decision.message,
                             kind=decision.kind, time_verified=verified, record=record,
                             decision=decision.as_dict())

@@ -61,6 +61,10 @@
       if (!isNaN(t)) offsetMs = t - Date.now();
     }
     $("unverified").hidden = !!s.time_verified;
+    // punches are refused (a full disk): said for as long as it lasts, not only after an attempt
+    const refused = s.storage && s.storage.ok === false;
+    $("storage").hidden = !refused;
+    $("storage").textContent = refused ? (s.storage.message || "Presensi ditolak — hubungi operator") : "";
     chip("ind-network", s.central ? s.online : null, "Terhubung", "Luring", "ok", "bad");
     const pending = $("ind-pending");
     if (s.pending === null || s.pending === undefined) { pending.hidden = true; }
