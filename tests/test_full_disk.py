@@ -24,7 +24,8 @@ from kiosk_sse import Kiosk, wait_for
 
 from drivers.fingerprint.emulator import FingerprintEmulator
 from drivers.fingerprint.emulator.sensorsim import Settings, synthetic_template
-from terminal.log import punchlog
+from terminal import identity
+from terminal.log import chain, punchlog
 from terminal.ops import faults
 
 
@@ -58,7 +59,8 @@ def face_photo() -> bytes:
 WRITER = """
 import json, sys
 from terminal import config
-from terminal.log import punchlog
+from terminal import identity
+from terminal.log import chain, punchlog
 from terminal.punch.service import PunchService
 cfg = config.load(sys.argv[1])
 service = PunchService(cfg, punchlog.PunchLog(cfg.state_dir))
@@ -118,7 +120,8 @@ def test_face_and_pin_punches_are_refused_with_the_clear_message_and_work_again_
 # A writer that dies with punches still in the WAL (power cut), so that a reader must replay the WAL
 CRASHED_WRITER = """
 import os, sys
-from terminal.log import punchlog
+from terminal import identity
+from terminal.log import chain, punchlog
 log = punchlog.PunchLog(sys.argv[1])
 log.conn.execute("PRAGMA wal_autocheckpoint=0")
 for i in range(int(sys.argv[2])):
@@ -175,7 +178,8 @@ def test_log_list_export_verify_status_and_usb_export_work_on_a_full_disk(disk, 
     assert not list(state.glob("*.tmp*")), "a read-only command left a file in the state directory"
 
     central = disk.root / "central.db"  # the central server takes the stick in: signature and hashes hold
-    assert presensi("server", "add-device", "full-01", "--db", str(central)).returncode == 0
+    key = chain.public_key_b64(identity.load_key(state))  # bound as an offline site's installer binds it
+    assert presensi("server", "add-device", "full-01", "--public-key", key, "--db", str(central)).returncode == 0
     imported = presensi("server", "import", written["dir"], "--db", str(central), "--json")
     assert imported.returncode == 0, imported.stderr
     rows = presensi("server", "punches", "--device", "full-01", "--db", str(central), "--json").stdout
@@ -208,6 +212,7 @@ def test_presensi_run_starts_degraded_on_a_full_disk_and_punches_again_when_spac
         cfg = write_config(disk, f"""[central]
 url = "{url}"
 token = "{reg['token']}"
+enrolment_code = "{reg['enrolment_code']}"
 server_key = "{reg['server_key']}"
 push_interval = 1.0
 heartbeat_interval = 1.0
