@@ -187,7 +187,8 @@ class BodyLimit:
     """ASGI middleware: the limit of the route a request is for (its openapi_extra LIMIT_KEY, else the
     default) is enforced before the app sees the request: a Content-Length above it gets 413 at once,
     before one byte of the body is read; a chunked body is counted as it arrives and stopped at the limit.
-    A client that stalls in the middle of its body gets 408 after BODY_TIMEOUT seconds."""
+    A client that stalls in the middle of its body gets 408 after BODY_TIMEOUT seconds; once the body is
+    complete nothing is timed any more (a stream such as the kiosk's /events waits on the client for hours)."""
 
     def __init__(self, app: ASGIApp, routes_of: FastAPI, default: int = DEFAULT_LIMIT,
                  body_timeout: float = BODY_TIMEOUT):
@@ -211,10 +212,12 @@ class BodyLimit:
                                                              {"Connection": "close"}))
             return
         received = 0
-        started = False
+        started = body_done = False
 
         async def counted() -> Message:
-            nonlocal received
+            nonlocal received, body_done
+            if body_done:  # the body is all here: a streaming answer now waits for the client to leave
+                return await receive()
             try:
                 with anyio.fail_after(self.body_timeout):
                     message = await receive()
@@ -225,6 +228,7 @@ class BodyLimit:
                 received += len(message.get("body", b""))
                 if received > limit_:
                     raise BodyTooLarge(limit_)
+                body_done = not message.get("more_body", False)
             return message
 
         async def watched(message: Message) -> None:

@@ -85,3 +85,30 @@ def test_deeply_nested_json_is_a_400(central, path, encoding):
     shallow = b"[" * 500 + b"]" * 500  # parses, but is no batch: refused by the model, still 400
     r = requests.post(url + path, data=shallow, headers=sign(auth, path, shallow), timeout=30)
     assert r.status_code == 400 and r.json()["error"]
+
+
+def test_a_streaming_answer_outlives_the_body_timeout():
+    """The body timeout is for a client stalling mid-body; once a GET's (empty) body is in, a stream such as
+    the kiosk's /events must go on for as long as it runs (it was cut with 408 after 30 s)."""
+    import asyncio
+
+    from fastapi.responses import StreamingResponse
+
+    app = asgi.make_app(title="stream", version="1")
+
+    @app.get("/stream")
+    async def stream():
+        async def ticks():
+            for i in range(8):
+                yield f"data: {i}\n\n".encode()
+                await asyncio.sleep(0.25)
+        return StreamingResponse(ticks(), media_type="text/event-stream")
+
+    for m in app.user_middleware:
+        if m.cls is asgi.BodyLimit:
+            m.kwargs["body_timeout"] = 0.5  # the stream (2 s) runs four body timeouts long
+    app.middleware_stack = None
+    with serve_in_thread(app) as url:
+        r = requests.get(url + "/stream", stream=True, timeout=10)
+        body = b"".join(r.iter_content(None))
+    assert r.status_code == 200 and body.count(b"data: ") == 8, body
