@@ -297,7 +297,8 @@ def test_readers_see_old_or_new_roster_never_a_mix(cfg):
 def test_kill_9_during_swaps_leaves_a_whole_roster(cfg):
     state = cfg.state_dir
     roster.install(state, version=1, employees=employees(5, "v1"))
-    code = ("import sys; from terminal.punch import roster; from tests.test_roster import employees\n"
+    code = ("import sys; sys.path.insert(0, 'tests')\n"  # test_roster imports conftest's helpers
+            "from terminal.punch import roster; from test_roster import employees\n"
             "v = int(sys.argv[2])\nwhile True:\n"
             "    roster.install(sys.argv[1], version=v, employees=employees(40, f'v{v}'))\n"
             "    print(v, flush=True); v += 1\n")

@@ -114,6 +114,7 @@ def central(tmp_path):
 
 def central_section(central) -> str:
     return (f'\n[central]\nurl = "{central.url}"\ntoken = "{central.device["token"]}"\n'
+            f'enrolment_code = "{central.device["enrolment_code"]}"\n'  # the first signed request binds the key
             f'server_key = "{central.device["server_key"]}"\ntimeout = 5.0\n')
 
 
@@ -198,7 +199,7 @@ def test_zk_settime_and_adms_claims_never_calibrate_the_rtc(tmp_path):
 def test_the_daemon_job_reads_the_sources(tmp_path):
     rtc_dir = fake.make(tmp_path / "rtc0")
     cfg, conf = terminal(tmp_path, time_section(rtc_dir))
-    assert "time_sources" in jobs.JOBS and "time_sources" in jobs.START_AT_ONCE
+    assert "time_sources" in jobs.JOBS and "time_sources" in jobs.STARTUP_JOBS
     result = jobs.time_sources(jobs.JobContext(conf))
     assert result["rtc"]["code"] == "rtc-uncalibrated"
 
