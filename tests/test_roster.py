@@ -572,3 +572,14 @@ def test_server_publish_roster_command(tmp_path, capsys, server_key):
     v1 = rb.verify_bundle(out.read_bytes(), store.server_key().public_key(), 0)
     assert [e["uid"] for e in latest["employees"]] == [e["uid"] for e in v1["employees"]] == [1001, 1002]
     assert v1["holidays"] == [{"date": "2026-08-17", "name": "HUT RI"}]
+
+
+def test_the_bundle_format_and_the_roster_store_agree_on_ids_and_user_numbers():
+    """Both sides of the wire define who may be in a roster (the server imports no terminal code): the id
+    pattern, template sizes and ZKTeco user numbers must stay the same on both."""
+    assert rb.EMPLOYEE_ID.pattern == roster.EMPLOYEE_ID.pattern
+    assert (rb.FACE_DIM, rb.FINGER_BYTES, rb.MAX_UID) == (roster.FACE_DIM, roster.FINGER_BYTES, roster.MAX_UID)
+    taken: set[int] = set()
+    for emp in ("123", "198001012005011001", "P-ENROL-1", "123", "65535", "65536", "x.y_z-1"):
+        assert rb.stable_uid(emp, taken) == roster.stable_uid(emp, taken), emp
+        taken.add(rb.stable_uid(emp, taken))
