@@ -2,8 +2,7 @@
 
 Face, fingerprint and operator PIN all end here, from the daemon, the admin page and the commands alike
 (`presensi punch`, `presensi scan --record`). The order is the design's promise: the employee hears the beep
-and reads "Berhasil" only after the record is committed; a storage failure is reported on the screen as
-"gagal simpan" and nothing is acknowledged.
+and reads "Berhasil" only after the record is committed.
 
 Who may punch is decided here too, so that no way in is weaker than another: once a roster is installed,
 only its employees are recorded (every method), and a PIN punch only for those with pin_allowed. A
