@@ -40,7 +40,13 @@
     if (clearTimer) clearTimeout(clearTimer);
     clearTimer = holdMs ? setTimeout(() => show(IDLE, "idle", 0), holdMs) : null;
     requestAnimationFrame(() => {
+      // What was on the screen, laid out, as it was shown: a reader (the tests, a support session) sees
+      // the badge's place even after the idle screen has replaced it.
+      const b = $("punch-unverified"), r = b.getBoundingClientRect(), q = msg.getBoundingClientRect();
       window.__kiosk.shown.push({text: text, cls: cls, unverified: !!unverified,
+                                 badge: b.hidden ? null : {text: b.innerText, left: r.left, top: r.top,
+                                                           bottom: r.bottom},
+                                 message: {right: q.right, top: q.top, bottom: q.bottom},
                                  at: performance.timeOrigin + performance.now()});
       if (window.__kiosk.shown.length > 50) window.__kiosk.shown.shift();
     });
