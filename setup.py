@@ -12,7 +12,8 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["terminal*", "drivers*", "sync*"]),
     include_package_data=True,
-    package_data={"terminal": ["web/static/*", "web/templates/*"]},
+    package_data={"terminal": ["web/static/*", "web/templates/*"],
+                  "sync": ["server/pages/static/*", "server/pages/templates/*"]},
     install_requires=[
         "sqlite-utils==4.2.1",
         "cryptography==46.0.3",
@@ -29,6 +30,7 @@ setup(
         "fastapi==0.165.0",
         "uvicorn==0.54.0",
         "pydantic==2.14.4",  # terminal/config/: the configuration models (pydantic-core has aarch64 wheels)
+        "Jinja2==3.1.6",  # the central server's pages (sync/server/pages/): templates with autoescape
     ],
     extras_require={
         # Raspberry Pi only: the GPIO backends gpiozero uses on real hardware.

@@ -9,9 +9,7 @@ from the routes and models below and served at /api/v1/openapi.json.
 """
 
 
-import datetime as dt
 import hashlib
-import html
 import json
 import re
 import secrets
@@ -19,7 +17,6 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
-from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
@@ -32,7 +29,7 @@ from terminal import __version__
 from terminal.log import chain
 from terminal.timing import clock
 
-from . import display, ingest
+from . import ingest, pages
 from .storage import PUNCH_COLUMNS, Store, code_hash, open_store
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -57,10 +54,6 @@ def server_clock_error() -> tuple[int, bool]:
     if reading.kernel_synced and reading.maxerror_us is not None:
         return reading.maxerror_us * 1000, True
     return UNSYNCED_ERROR_NS, False
-
-
-def _utc_text(ns: int) -> str:
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def token_hash(token: str) -> str:
@@ -423,15 +416,17 @@ def _call(fn, *args):
 
 # -- the app --------------------------------------------------------------------------------------------
 
-def build_app(store: Store | None) -> FastAPI:
-    """The app over `store` (None: only to generate the OpenAPI document)."""
+def build_app(store: Store | None, page_settings: pages.Settings | None = None) -> FastAPI:
+    """The app over `store` (None: only to generate the OpenAPI document): the device API and the pages
+    for people behind their login (sync/server/pages/)."""
     app = asgi.make_app(
         title="presensi-edge reference central server", version=__version__, openapi_url="/api/v1/openapi.json",
         description="Sync API for attendance terminals: push of hash-chained punches, heartbeat, fault "
-                    "reports, photos, corrected times, signed roster bundles and time.")
+                    "reports, photos, corrected times, signed roster bundles and time.", render=pages.error_page)
     app.store = store  # type: ignore[attr-defined]  # tests and the CLI reach the store through the app
+    app.state.pages = page_settings or pages.Settings()
     app.include_router(router(store))
-    app.add_api_route("/", lambda: HTMLResponse(page(store)), methods=["GET"], include_in_schema=False)
+    app.include_router(pages.router())
     return app
 
 
@@ -556,38 +551,9 @@ def _fault_events(body) -> list[dict]:
     return events
 
 
-# -- the status page ----------------------------------------------------------------------------------------
-
-def page(store: Store) -> str:
-    """Aggregate counts only: the page has no login, so it shows nothing personal (no NIP, no kinds or
-    times of anyone's punches, no alarm texts that may quote them). Details are for the CLI, which needs
-    access to the database (`presensi server punches|alarms`)."""
-    e = html.escape
-    devices = store.devices()
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>presensi central</title>"
-             "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}"
-             ".bad{color:#b00}</style></head><body><h1>presensi-edge reference central server</h1>",
-             f"<p>{len(devices)} devices, {sum(d['punches'] for d in devices)} punches, "
-             f"{sum(d['alarms'] for d in devices)} alarms, {store.photo_count()} photos.</p>",
-             "<h2>Devices</h2><table><tr><th>device</th><th>last contact</th><th>punches</th>"
-             "<th>acked through</th><th>backlog (heartbeat)</th><th>alarms</th></tr>"]
-    for d in devices:
-        hb = d["heartbeat"] or {}
-        last = _utc_text(d["last_contact_ns"]) if d["last_contact_ns"] else "never"
-        acked = ", ".join(f"{display.safe(x['log_id'][:8])}: {x['acked_through']}" for x in d["logs"]) or "-"
-        cls = " class='bad'" if d["alarms"] else ""
-        backlog = hb.get("backlog", "-")
-        parts.append(f"<tr><td>{e(display.safe(d['device_id']))}</td><td>{e(last)}</td><td>{d['punches']}</td>"
-                     f"<td>{e(acked)}</td><td>{e(display.safe(backlog, 20))}</td>"
-                     f"<td{cls}>{d['alarms']}</td></tr>")
-    parts.append("</table><p>Alarms and punches: <code>presensi server alarms|punches --db …</code> on the "
-                 "server.</p></body></html>")
-    return "".join(parts)
-
-
-def make_app(db) -> FastAPI:
+def make_app(db, page_settings: pages.Settings | None = None) -> FastAPI:
     """The app over the store at `db` (SQLite path or postgresql:// URL), created if needed."""
-    return build_app(open_store(db))
+    return build_app(open_store(db), page_settings)
 
 
 def openapi_document() -> dict:

@@ -195,6 +195,14 @@ class Store:
             if done:
                 atrest.warn(f"encrypted {done} {table} row(s) stored in clear by an older version")
 
+    def run_ddl(self, ddl: str) -> None:
+        """Create the tables of another module (accounts, fault states) with this backend's types:
+        `{serial}` an auto-increment key, `{blob}` bytes. Idempotent (CREATE … IF NOT EXISTS)."""
+        with self.transaction() as cur:
+            for stmt in ddl.format(**self._types()).split(";"):
+                if stmt.strip():
+                    cur.execute(stmt)
+
     def query_rows(self, sql: str, params=()) -> list[tuple]:
         with self.reading() as cur:
             self.execute(cur, sql, params)
@@ -511,8 +519,11 @@ class SQLiteStore(Store):
             atrest.tighten(Path(str(self.path) + suffix), 0o600)
         self.describe = f"sqlite:{self.path}"
 
+    def _types(self) -> dict:
+        return {"serial": "INTEGER", "blob": "BLOB"}
+
     def _ddl(self) -> str:
-        return DDL.format(serial="INTEGER", blob="BLOB")
+        return DDL.format(**self._types())
 
     @contextmanager
     def transaction(self):
@@ -548,8 +559,11 @@ class PostgresStore(Store):
         self.conn = psycopg.connect(url, autocommit=True)
         self.describe = "postgresql:" + url.rsplit("/", 1)[-1]
 
+    def _types(self) -> dict:
+        return {"serial": "BIGSERIAL", "blob": "BYTEA"}
+
     def _ddl(self) -> str:
-        return DDL.format(serial="BIGSERIAL", blob="BYTEA")
+        return DDL.format(**self._types())
 
     @contextmanager
     def transaction(self):

@@ -144,9 +144,10 @@ class Daemon:
         log.info("periodic jobs: %s", ", ".join(names))
         if self.cfg.central.url:  # a small sign of life that keeps going while bulk upload fails
             from sync.device import push
+            from terminal.app import heartbeat as heartbeat_health
 
-            heartbeat = push.Heartbeat(self.cfg.state_dir, push.Settings.from_config(self.cfg),
-                                       health=self.indicators)
+            health = heartbeat_health.cached(self.cfg, self.indicators, self._live_parts)
+            heartbeat = push.Heartbeat(self.cfg.state_dir, push.Settings.from_config(self.cfg), health=health)
             heartbeat.start()
             self.services["heartbeat"] = heartbeat
 
@@ -377,6 +378,11 @@ class Daemon:
             "time_verified": bool(clock_state.get("verified")),
             "utc": clock_state.get("utc"),
         }
+
+    def _live_parts(self) -> dict:
+        """The camera's and fingerprint sensor's health as their workers see it (None: not used here)."""
+        return {part: self._worker_health(worker) if worker in self.wanted else None
+                for part, worker in (("camera", "face"), ("fingerprint", "fingerprint"))}
 
     def _storage_indicator(self) -> dict:
         """Whether punches can be recorded now; the kiosk shows the message while they cannot."""

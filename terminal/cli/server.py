@@ -7,7 +7,7 @@ import re
 import signal
 import sys
 
-from terminal.cli import server_roster
+from terminal.cli import server_faults, server_roster, server_users
 from terminal.cli.common import CommandError, add_command, add_group, emit
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -23,11 +23,17 @@ def safe(value) -> str:
 
 def register(sub) -> None:
     srv = add_group(sub, "server", "the reference central server (development, tests, small regencies)")
-    p = add_command(srv, "run", cmd_run, "serve the sync API and the read-only status page")
+    p = add_command(srv, "run", cmd_run, "serve the sync API and the pages (fleet, faults, punches) behind a login")
     _db(p)
     p.add_argument("--listen", default="127.0.0.1:8800", metavar="HOST:PORT",
                    help="address to listen on (port 0 = any free port; default 127.0.0.1:8800)")
     p.add_argument("--threads", type=int, default=4, help="worker threads (default 4)")
+    p.add_argument("--silent-after", type=float, default=4 * 3600.0, metavar="SECONDS",
+                   help="a terminal not heard from this long becomes a fault (default 14400 = 4 hours)")
+    p.add_argument("--check-every", type=float, default=60.0, metavar="SECONDS",
+                   help="how often the silent-terminal check runs (default 60)")
+    p.add_argument("--timezone", default="Asia/Jakarta", choices=("Asia/Jakarta", "Asia/Makassar", "Asia/Jayapura"),
+                   help="the timezone the pages show times in (default Asia/Jakarta, WIB)")
     p = add_command(srv, "add-device", cmd_add_device,
                     "register a device, bind its key, and print its token and the server key")
     p.add_argument("device_id", metavar="DEVICE_ID")
@@ -53,6 +59,8 @@ def register(sub) -> None:
     p.add_argument("dir", metavar="DIR")
     _db(p)
     server_roster.register(srv)
+    server_users.register(srv, _store)
+    server_faults.register(srv, _store)
 
 
 def _db(p) -> None:
@@ -78,10 +86,15 @@ def _listen(text: str) -> tuple[str, int]:
 
 
 def cmd_run(args) -> int:
+    from sync.server import fleet, pages
     from sync.server.app import build_app, serve
 
     host, port = _listen(args.listen)
-    app = build_app(_store(args))
+    if not (args.silent_after > 0 and args.check_every > 0):
+        raise CommandError("--silent-after and --check-every must be positive numbers of seconds")
+    store = _store(args)
+    app = build_app(store, pages.Settings(silent_after_s=args.silent_after, timezone=args.timezone))
+    fleet.SilenceWatch(store, args.silent_after, args.check_every).start()
 
     def ready(url: str) -> None:
         print(f"listening on {url}", flush=True)

@@ -25,27 +25,11 @@ def register(sub) -> None:
                    help="export every punch after seq N instead of those not yet acknowledged")
 
 
-# Parts of `presensi status` the heartbeat summarises: the cheap ones (no model loading in a background
-# thread of a short-lived command).
-HEARTBEAT_PARTS = ("database", "health", "faults", "time", "roster", "fingerprint")
-
-
 def _health(cfg):
-    """A compact health summary for the heartbeat: ok/summary per part (computed once per run)."""
-    cache: dict = {}
+    """The heartbeat's health summary: each part's state (terminal/app/heartbeat.py), computed once per run."""
+    from terminal.app import heartbeat
 
-    def health() -> dict:
-        if not cache:
-            from terminal.app import status as app_status
-
-            report = app_status.collect_parts(cfg, HEARTBEAT_PARTS)
-            for name in HEARTBEAT_PARTS:
-                part = report.get(name)
-                if isinstance(part, dict):
-                    cache[name] = {"ok": bool(part.get("ok", True)),
-                                   "summary": str(part.get("summary") or part.get("error") or "")[:300]}
-        return cache
-    return health
+    return heartbeat.cached(cfg)
 
 
 def cmd_sync_now(args) -> int:
