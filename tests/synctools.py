@@ -66,13 +66,14 @@ serve_in_thread = serve_app  # the shared helper (tests/conftest.py)
 class ServerProcess:
     """`presensi server run` as a subprocess that can be SIGKILLed and restarted on the same port."""
 
-    def __init__(self, db: str, port: int):
-        self.db, self.port, self.proc = db, port, None
+    def __init__(self, db: str, port: int, args: tuple = ()):
+        self.db, self.port, self.proc, self.args = db, port, None, tuple(map(str, args))
 
     def start(self, timeout: float = 30) -> str:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "terminal.cli", "server", "run", "--db", self.db, "--listen",
-             f"127.0.0.1:{self.port}"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+             f"127.0.0.1:{self.port}", *self.args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            cwd=REPO)
         deadline = time.monotonic() + timeout
         line = ""
         while time.monotonic() < deadline:
