@@ -185,9 +185,9 @@ def test_punch_times_faults_heartbeat_roster_and_page(server, tmp_path):
     photo = dev("PUT", f"/api/v1/devices/dev-01/photos/{'a' * 64}", b"x", headers={"Content-Type": "image/jpeg"})
     assert photo.status_code == 400 and "SHA-256" in photo.json()["error"]
 
-    page = requests.get(url + "/", timeout=10)  # no login: aggregate counts only, nothing personal
-    assert page.status_code == 200 and "dev-01" in page.text and "10 punches" in page.text
-    assert p3["employee"] not in page.text
+    page = requests.get(url + "/", timeout=10)  # no login: the login page, nothing of devices or punches
+    assert page.status_code == 200 and page.url == url + "/login" and 'id="login"' in page.text
+    assert "dev-01" not in page.text and p3["employee"] not in page.text
     doc = requests.get(url + "/api/v1/openapi.json", timeout=10).json()
     assert "/api/v1/devices/{device_id}/punches" in doc["paths"]
 

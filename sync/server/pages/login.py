@@ -77,9 +77,7 @@ def _form(request: Request, status: int = 200, message: str = "", headers: dict 
 
 
 def login_form(request: Request) -> Response:
-    sess = current_session(request)
-    if sess is not None:
-        return redirect(HOME.get(sess.role, "/fleet"))
+    """The form, also to someone logged in (to log in as another account: the login replaces the session)."""
     return _form(request)
 
 
