@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -250,3 +251,63 @@ def test_fleet_faults_and_punches_pages_per_role(fleet, browser, tmp_path):
     for action in ("login", "login", "fault-acknowledge", "fault-photo-viewed", "forbidden", "logout"):
         assert action in audit
     logout(browser)
+
+
+def test_user_commands_refuse_what_would_be_a_weak_or_wrong_account(tmp_path):
+    db = str(tmp_path / "central.db")
+
+    def user(*args, password: str | None = PASSWORD):
+        return presensi("server", "user", *args, "--db", db, check=False,
+                        **({"input": password + "\n"} if password is not None else {"stdin": subprocess.DEVNULL}))
+
+    assert user("add", "budi", "--role", "diskominfo", "--password-stdin").returncode == 0
+    cases = [(("add", "budi", "--role", "bkpsdm", "--password-stdin"), PASSWORD, "exists already"),
+             (("add", "sri", "--role", "bkpsdm", "--password-stdin"), "pendek", "at least 12 characters"),
+             (("add", "Sri Wahyuni", "--role", "bkpsdm", "--password-stdin"), PASSWORD, "not valid"),
+             (("passwd", "nobody", "--password-stdin"), PASSWORD, "no user 'nobody'"),
+             (("add", "sri", "--role", "bkpsdm"), None, "--password-stdin")]  # no terminal to ask on
+    for args, password, message in cases:
+        out = user(*args, password=password)
+        assert out.returncode != 0 and message in out.stderr, (args, out.stderr)
+    listed = json.loads(presensi("server", "user", "list", "--json", "--db", db).stdout)
+    assert [(a["username"], a["role"]) for a in listed] == [("budi", "diskominfo")]
+    store = open_store(db)
+    try:
+        assert "kata-sandi" not in json.dumps(store.query("SELECT * FROM accounts"))  # only the scrypt hash
+        assert json.loads(store.query("SELECT password FROM accounts")[0]["password"])["kdf"] == "scrypt"
+        actions = [a["action"] for a in store.query("SELECT action FROM web_audit ORDER BY id")]
+        assert actions == ["account-added"]
+    finally:
+        store.close()
+    assert user("passwd", "budi", "--password-stdin", password=PASSWORD + "-baru").returncode == 0
+
+
+def test_the_punches_page_pages_through_fifty_at_a_time(tmp_path):
+    import synthlog
+    from synctools import serve_in_thread
+
+    from sync.server import accounts
+    from sync.server.app import make_app
+
+    app = make_app(str(tmp_path / "central.db"))
+    accounts.add(app.store, "sri", "bkpsdm", PASSWORD, actor="test")
+    reg = add_device(app.store, "dev-01")
+    with serve_in_thread(app) as url:
+        _, cfg = make_terminal(tmp_path, url, reg)
+        synthlog.fill(cfg.state_dir, 120)
+        pusher = push.Pusher(cfg.state_dir, push.Settings.from_config(cfg))
+        assert pusher.drain(time.monotonic() + 60)["done"]
+        pusher.close()
+        s = requests.Session()
+        token = re.search(r'name="csrf" value="([^"]+)"', s.get(url + "/login", timeout=10).text).group(1)
+        s.post(url + "/login", data={"csrf": token, "username": "sri", "password": PASSWORD}, timeout=10)
+        seen, page = [], 1
+        while True:
+            html = s.get(url + "/punches", params={"device": "dev-01", "page": page}, timeout=10).text
+            rows = html.count('<tr class="punch">')
+            seen.append(rows)
+            if 'rel="next"' not in html:
+                break
+            page += 1
+        assert seen == [50, 50, 20]
+    app.store.close()

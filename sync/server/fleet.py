@@ -176,18 +176,22 @@ def part_detail(heartbeat: dict | None, name: str) -> dict:
 
 # -- the fleet at a glance ------------------------------------------------------------------------------
 
-def overview(store: Store, silent_after_s: float, now_ns: int | None = None) -> list[dict]:
-    """One row per terminal: last contact, silent or not, parts, open faults, backlog, versions, alarms."""
+def overview(store: Store, silent_after_s: float, now_ns: int | None = None,
+             device_id: str | None = None) -> list[dict]:
+    """One row per terminal (or only `device_id`'s): last contact, silent or not, parts, open faults,
+    backlog, versions, alarms."""
     ensure_schema(store)
     now_ns = now_ns or time.time_ns()
     open_faults: dict[str, list[dict]] = {}
-    for f in faults(store, open_only=True, limit=100_000):
+    for f in faults(store, device_id, open_only=True, limit=100_000):
         open_faults.setdefault(f["device_id"], []).append(f)
-    alarms = {r["device_id"]: r["n"] for r in store.query("SELECT device_id, count(*) AS n FROM alarms "
-                                                          "GROUP BY device_id")}
+    only = " WHERE device_id = ?" if device_id is not None else ""
+    args = (device_id,) if device_id is not None else ()
+    alarms = {r["device_id"]: r["n"] for r in store.query(f"SELECT device_id, count(*) AS n FROM alarms{only} "
+                                                          "GROUP BY device_id", args)}
     out = []
-    for d in store.query("SELECT device_id, created_ns, last_contact_ns, last_heartbeat FROM devices "
-                         "ORDER BY device_id"):
+    for d in store.query(f"SELECT device_id, created_ns, last_contact_ns, last_heartbeat FROM devices{only} "
+                         "ORDER BY device_id", args):
         try:
             hb = json.loads(d["last_heartbeat"] or "null")
         except ValueError:

@@ -8,7 +8,8 @@ import json
 
 from terminal.cli.common import add_command
 
-FIELDS = ("device_id", "event_id", "part", "category", "message", "reporter", "photo_sha256", "state")
+FIELDS = ("device_id", "event_id", "fault_key", "event", "part", "category", "message", "reporter", "photo_sha256",
+          "state")
 
 
 def register(group, store_of) -> None:

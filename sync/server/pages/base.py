@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 from fastapi import HTTPException, Request
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from sync import asgi
@@ -190,7 +191,8 @@ class Posted:
         check_origin(request)
         fields = await form_fields(request)
         if not accounts.tokens_equal(fields.get("csrf"), sess.csrf):
-            accounts.audit(request.app.store, sess.username, "csrf-refused", request.url.path, {}, client(request))
+            await run_in_threadpool(accounts.audit, request.app.store, sess.username, "csrf-refused",
+                                    request.url.path, {}, client(request))
             raise HTTPException(403, "Token formulir (CSRF) hilang atau salah: muat ulang halaman lalu coba lagi")
         try:
             return self.model.model_validate(fields)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -57,7 +58,7 @@ def fleet_page(request: Request, sess: Staff) -> Response:
 
 def device_page(request: Request, sess: Staff, device_id: DeviceId, done: str = "") -> Response:
     store, s = request.app.store, settings(request)
-    row = next((d for d in fleet.overview(store, s.silent_after_s) if d["device_id"] == device_id), None)
+    row = next(iter(fleet.overview(store, s.silent_after_s, device_id=device_id)), None)
     if row is None:
         raise HTTPException(404, "Perangkat itu tidak terdaftar")
     faults = fleet.faults(store, device_id, limit=200)
@@ -94,6 +95,6 @@ def _acting(action: str):
             raise HTTPException(404 if outcome == "unknown" else 409, ACTION_REFUSED[outcome])
         await run_in_threadpool(accounts.audit, store, sess.username, f"fault-{action}", f"{device_id}/{event_id}",
                                 {"note": form.note.strip()[:1000], "at_ns": time.time_ns()}, client(request))
-        return redirect(f"/devices/{device_id}?done={action}#fault-{event_id}")
+        return redirect(f"/devices/{quote(device_id, safe='')}?done={action}#fault-{event_id}")
     act.__name__ = f"fault_{action}"
     return act
