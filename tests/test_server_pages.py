@@ -225,10 +225,12 @@ def test_fleet_faults_and_punches_pages_per_role(fleet, browser, tmp_path):
     # BKPSDM: the punches the terminal recorded, with kind and lateness; no fleet, no fault photos
     login(browser, url, "bk")
     assert browser.js("location.pathname") == "/punches"
-    rows = browser.js("[...document.querySelectorAll('tr.punch')].map(tr => [tr.querySelector('.employee')"
-                      ".innerText, tr.querySelector('.kind').innerText])")
-    expected_kind = {p["employee"]: p["derived"]["kind"].capitalize() for p in punched}
-    assert sorted(map(tuple, rows)) == sorted(expected_kind.items())
+    rows = browser.js("[...document.querySelectorAll('tr.punch')].map(tr => ['employee', 'kind', 'late']"
+                      ".map(c => tr.querySelector('.' + c).innerText))")
+    late = {p["employee"]: p["derived"]["minutes_late"] for p in punched}
+    expected = [(p["employee"], p["derived"]["kind"].capitalize(), f"{late[p['employee']]} menit"
+                 if late[p["employee"]] else "-") for p in punched]
+    assert sorted(map(tuple, rows)) == sorted(expected)
     browser.navigate(url + f"/punches?employee={NIPS[1]}")
     assert [r[0] for r in browser.js("[...document.querySelectorAll('tr.punch')].map(tr => "
                                      "[tr.querySelector('.employee').innerText])")] == [NIPS[1]]

@@ -86,6 +86,10 @@ def test_forms_without_the_right_csrf_token_change_nothing(server):
                         timeout=10)
             assert r.status_code == 403, (data, headers, r.status_code)
             assert "ditolak" in r.text or "CSRF" in r.text
+    bk = logged_in(url, "bk")  # a valid token of its own, but not the role that may close faults
+    r = bk.post(url + path, data={"csrf": csrf_of(bk, url, "/punches"), "note": "x"}, allow_redirects=False,
+                timeout=10)
+    assert r.status_code == 403 and "Akses ditolak" in r.text
     assert fleet.fault(app.store, "dev-01", f["event_id"])["state"] == "open"
     assert audit_actions(app).count("csrf-refused") == 6
     r = dk.post(url + "/logout", data={}, allow_redirects=False, timeout=10)
