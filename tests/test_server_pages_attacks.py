@@ -126,8 +126,9 @@ def test_planted_forged_and_replayed_session_cookies_get_nothing(server):
                             timeout=10).status_code == 303  # the planted value never became the victim's
     # forged cookies: random, the stored hash of a real token (a copy of the database), odd sizes
     real = logged_in(url, "dk").cookies.get("presensi_server")
-    forged = [secrets.token_urlsafe(32), hashlib.sha256(real.encode()).hexdigest(), real[:-1] + "A", "",
-              "x" * 4000, '"quoted"']
+    altered = real[:-1] + ("B" if real.endswith("A") else "A")
+    forged = [secrets.token_urlsafe(32), hashlib.sha256(real.encode()).hexdigest(), altered, "", "x" * 4000,
+              '"quoted"']
     for value in forged:
         r = requests.get(url + "/fleet", headers={"Cookie": f"presensi_server={value}"}, allow_redirects=False,
                          timeout=10)
