@@ -214,6 +214,7 @@ def test_fleet_faults_and_punches_pages_per_role(fleet, browser, tmp_path):
 
     # the silent terminal calls again: its server-raised fault clears by itself
     fleet.sync(SILENT)
+    fleet.keep_beating(SILENT)  # and stays in contact
     wait_for(lambda: {f["state"] for f in server_faults(fleet.db, SILENT)} == {"cleared"}, 60,
              "the server-raised fault of the silent terminal cleared")
     assert not silent_row()
