@@ -315,3 +315,34 @@ def test_the_punches_page_pages_through_fifty_at_a_time(tmp_path):
             page += 1
         assert seen == [50, 50, 20]
     app.store.close()
+
+
+def test_the_heartbeat_reports_each_part_the_fleet_page_shows(tmp_path):
+    """terminal/app/heartbeat.py on a real state directory: the daemon's live camera and sensor health
+    override what the status parts can see; what the server makes of it is sync/server/fleet.py's."""
+    from sync.server import fleet as server_fleet
+
+    path, _ = make_terminal(tmp_path, "http://127.0.0.1:9", "t", device="opd-x")
+    with path.open("a") as f:
+        f.write('[fingerprint]\nenabled = true\nmodel = "emulator"\n')
+    cfg = config_mod.load(str(path))
+    live = {"camera": {"ok": False, "error": "no frame from /dev/video0 for 5 s"}, "fingerprint": None}
+    now = [0.0]
+    health = heartbeat.cached(cfg, lambda: {"time_verified": False}, lambda: live, clock=lambda: now[0])
+    first = health()
+    parts = first["parts"]
+    assert first["time_verified"] is False  # the kiosk's indicators stay beside the parts
+    assert parts["camera"] == {"ok": False, "summary": "no frame from /dev/video0 for 5 s"}
+    assert parts["fingerprint"]["ok"] is None  # the daemon does not run the sensor here
+    assert parts["database"]["ok"] is True and parts["disk"]["ok"] is True and parts["disk"]["free_mb"] > 0
+    assert parts["clock"]["ok"] is False and parts["clock"]["basis"] == "wall-clock"
+    assert parts["roster"]["version"] == 0
+    live["camera"] = {"ok": True, "summary": "30 fps"}
+    now[0] = heartbeat.CACHE_S - 1
+    assert health()["parts"]["camera"]["ok"] is False  # cached within CACHE_S
+    now[0] = heartbeat.CACHE_S
+    assert health()["parts"]["camera"] == {"ok": True, "summary": "30 fps"}  # recomputed after it
+    shown = {p.name: p.ok for p in server_fleet.parts({"health": first})}
+    assert shown == {"camera": False, "fingerprint": None, "clock": False, "disk": True, "database": True,
+                     "roster": True}
+    json.dumps(first)  # what the heartbeat sends is plain JSON
