@@ -166,6 +166,9 @@ def test_fleet_faults_and_punches_pages_per_role(fleet, browser, tmp_path):
         page = browser.js("document.body.innerText")
         assert HEALTHY not in page and NIPS[0] not in page
 
+    browser.navigate(url + "/login")
+    shoot(browser, "login")
+
     # Diskominfo: the fleet at a glance; the silent terminal becomes a fault by itself
     login(browser, url, "dk")
     assert browser.js("location.pathname") == "/fleet"
