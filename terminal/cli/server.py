@@ -1,4 +1,5 @@
-"""`presensi server …`: the reference central server (run, add-device, punches, alarms, import)."""
+"""`presensi server …`: the reference central server (run, add-device, punches, alarms, import; user and faults
+in server_users.py and server_faults.py, publish-roster in server_roster.py)."""
 
 from __future__ import annotations
 
