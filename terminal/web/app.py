@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from http import HTTPStatus
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.responses import HTMLResponse, Response
 
 from terminal.web import clients, kiosk, workcode
@@ -51,6 +51,7 @@ class WebApp:
                                          "content": {"multipart/x-mixed-replace": {}}}, **STREAM_ERRORS})
         r.add_api_route("/kiosk/work-code", self.work_code, methods=["POST"], response_model=None,
                         openapi_extra={"x-body-limit": workcode.BODY_LIMIT},
+                        dependencies=[Depends(workcode.own_screen_only)],
                         responses={200: {"description": "the code is armed for the next punch, or given to the "
                                                         "punch that waits for it",
                                          "content": {"application/json": {"schema": {"type": "object"}}}},

@@ -38,9 +38,14 @@ class Choice(BaseModel):
                               description="the token of the offer shown after a recognised face or finger")
 
 
-def choose(daemon, request: Request, body: Choice) -> Response:
+def own_screen_only(request: Request) -> None:
+    """Checked before the body is looked at: a LAN host learns nothing about what a valid choice is."""
     if not clients.is_local(request):
         raise HTTPException(403, "work codes are chosen on the terminal's own screen only")
+
+
+def choose(daemon, request: Request, body: Choice) -> Response:
+    own_screen_only(request)
     service = daemon.punches
     if body.token is not None:
         return _answer(service, body)

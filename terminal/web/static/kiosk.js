@@ -120,6 +120,7 @@
       grid.appendChild(button(c, () => post({code: window.__kiosk.armed === c.code ? null : c.code})));
     }
     $("codes").hidden = !codes.length;
+    document.body.classList.toggle("has-codes", codes.length > 0);
   }
 
   function armed(a) {
@@ -128,7 +129,7 @@
     for (const b of $("code-buttons").children) b.classList.toggle("armed", Number(b.dataset.code) === code);
     const line = $("armed");
     line.hidden = code === null;
-    line.textContent = code === null ? "" : "Dipilih: " + code + " " + (a.label || "") + " — untuk presensi berikutnya";
+    line.textContent = code === null ? "" : "Dipilih: " + code + " " + (a.label || "");
   }
 
   function offer(o) {
@@ -144,6 +145,7 @@
     choiceTimer = setInterval(() => { left = Math.max(0, left - 1); $("choice-left").textContent = left + " detik"; }, 1000);
     $("choice").hidden = false;
     fit($("choice-title"), 24, 16);
+    show("Pilih kode kerja, atau tekan Lewati", "prompt", 0);
   }
 
   function offerClosed(c) {
@@ -151,6 +153,7 @@
     window.__kiosk.choice = null;
     if (choiceTimer) clearInterval(choiceTimer);
     $("choice").hidden = true;
+    if ($("result").className === "prompt") show(IDLE, "idle", 0);  // the punch's decision follows
   }
 
   function prompt(p) {
