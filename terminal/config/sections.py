@@ -6,9 +6,9 @@ and tests/test_config.py keeps the two in step. A section class is named after i
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from terminal.config import windows
 from terminal.config.fields import Section, _check_id, _check_listen, _check_url, _f
@@ -251,8 +251,10 @@ DEFAULT_WORK_CODES = [
 ]
 
 
-class WorkCode(Section):
+class WorkCode(BaseModel):
     """One entry of [work_codes] codes: checked here, stored as plain data (see WorkCodes.codes)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     code: int = Field(ge=1, le=255, description="The number ZK machines record as the work code (1-255).")
     label: str = Field(min_length=1, max_length=40, description="What the kiosk shows, in Bahasa Indonesia.")
@@ -261,6 +263,8 @@ class WorkCode(Section):
 
 
 class WorkCodes(Section):
+    SECTION: ClassVar[str] = "work_codes"
+
     enabled: bool = _f(True, "Offer work codes (the reason of a punch) on the kiosk, the fingerprint button and "
                        "`presensi punch --work-code`.")
     codes: list[dict] = _f(DEFAULT_WORK_CODES, "The work codes: code (the number ZK records, 1-255), label (Bahasa "
@@ -284,8 +288,9 @@ class WorkCodes(Section):
                                  "kinds = [\"masuk\"] }")
             try:
                 code = WorkCode(**entry)
-            except Exception as e:  # ConfigError of the entry: say which entry
-                raise ValueError(f"entry {i + 1}: {e}") from None
+            except ValidationError as e:  # say which entry and which of its keys
+                problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+                raise ValueError(f"entry {i + 1}: {problems}") from None
             if code.code in seen:
                 raise ValueError(f"code {code.code} appears twice; each code must be unique")
             seen.add(code.code)
