@@ -341,3 +341,25 @@ def test_zk_clients_cannot_write_a_work_code(tmp_path):
     with punchlog.PunchLog(state, readonly=True) as log:
         assert [(r["employee"], r["details"].get("work_code")) for r in log.records()] == [(NIPS[0], 2)]
         assert not log.verify()
+
+
+def test_the_pull_api_carries_the_nip_and_the_work_code(tmp_path):
+    from test_pullapi import Served
+
+    state = tmp_path / "state"
+    punchlog.init(state)
+    with punchlog.PunchLog(state) as log:
+        for emp, method, kind, local, code in PUNCHES:
+            log.append(emp, method, kind=kind, details={} if code is None else {"work_code": code},
+                       reading=reading_at(local))
+    served = Served(state)
+    try:
+        import requests
+
+        body = requests.get(served.url + "/api/v1/punches", params={"after_seq": 0, "limit": 10}, timeout=10,
+                            headers={"Authorization": "Bearer pull-token-0123456789"}).json()
+    finally:
+        served.close()
+    assert [(r["employee"], r["work_code"]) for r in body["records"]] == [(p[0], p[4]) for p in PUNCHES]
+    # the records are the hashed ones: a central server checks them with the shared chain code
+    assert not list(chain.check_records(body["records"], body["log_id"]))

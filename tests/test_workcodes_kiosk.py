@@ -147,6 +147,21 @@ def test_lewati_records_the_punch_without_a_code(kiosk, browser):
     assert box["outcome"].recorded and "work_code" not in box["outcome"].record["details"]
 
 
+def test_the_18_digit_nip_is_shown_whole_on_the_kiosk(kiosk, browser):
+    """An employee id is the 18-digit NIP everywhere; on the screen too (here: a NIP not on the roster)."""
+    daemon, base, state = kiosk
+    open_kiosk(browser, base)
+    stranger = "199912312024121001"
+    n = browser.js("window.__kiosk.shown.length")
+    outcome = daemon.punches.punch(stranger, "finger", details={"slot": 9, "score": 99})
+    assert outcome.refused and not outcome.recorded
+    find = f"window.__kiosk.shown.slice({n}).find(e => e.cls === 'bad')"
+    browser.wait_for(f"!!({find})", 15)
+    assert browser.js(find)["text"] == f"Ditolak: NIP {stranger} tidak ada di daftar pegawai terminal ini"
+    assert browser.js(OVERFLOW_JS) == []
+    browser.screenshot(ARTIFACTS / "kiosk-nip-refused.png")
+
+
 # -- attacks on POST /kiosk/work-code ---------------------------------------------------------------------
 
 
