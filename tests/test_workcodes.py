@@ -363,3 +363,32 @@ def test_the_pull_api_carries_the_nip_and_the_work_code(tmp_path):
     assert [(r["employee"], r["work_code"]) for r in body["records"]] == [(p[0], p[4]) for p in PUNCHES]
     # the records are the hashed ones: a central server checks them with the shared chain code
     assert not list(chain.check_records(body["records"], body["log_id"]))
+
+
+def test_a_roster_may_publish_its_own_work_codes_and_a_bad_list_refuses_the_bundle(tmp_path):
+    """The central server's list (its schedule's "work_codes") replaces the configured one from the next punch
+    on; an unusable list refuses the whole bundle with a reason, and the installed roster stays."""
+    from sync.device import roster_client
+    from sync.server.storage import open_store
+    from sync.wire.rosterbundle import BundleRejected, build_bundle, verify_bundle
+
+    state = tmp_path / "state"
+    punchlog.init(state)
+    key = open_store(str(tmp_path / "central.db")).server_key()
+    regional = {"work_codes": [{"code": 11, "label": "Tugas belajar", "kinds": []},
+                               {"code": 12, "label": "Piket malam", "kinds": ["pulang"]}]}
+    people = [{"id": NIPS[0], "name": "Sri Wahyuni", "uid": 1, "pin_allowed": True}]
+    good = verify_bundle(build_bundle(key, 1, people, regional, []), chain.public_key_b64(key), 0,
+                         schedule_check=roster_client.check_published)
+    roster.install(state, version=1, employees=good["employees"], schedule=good["schedule"], holidays=[])
+    cfg = write_config(tmp_path / "p.toml", state)
+    refused = presensi("punch", "--employee", NIPS[0], "--method", "pin", "--work-code", "1", config=cfg)
+    assert refused.returncode == 1 and "the codes are: 11 Tugas belajar, 12 Piket malam" in refused.stderr
+    ok = presensi("punch", "--employee", NIPS[0], "--method", "pin", "--work-code", "11", "--json", config=cfg)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["details"]["work_code"] == 11
+
+    bad = build_bundle(key, 2, people, {"work_codes": [{"code": 300, "label": "Terlalu besar"}]}, [])
+    with pytest.raises(BundleRejected) as e:
+        verify_bundle(bad, chain.public_key_b64(key), 1, schedule_check=roster_client.check_published)
+    assert e.value.code == "bad-schedule" and "work_codes" in str(e.value)
+    assert "less than or equal to 255" in str(e.value)

@@ -340,8 +340,12 @@ class Daemon:
             self.stop_event.wait(self.cfg.health.interval)
 
     def on_roster_change(self) -> None:
-        """A new roster was installed: refresh schedule and holidays, face gallery and fingerprint slots."""
+        """A new roster was installed: refresh schedule, holidays and work codes (the kiosk redraws its
+        buttons), face gallery and fingerprint slots."""
         self.punches.reload_schedule()
+        codes = self.punches.work_codes
+        self.events.publish("workcodes", {"codes": [c.as_dict() for c in codes.codes.values()] if codes.enabled
+                                          else []})
         face = self.workers.get("face")
         if face is not None:
             face.reload_gallery()

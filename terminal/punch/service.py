@@ -81,7 +81,7 @@ class PunchService:
         # log) and appending must happen as one step, or two quick reads of one finger could both record.
         self._lock = threading.Lock()
         self._time_fault_open = True  # unknown at start: the first clean decision clears a stale fault
-        self.work_codes = workcodes.Catalogue.from_config(cfg)
+        self.work_codes = workcodes.Catalogue.load(cfg)
         # a code chosen before a face or finger punch (kiosk touch, fingerprint button) waits here for it
         self.chooser = workcodes.Chooser(cfg.work_codes.before_punch_seconds)
         # set by the daemon when the kiosk offers codes after a recognised face or finger (terminal/punch/workcodes.py)
@@ -91,10 +91,12 @@ class PunchService:
         return load_schedule(self.cfg)
 
     def reload_schedule(self) -> None:
-        """After a roster swap: new holidays and windows apply from the next punch on."""
-        new = self.load_schedule()
+        """After a roster swap: new holidays, windows and work codes apply from the next punch on."""
+        new, codes = self.load_schedule(), workcodes.Catalogue.load(self.cfg)
         with self._lock:
-            self.schedule = new
+            self.schedule, self.work_codes = new, codes
+            if self.choices is not None:
+                self.choices.catalogue = codes
 
     def punch(self, employee: str, method: str, *, details: dict | None = None,
               photo_jpeg: bytes | None = None, reading: clock.ClockReading | None = None,

@@ -22,6 +22,7 @@ wait at all.
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 import threading
 import time
@@ -29,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from terminal.punch.rules import LABELS
+
+log = logging.getLogger("presensi.punch")
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,20 @@ class Catalogue:
     @classmethod
     def from_config(cls, cfg) -> Catalogue:
         return cls(cfg.work_codes.codes, cfg.work_codes.enabled)
+
+    @classmethod
+    def load(cls, cfg) -> Catalogue:
+        """The roster's list when the central server published one (its schedule's "work_codes", checked
+        like [work_codes] codes), else the configuration's. An unreadable roster keeps the configured list."""
+        from terminal.punch import roster
+
+        try:
+            with roster.Roster.open(cfg.state_dir) as r:
+                published = parse_published(r.schedule())
+        except (roster.RosterError, ValueError) as e:
+            log.error("the roster's work codes are unusable (%s); using [work_codes] codes", e)
+            published = None
+        return cls(cfg.work_codes.codes if published is None else published, cfg.work_codes.enabled)
 
     def for_kind(self, kind: str) -> list[WorkCode]:
         """The codes the kiosk offers after a punch of `kind`."""
@@ -189,6 +206,24 @@ class ChoiceWindow:
             self._open = None
             offer.done.set()
             return None
+
+
+def parse_published(schedule: dict) -> list[dict] | None:
+    """The work codes a roster carries (`schedule["work_codes"]`, same entries as [work_codes] codes), checked;
+    None when it carries none. ValueError names the problem."""
+    if not isinstance(schedule, dict) or "work_codes" not in schedule:
+        return None
+    from terminal.config import ConfigError, WorkCodes
+
+    try:
+        return WorkCodes(codes=schedule["work_codes"]).codes
+    except ConfigError as e:
+        raise ValueError(f"work_codes: {e}") from None
+
+
+def check_published(schedule: dict, holidays: list) -> None:
+    """A roster bundle's check (with the schedule's, terminal/punch/rules.py): unusable codes refuse it whole."""
+    parse_published(schedule)
 
 
 def next_code(catalogue: Catalogue, current: int | None) -> int | None:

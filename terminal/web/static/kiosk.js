@@ -167,6 +167,7 @@
     es.addEventListener("decision", (e) => decision(JSON.parse(e.data)));
     es.addEventListener("prompt", (e) => prompt(JSON.parse(e.data)));
     es.addEventListener("workcode-armed", (e) => armed(JSON.parse(e.data)));
+    es.addEventListener("workcodes", (e) => renderCodes(JSON.parse(e.data).codes));
     es.addEventListener("workcode", (e) => offer(JSON.parse(e.data)));
     es.addEventListener("workcode-closed", (e) => offerClosed(JSON.parse(e.data)));
     es.onopen = () => { window.__kiosk.connected = true; };
