@@ -151,6 +151,8 @@ def cmd_log_list(args) -> int:
 
 
 def cmd_log_export(args) -> int:
+    from terminal.punch.workcodes import code_of
+
     cfg = load_config(args)
     out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
     try:
@@ -161,11 +163,12 @@ def cmd_log_export(args) -> int:
                     out.write(json.dumps({**{k: r[k] for k in EXPORT_FIELDS}, "derived": r.get("derived")},
                                          ensure_ascii=False) + "\n")
             else:
-                w = csv.DictWriter(out, fieldnames=EXPORT_FIELDS + CSV_DERIVED, extrasaction="ignore")
+                w = csv.DictWriter(out, fieldnames=EXPORT_FIELDS + CSV_DERIVED + ("work_code",),
+                                   extrasaction="ignore")
                 w.writeheader()
                 for r in log.records(after_seq=args.since_seq):
                     w.writerow({**r, "details": json.dumps(r["details"], sort_keys=True, ensure_ascii=False),
-                                **_csv_derived(r)})
+                                **_csv_derived(r), "work_code": code_of(r)})
     finally:
         if out is not sys.stdout:
             out.close()
