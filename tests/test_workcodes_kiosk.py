@@ -30,7 +30,7 @@ KARTINI = "198505052010012002"
 KARTINI_NAME = "Raden Ajeng Kartini Sosroningrat Wijayakusuma Hadiningrat"
 SITI = "197001011995031003"
 ANDI = "199203032019031004"
-OFFER_SECONDS = 20.0
+OFFER_SECONDS = 15.0
 
 
 @pytest.fixture(scope="module")

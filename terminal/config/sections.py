@@ -274,7 +274,9 @@ class WorkCodes(Section):
                                      "to the next punch within this many seconds.", min=1, max=300)
     after_punch_seconds: float = _f(0.0, "After a face or finger is recognised, the kiosk offers the codes of the "
                                     "punch's kind this long and records the punch with the choice (0 = off: "
-                                    "record at once; a code is then chosen before the punch).", min=0, max=30)
+                                    "record at once; a code is then chosen before the punch). At most 15 s: the "
+                                    "face or finger worker waits meanwhile, and one silent for 20 s is restarted.",
+                                    min=0, max=15)
     button_pin: int | None = _f(None, "BCM pin of a work-code button for the fingerprint path (needs [gpio] "
                                 "enabled): each press selects the next code for the next punch.", min=0, max=40)
 

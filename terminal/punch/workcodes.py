@@ -2,9 +2,10 @@
 
 ZKTeco terminals record a numeric work code beside the punch state, and regional systems read it from there,
 so a code here is that same number, with a label in Bahasa Indonesia and the punch kinds it applies to
-([work_codes] codes). This module only decides: which codes exist, whether one applies to a kind, and the
-choice an employee made before the punch (`Chooser`: a kiosk touch or the fingerprint button arms a code for
-the next punch within a few seconds). Recording is the punch service's and the log's job.
+([work_codes] codes, or the list a roster publishes in its schedule). This module only decides: which codes
+exist, whether one applies to a kind, and the choice an employee made before the punch (`Chooser`: a kiosk
+touch or the fingerprint button arms a code for the next punch within a few seconds). Recording is the punch
+service's and the log's job.
 
 A code chosen *after* the face or finger was recognised is part of the punch because the punch is held for
 it: the kiosk offers the codes of the punch's kind for [work_codes] after_punch_seconds (`ChoiceWindow`),
