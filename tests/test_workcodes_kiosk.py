@@ -23,6 +23,7 @@ from terminal.app import web as web_server
 from terminal.app.daemon import Daemon
 from terminal.log import chain, punchlog
 from terminal.punch import roster
+from terminal.web import ensure_admin_password
 
 DEVICE = "kiosk-kode-01"
 BUDI = "199001012020011001"
@@ -40,6 +41,7 @@ def kiosk(tmp_path_factory):
     served = Served(central, "127.0.0.1", 0)
     state = tmp / "state"
     punchlog.init(state)
+    password = ensure_admin_password(state)
     reg = add_device(central.store, DEVICE, chain.public_key_b64(identity.load_key(state)))
     roster.install(state, version=1, employees=[
         {"id": BUDI, "name": "Budi Santoso", "uid": 1, "pin_allowed": True},
@@ -60,6 +62,7 @@ def kiosk(tmp_path_factory):
     while not daemon.web_port and time.monotonic() < deadline:
         time.sleep(0.05)
     assert daemon.web_port, "the daemon's web server did not start"
+    daemon.admin_password = password
     yield daemon, f"http://127.0.0.1:{daemon.web_port}", state
     daemon.stop_event.set()
     thread.join(20)
@@ -160,6 +163,29 @@ def test_the_18_digit_nip_is_shown_whole_on_the_kiosk(kiosk, browser):
     assert browser.js(find)["text"] == f"Ditolak: NIP {stranger} tidak ada di daftar pegawai terminal ini"
     assert browser.js(OVERFLOW_JS) == []
     browser.screenshot(ARTIFACTS / "kiosk-nip-refused.png")
+
+
+def test_the_admin_page_exports_the_zk_attlog_file_to_the_stick(kiosk, tmp_path):
+    import re
+
+    daemon, base, state = kiosk
+    s = requests.Session()
+    page = s.get(base + "/admin/login", timeout=10)
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = s.post(base + "/admin/login", data={"csrf": token, "password": daemon.admin_password}, timeout=10)
+    csrf = re.search(r'data-csrf="([^"]+)"', r.text).group(1)
+    form = s.get(base + "/admin/export", timeout=10).text
+    assert "juga berkas ZKTeco" in form
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    done = s.post(base + "/admin/export", data={"csrf": csrf, "path": str(usb), "all": "1", "zk": "1"}, timeout=30)
+    assert done.status_code == 200 and "Ekspor selesai" in done.text
+    (folder,) = [p for p in usb.iterdir() if p.is_dir()]
+    lines = (folder / f"{DEVICE}_attlog.dat").read_text().splitlines()
+    assert len(lines) == count(state) and all(len(line.split("\t")) == 5 for line in lines)
+    with punchlog.PunchLog(state, readonly=True) as log:
+        codes = [r["details"].get("work_code", 0) for r in log.records()]
+    assert [int(line.split("\t")[4]) for line in lines] == codes and 3 in codes
 
 
 # -- attacks on POST /kiosk/work-code ---------------------------------------------------------------------

@@ -440,12 +440,14 @@ class Daemon:
 
         return status.collect(self.cfg)
 
-    def export_offline(self, to_dir, after_seq: int | None = None) -> dict:
-        """The USB export the admin page starts: unacknowledged punches (or all after `after_seq`)."""
+    def export_offline(self, to_dir, after_seq: int | None = None, zk_attlog: bool = False) -> dict:
+        """The USB export the admin page starts: unacknowledged punches (or all after `after_seq`), with the
+        ZKTeco attendance file when asked (`presensi export --format zk-attlog`)."""
         from sync.device import offline
+        from sync.device.zkattlog import ZkAttlog
 
         return offline.export(self.cfg.state_dir, self.cfg.device.id, self.cfg.central.url, to_dir,
-                              after_seq=after_seq)
+                              after_seq=after_seq, zk=ZkAttlog.from_config(self.cfg) if zk_attlog else None)
 
     def summary(self) -> str:
         parts = [f"log seq {self.log.head()[0]}" if self.log.available else "log UNAVAILABLE (punches refused)"]
