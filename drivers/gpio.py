@@ -114,3 +114,22 @@ class Feedback:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class PressButton:
+    """One push button (gpiozero Button, pull-up, pressed = pin to ground) calling `on_press` per press;
+    the work-code button of the fingerprint path is one ([work_codes] button_pin)."""
+
+    def __init__(self, pin: int, on_press: Callable[[], None], *, pin_factory=None, bounce_time: float | None = 0.05):
+        try:
+            self.button = Button(pin, pin_factory=pin_factory, bounce_time=bounce_time)
+        except Exception as e:
+            raise GpioError(f"GPIO setup of the button on BCM {pin} failed: {e}; check [work_codes] button_pin") from e
+        self.button.when_pressed = lambda: on_press()
+
+    @classmethod
+    def from_settings(cls, pin: int, gpio_cfg, on_press: Callable[[], None]) -> PressButton:
+        return cls(pin, on_press, pin_factory=make_pin_factory(gpio_cfg.pin_factory))
+
+    def close(self) -> None:
+        self.button.close()

@@ -37,7 +37,7 @@ def test_sync_now_status_and_server_listing(central, tmp_path):
     rows = [json.loads(line) for line in presensi("server", "punches", "--db", db, "--json").stdout.splitlines()]
     assert [r["seq"] for r in rows] == [1, 2, 3] and rows[1]["employee"] == "199002022015022002"
     assert set(rows[0]) == {"device", "log_id", "seq", "employee", "method", "kind", "utc", "earliest",
-                            "latest", "basis", "flags", "recorded_kind", "derived"}
+                            "latest", "basis", "flags", "recorded_kind", "derived", "work_code"}
     # the kind travels beside the record (derived from the corrected time), not inside the hash
     assert rows[0]["recorded_kind"] == "" and rows[0]["kind"] == rows[0]["derived"]["kind"] != ""
     text = presensi("server", "punches", "--db", db).stdout.splitlines()

@@ -153,7 +153,7 @@ class AdmsClient:
 
     def attlog_line(self, p) -> str:
         local = p.local.replace(tzinfo=self.view.tz).astimezone(self.tz).replace(tzinfo=None)
-        return f"{p.user_id}\t{local:%Y-%m-%d %H:%M:%S}\t{p.state}\t{p.verify}\t0\t0\t0"
+        return f"{p.user_id}\t{local:%Y-%m-%d %H:%M:%S}\t{p.state}\t{p.verify}\t{p.work_code}\t0\t0"
 
     def upload_pending(self, max_batches: int = 1000) -> int:
         """Send everything after the high-water mark, batch by batch; returns the punches the server took."""

@@ -22,12 +22,14 @@ import shutil
 import time
 from pathlib import Path
 
-from sync.wire.offline import FILES, FORMAT, SAMPLE_FIELDS
+from sync.wire.offline import FILES, FORMAT, SAMPLE_FIELDS, ZK_FORMAT
 from terminal import durable, identity
 from terminal.errors import StorageError, StorageFull
 from terminal.log import chain, punchlog, syncstate
+from terminal.punch.workcodes import code_of
 
 from .push import RECORD_FIELDS, TIME_FIELDS, annotate
+from .zkattlog import ZkAttlog
 
 BATCH = 1000
 CSV_DERIVED = ("derived_kind", "minutes_late", "minutes_early", "local_date", "local_time", "time_verified")
@@ -59,8 +61,9 @@ class _HashingWriter:
 
 
 def export(state_dir: Path, device_id: str, central_url: str | None, to_dir: Path,
-           after_seq: int | None = None) -> dict:
-    """Write the punches not yet acknowledged by the central server (or all after `after_seq`)."""
+           after_seq: int | None = None, zk: ZkAttlog | None = None) -> dict:
+    """Write the punches not yet acknowledged by the central server (or all after `after_seq`); with `zk`,
+    also the ZKTeco attendance file `<SERIAL>_attlog.dat` (format zk-attlog, sync/wire/offline.py)."""
     to_dir = Path(to_dir)
     to_dir.mkdir(parents=True, exist_ok=True)
     with punchlog.PunchLog(state_dir, readonly=True) as log:  # works on a full disk
@@ -71,13 +74,16 @@ def export(state_dir: Path, device_id: str, central_url: str | None, to_dir: Pat
         tmp = to_dir / f".partial-{os.getpid()}-{time.time_ns()}"
         tmp.mkdir()
         try:
-            info = _write_files(log, tmp, after_seq)
+            info = _write_files(log, tmp, after_seq, zk)
             key = identity.load_key(state_dir)
+            zk_entry = info.pop("zk_attlog", None)
             manifest = {
-                "format": FORMAT, "device": device_id, "log_id": log.log_id, "after_seq": after_seq,
+                "format": ZK_FORMAT if zk else FORMAT, "device": device_id, "log_id": log.log_id,
+                "after_seq": after_seq,
                 **info.pop("range"), "head": {"seq": log.head()[0], "hash": log.head()[1]},
                 "head_checkpoint": head_cp, "created_realtime_ns": time.time_ns(),
                 "public_key": chain.public_key_b64(key), "files": info,
+                **({"zk_attlog": zk_entry} if zk else {}),
             }
             raw = json.dumps(manifest, indent=1, sort_keys=True).encode()
             _write_synced(tmp / "manifest.json", raw)
@@ -91,8 +97,11 @@ def export(state_dir: Path, device_id: str, central_url: str | None, to_dir: Pat
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    return {"dir": str(final), **{k: manifest[k] for k in ("device", "log_id", "after_seq", "first_seq",
-                                                           "last_seq", "count", "samples")}}
+    out = {"dir": str(final), "format": manifest["format"],
+           **{k: manifest[k] for k in ("device", "log_id", "after_seq", "first_seq", "last_seq", "count", "samples")}}
+    if zk:
+        out["zk_attlog"] = str(final / zk.file_name)
+    return out
 
 
 def _head_checkpoint(state_dir: Path, reader: punchlog.PunchLog) -> dict | None:
@@ -105,12 +114,13 @@ def _head_checkpoint(state_dir: Path, reader: punchlog.PunchLog) -> dict | None:
         return reader.head_checkpoint()
 
 
-def _write_files(log: punchlog.PunchLog, tmp: Path, after_seq: int) -> dict:
+def _write_files(log: punchlog.PunchLog, tmp: Path, after_seq: int, zk: ZkAttlog | None = None) -> dict:
     jsonl, csv_out, cps, samples = (_HashingWriter(tmp / name) for name in FILES)
+    attlog = _HashingWriter(tmp / zk.file_name) if zk else None
     fields = RECORD_FIELDS + TIME_FIELDS
     # kind and lateness are derived values beside the record (terminal/punch/derived.py): `derived` in the
     # jsonl (the server's import stores it beside the record), and readable columns in the csv
-    writer = csv.DictWriter(csv_out, fieldnames=fields + CSV_DERIVED, extrasaction="ignore")
+    writer = csv.DictWriter(csv_out, fieldnames=fields + CSV_DERIVED + ("work_code",), extrasaction="ignore")
     writer.writeheader()
     first = last = None
     count, cursor = 0, after_seq
@@ -123,7 +133,9 @@ def _write_files(log: punchlog.PunchLog, tmp: Path, after_seq: int) -> dict:
             rec = {**{k: r.get(k) for k in fields}, "derived": r.get("derived")}
             jsonl.write(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
             writer.writerow({**rec, "details": json.dumps(rec["details"], sort_keys=True, ensure_ascii=False),
-                             "flags": ",".join(rec["flags"] or []), **csv_derived(rec)})
+                             "flags": ",".join(rec["flags"] or []), **csv_derived(rec), "work_code": code_of(rec)})
+            if attlog is not None:
+                attlog.write(zk.line(rec))
         first = batch[0]["seq"] if first is None else first
         last, cursor = batch[-1]["seq"], batch[-1]["seq"]
         count += len(batch)
@@ -132,7 +144,11 @@ def _write_files(log: punchlog.PunchLog, tmp: Path, after_seq: int) -> dict:
         cps.write(json.dumps(dict(row), sort_keys=True) + "\n")
     n_samples = _write_samples(log, samples)
     files = {name: w.close() for name, w in zip(FILES, (jsonl, csv_out, cps, samples), strict=True)}
-    return {**files, "range": {"first_seq": first, "last_seq": last, "count": count, "samples": n_samples}}
+    extra = {}
+    if attlog is not None:
+        files[zk.file_name] = attlog.close()
+        extra["zk_attlog"] = zk.manifest(count)
+    return {**files, **extra, "range": {"first_seq": first, "last_seq": last, "count": count, "samples": n_samples}}
 
 
 def _write_samples(log: punchlog.PunchLog, out: _HashingWriter) -> int:

@@ -34,6 +34,7 @@ from sync import asgi
 from terminal import __version__
 from terminal.errors import LogError
 from terminal.log import punchlog
+from terminal.punch.workcodes import code_of
 from terminal.timing import timeline
 
 log = logging.getLogger("presensi.pullapi")
@@ -109,6 +110,9 @@ class Record(BaseModel):
     latest: str | None = None
     basis: str | None = None
     flags: list[str] | None = None
+    work_code: int | None = Field(None, description=(
+        "the employee's work code (ZK's number, e.g. 1 Dinas Luar), as the hashed details.work_code carries it; "
+        "null = none"))
     derived: dict[str, Any] | None = Field(None, description=(
         "kind, minutes_late, minutes_early, local_date, local_time, timezone, workday, day_name, zk_state, "
         "basis, computed_from, time_verified, revision: derived from the corrected time, outside the hash; "
@@ -290,7 +294,7 @@ class PullAPI:
             checkpoint = plog.latest_checkpoint()
         except LogError as e:
             raise HTTPException(503, f"punch log unavailable: {e}") from None
-        records = _annotate(plog.conn, records)
+        records = [{**r, "work_code": code_of(r)} for r in _annotate(plog.conn, records)]
         next_after = records[-1]["seq"] if records else max(after_seq, 0)
         return {
             "device": self.cfg.device.id, "log_id": plog.log_id, "records": records,

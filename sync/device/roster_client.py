@@ -19,7 +19,7 @@ from sync.device import central
 from sync.wire.rosterbundle import BundleLimits, BundleRejected, verify_bundle
 from terminal.errors import LogError
 from terminal.log import punchlog
-from terminal.punch import roster, rules
+from terminal.punch import roster, rules, workcodes
 
 log = logging.getLogger("presensi.roster")
 ROSTER_PATH = "/roster"
@@ -82,11 +82,17 @@ def import_file(cfg, path: str | Path) -> dict:
     return install_bundle(cfg, data, source=f"file:{path}")
 
 
+def check_published(schedule: dict, holidays: list) -> None:
+    """What this terminal must be able to use of a bundle: the schedule and holidays, and the work codes."""
+    rules.check_published(schedule, holidays)
+    workcodes.check_published(schedule, holidays)
+
+
 def install_bundle(cfg, data: bytes, *, source: str) -> dict:
     current = roster.current_version(cfg.state_dir)
     try:
         bundle = verify_bundle(data, cfg.central.server_key, current, limits_from_config(cfg),
-                               device_id=cfg.device.id, schedule_check=rules.check_published)
+                               device_id=cfg.device.id, schedule_check=check_published)
     except BundleRejected as e:
         _reject(cfg, source, e)
     try:

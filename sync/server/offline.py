@@ -24,7 +24,7 @@ from pathlib import Path
 from sync.wire.offline import FORMATS, SAMPLE_FIELDS
 from terminal.log import chain
 
-from . import ingest
+from . import ingest, zkattlog
 from .storage import Store
 
 BATCH = 1000
@@ -99,6 +99,11 @@ def import_dir(store: Store, path: Path) -> dict:
               "time_mismatches": 0}
     for folder in export_dirs(Path(path)):
         manifest = read_manifest(store, folder)
+        try:
+            lines = zkattlog.check(folder, manifest, _file_sha256)
+        except zkattlog.AttlogRefused as e:
+            raise ImportRefused(str(e)) from None
+        totals["zk_attlog_lines"] = totals.get("zk_attlog_lines", 0) + lines
         result = _import_records(store, folder, manifest)
         samples = _import_samples(store, folder, manifest)
         result.update(_reanchor(store, folder, manifest, samples))

@@ -47,6 +47,7 @@ class Daemon:
         self.wanted: dict[str, float] = {}  # name -> monotonic time of the next start attempt
         self.services: dict[str, object] = {}
         self.feedback = None
+        self.work_code_button = None  # the fingerprint path's work-code button ([work_codes] button_pin)
         self.jobs = JobContext(cfg)
         self.scheduler = None
         self.health = None
@@ -99,6 +100,43 @@ class Daemon:
     def start_punch_service(self) -> None:
         self.punches = PunchService(self.cfg, self.log, names=self._employee_name,
                                     feedback=[self._show_outcome])
+        self.start_work_codes()
+
+    def start_work_codes(self) -> None:
+        """The kiosk's offer after a recognised face or finger, and the fingerprint path's button."""
+        from terminal.punch import workcodes
+
+        wc = self.cfg.work_codes
+        if not wc.enabled:
+            return
+        if wc.after_punch_seconds > 0:
+            self.punches.choices = workcodes.ChoiceWindow(self.punches.work_codes, wc.after_punch_seconds,
+                                                          self.events.publish)
+        if wc.button_pin is None:
+            return
+        if not self.cfg.gpio.enabled:
+            log.error("[work_codes] button_pin is set but [gpio] enabled = false; the work-code button is off")
+            return
+        from drivers.gpio import GpioError, PressButton
+
+        try:
+            self.work_code_button = PressButton.from_settings(wc.button_pin, self.cfg.gpio, self._work_code_pressed)
+        except GpioError as e:
+            log.error("%s; continuing without the work-code button", e)
+
+    def _work_code_pressed(self) -> None:
+        """Each press selects the next code for the next punch (after the last: none); the kiosk shows it."""
+        from terminal.punch import workcodes
+
+        armed = self.punches.chooser.peek()
+        code = workcodes.next_code(self.punches.work_codes, armed["code"] if armed else None)
+        if code is None:
+            self.punches.chooser.clear()
+            self.events.publish("workcode-armed", {"code": None, "source": "button"})
+            return
+        self.punches.chooser.arm(code, "button")
+        self.events.publish("workcode-armed", {"code": code, "label": self.punches.work_codes.codes[code].label,
+                                               "seconds": self.punches.chooser.seconds, "source": "button"})
 
     def start_workers(self) -> None:
         if self.cfg.camera.enabled:
@@ -181,6 +219,8 @@ class Daemon:
             self.health.close()
         if self.feedback is not None:
             self.feedback.close()
+        if self.work_code_button is not None:
+            self.work_code_button.close()
         self.log.close()
         log.info("stopped")
         return 0
@@ -301,8 +341,12 @@ class Daemon:
             self.stop_event.wait(self.cfg.health.interval)
 
     def on_roster_change(self) -> None:
-        """A new roster was installed: refresh schedule and holidays, face gallery and fingerprint slots."""
+        """A new roster was installed: refresh schedule, holidays and work codes (the kiosk redraws its
+        buttons), face gallery and fingerprint slots."""
         self.punches.reload_schedule()
+        codes = self.punches.work_codes
+        self.events.publish("workcodes", {"codes": [c.as_dict() for c in codes.codes.values()] if codes.enabled
+                                          else []})
         face = self.workers.get("face")
         if face is not None:
             face.reload_gallery()
@@ -344,7 +388,9 @@ class Daemon:
             self.faults.clear("storage:punch", message="punches are recorded again")
         data = {"accepted": outcome.acknowledged, "recorded": outcome.recorded, "method": outcome.method,
                 "employee": outcome.employee, "name": outcome.name, "kind": outcome.kind,
-                "time_verified": outcome.time_verified, "message": outcome.message, "decision": outcome.decision}
+                "time_verified": outcome.time_verified, "message": outcome.message, "decision": outcome.decision,
+                "work_code": ((outcome.record or {}).get("details") or {}).get("work_code") if outcome.recorded
+                else None}
         self.events.publish("decision", data)  # first: a broken buzzer must not hide the answer
         if self.feedback is not None:
             try:
@@ -400,12 +446,14 @@ class Daemon:
 
         return status.collect(self.cfg)
 
-    def export_offline(self, to_dir, after_seq: int | None = None) -> dict:
-        """The USB export the admin page starts: unacknowledged punches (or all after `after_seq`)."""
+    def export_offline(self, to_dir, after_seq: int | None = None, zk_attlog: bool = False) -> dict:
+        """The USB export the admin page starts: unacknowledged punches (or all after `after_seq`), with the
+        ZKTeco attendance file when asked (`presensi export --format zk-attlog`)."""
         from sync.device import offline
+        from sync.device.zkattlog import ZkAttlog
 
         return offline.export(self.cfg.state_dir, self.cfg.device.id, self.cfg.central.url, to_dir,
-                              after_seq=after_seq)
+                              after_seq=after_seq, zk=ZkAttlog.from_config(self.cfg) if zk_attlog else None)
 
     def summary(self) -> str:
         parts = [f"log seq {self.log.head()[0]}" if self.log.available else "log UNAVAILABLE (punches refused)"]

@@ -36,6 +36,9 @@ def register(sub) -> None:
     p.add_argument("--override-reason", metavar="TEXT", default=None,
                    help="record the punch although the roster refuses it (not in the roster, PIN not allowed); "
                         "the reason and the operator go into the punch and the audit table")
+    p.add_argument("--work-code", type=int, default=None, metavar="CODE",
+                   help="the employee's work code ([work_codes] codes, e.g. 1 Dinas Luar); refused when unknown "
+                        "or when it does not apply to the punch's kind")
 
     log = add_group(sub, "log", "read, export and verify the punch log")
     p = add_command(log, "list", cmd_log_list, "list punches")
@@ -93,7 +96,11 @@ def cmd_punch(args) -> int:
     operator = f"cli:{_login_name()}"
     with open_log(cfg) as log:
         outcome = PunchService(cfg, log).punch(args.employee, args.method, details={"operator": "cli"},
-                                               override_reason=args.override_reason, operator=operator)
+                                               override_reason=args.override_reason, operator=operator,
+                                               work_code=args.work_code)
+    if outcome.refused and args.work_code is not None and "work code" in (outcome.error or ""):
+        raise CommandError(f"{outcome.error}; the punch was NOT recorded (`presensi config check` lists "
+                           "[work_codes] codes)")
     if outcome.refused:
         raise CommandError(f"{outcome.error}; the punch was NOT recorded (an operator may record it anyway "
                            "with --override-reason TEXT, which is audited)")
@@ -104,6 +111,8 @@ def cmd_punch(args) -> int:
               "time_verified": outcome.time_verified}
     if outcome.recorded:
         text = f"recorded: seq {rec['seq']} employee {rec['employee']} method {rec['method']} {outcome.kind}"
+        if args.work_code is not None:
+            text += f" work code {args.work_code}"
         if not outcome.time_verified:  # the kind is the best estimate; re-anchoring corrects it later
             text += " (time not verified: the kind follows the corrected time once a time sample arrives)"
     else:
@@ -142,6 +151,8 @@ def cmd_log_list(args) -> int:
 
 
 def cmd_log_export(args) -> int:
+    from terminal.punch.workcodes import code_of
+
     cfg = load_config(args)
     out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
     try:
@@ -152,11 +163,12 @@ def cmd_log_export(args) -> int:
                     out.write(json.dumps({**{k: r[k] for k in EXPORT_FIELDS}, "derived": r.get("derived")},
                                          ensure_ascii=False) + "\n")
             else:
-                w = csv.DictWriter(out, fieldnames=EXPORT_FIELDS + CSV_DERIVED, extrasaction="ignore")
+                w = csv.DictWriter(out, fieldnames=EXPORT_FIELDS + CSV_DERIVED + ("work_code",),
+                                   extrasaction="ignore")
                 w.writeheader()
                 for r in log.records(after_seq=args.since_seq):
                     w.writerow({**r, "details": json.dumps(r["details"], sort_keys=True, ensure_ascii=False),
-                                **_csv_derived(r)})
+                                **_csv_derived(r), "work_code": code_of(r)})
     finally:
         if out is not sys.stdout:
             out.close()

@@ -145,6 +145,15 @@ def _register(args, rebind: bool) -> int:
     return 0
 
 
+def _work_code(details) -> int | None:
+    """The employee's work code in the hashed details (e.g. 1 Dinas Luar), or None."""
+    try:
+        code = json.loads(details or "{}").get("work_code")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
+
+
 def cmd_punches(args) -> int:
     store = _store(args)
     for p in store.iter_punches(args.device):
@@ -153,7 +162,8 @@ def cmd_punches(args) -> int:
         # `kind` is the punch's kind as the terminal derives it now (it follows re-anchoring); the value in
         # the hashed record ('' since derived kinds) stays available as `recorded_kind`
         derived = p.get("derived")
-        row.update(kind=(derived or {}).get("kind") or p["kind"], recorded_kind=p["kind"], derived=derived)
+        row.update(kind=(derived or {}).get("kind") or p["kind"], recorded_kind=p["kind"], derived=derived,
+                   work_code=_work_code(p.get("details")))
         if getattr(args, "json", False):
             print(json.dumps(row, ensure_ascii=True))  # \u escapes: no control character reaches the screen
         else:

@@ -23,6 +23,9 @@ def register(sub) -> None:
     p.add_argument("--to", required=True, metavar="DIR", help="folder to write the export into (e.g. the stick)")
     p.add_argument("--after-seq", type=int, default=None, metavar="N",
                    help="export every punch after seq N instead of those not yet acknowledged")
+    p.add_argument("--format", choices=["presensi", "zk-attlog"], default="presensi",
+                   help="presensi: signed jsonl and csv; zk-attlog: the same plus <SERIAL>_attlog.dat, the file a "
+                        "ZKTeco machine writes to a USB stick (PIN, local time, verify, state, work code)")
 
 
 def _health(cfg):
@@ -108,10 +111,12 @@ def cmd_sync_status(args) -> int:
 
 def cmd_export(args) -> int:
     from sync.device import offline
+    from sync.device.zkattlog import ZkAttlog
 
     cfg = load_config(args)
     try:
-        result = offline.export(cfg.state_dir, cfg.device.id, cfg.central.url, Path(args.to), args.after_seq)
+        zk = ZkAttlog.from_config(cfg) if args.format == "zk-attlog" else None
+        result = offline.export(cfg.state_dir, cfg.device.id, cfg.central.url, Path(args.to), args.after_seq, zk=zk)
     except OSError as e:
         raise CommandError(f"cannot write the export to {args.to}: {e.strerror or e}; check that the stick "
                            "is mounted, writable and has space") from None
@@ -120,5 +125,6 @@ def cmd_export(args) -> int:
                            f"(an empty export was written to {result['dir']})")
     else:
         emit(args, result, f"exported {result['count']} punches (seq {result['first_seq']}-{result['last_seq']}) "
-                           f"to {result['dir']}; import with `presensi server import DIR --db …`")
+                           f"to {result['dir']}; import with `presensi server import DIR --db …`"
+                           + (f" (ZK attendance file: {result['zk_attlog']})" if result.get("zk_attlog") else ""))
     return 0

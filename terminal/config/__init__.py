@@ -51,12 +51,14 @@ from terminal.config.sections import (
     Schedule,
     Time,
     Web,
+    WorkCodes,
     Zk,
 )
 
 __all__ = [
     "DEFAULT_PATH", "REDACTED", "REQUIRED_SECTIONS", "SECTIONS", "TIMEZONES", "Adms", "Camera", "Central",
     "Config", "ConfigError", "Device", "Face", "Fingerprint", "Gpio", "Health", "Liveness", "Log", "Paths",
-    "Photos", "Roster", "Schedule", "Section", "Time", "Web", "Zk", "documented_keys", "effective", "from_dict",
+    "Photos", "Roster", "Schedule", "Section", "Time", "Web", "WorkCodes", "Zk", "documented_keys", "effective",
+    "from_dict",
     "is_secret", "load", "parse_toml", "read_text", "resolve_path", "to_toml",
 ]

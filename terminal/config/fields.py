@@ -114,7 +114,8 @@ _RANGE_ERRORS = ("greater_than_equal", "less_than_equal", "greater_than", "less_
 
 def _describe(cls: type[Section], err: dict) -> str:
     """One pydantic error as '[section] key ... ; what to write instead'."""
-    section = cls.__name__.lower()  # each section class is named after its [section]
+    # each section class is named after its [section]; a name with an underscore says it (SECTION)
+    section = getattr(cls, "SECTION", "") or cls.__name__.lower()
     loc = [str(p) for p in err["loc"]]
     key = loc[0] if loc else ""
     field = cls.model_fields.get(key)

@@ -30,6 +30,7 @@ from terminal.config.sections import (
     Schedule,
     Time,
     Web,
+    WorkCodes,
     Zk,
 )
 
@@ -60,6 +61,7 @@ class Config(BaseModel):
     schedule: Schedule = Field(default_factory=Schedule)
     health: Health = Field(default_factory=Health)
     time: Time = Field(default_factory=Time)
+    work_codes: WorkCodes = Field(default_factory=WorkCodes)
 
     @property
     def state_dir(self) -> Path:

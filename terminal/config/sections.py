@@ -6,9 +6,9 @@ and tests/test_config.py keeps the two in step. A section class is named after i
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from terminal.config import windows
 from terminal.config.fields import Section, _check_id, _check_listen, _check_url, _f
@@ -242,6 +242,64 @@ class Adms(Section):
         return _check_url(value, cls.model_fields["url"].examples[0])
 
 
+WORK_CODE_KINDS = ("apel", "masuk", "istirahat", "pulang")
+DEFAULT_WORK_CODES = [
+    {"code": 1, "label": "Dinas Luar", "kinds": ["masuk", "pulang"]},
+    {"code": 2, "label": "Izin keluar", "kinds": []},
+    {"code": 3, "label": "Kembali dari izin", "kinds": []},
+    {"code": 4, "label": "Lembur", "kinds": ["pulang"]},
+]
+
+
+class WorkCode(BaseModel):
+    """One entry of [work_codes] codes: checked here, stored as plain data (see WorkCodes.codes)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    code: int = Field(ge=1, le=255, description="The number ZK machines record as the work code (1-255).")
+    label: str = Field(min_length=1, max_length=40, description="What the kiosk shows, in Bahasa Indonesia.")
+    kinds: list[Literal["apel", "masuk", "istirahat", "pulang"]] = Field(
+        default_factory=list, description="Punch kinds the code applies to; empty = every kind.")
+
+
+class WorkCodes(Section):
+    SECTION: ClassVar[str] = "work_codes"
+
+    enabled: bool = _f(True, "Offer work codes (the reason of a punch) on the kiosk, the fingerprint button and "
+                       "`presensi punch --work-code`.")
+    codes: list[dict] = _f(DEFAULT_WORK_CODES, "The work codes: code (the number ZK records, 1-255), label (Bahasa "
+                           "Indonesia, at most 40 characters) and kinds (the punch kinds it applies to: apel, masuk, "
+                           "istirahat, pulang; empty = every kind).")
+    before_punch_seconds: float = _f(20.0, "A code chosen before a punch (kiosk touch, fingerprint button) applies "
+                                     "to the next punch within this many seconds.", min=1, max=300)
+    after_punch_seconds: float = _f(0.0, "After a face or finger is recognised, the kiosk offers the codes of the "
+                                    "punch's kind this long and records the punch with the choice (0 = off: "
+                                    "record at once; a code is then chosen before the punch). At most 15 s: the "
+                                    "face or finger worker waits meanwhile, and one silent for 20 s is restarted.",
+                                    min=0, max=15)
+    button_pin: int | None = _f(None, "BCM pin of a work-code button for the fingerprint path (needs [gpio] "
+                                "enabled): each press selects the next code for the next punch.", min=0, max=40)
+
+    @field_validator("codes")
+    @classmethod
+    def _codes(cls, value: list) -> list[dict]:
+        out, seen = [], set()
+        for i, entry in enumerate(value):
+            if not isinstance(entry, dict):
+                raise ValueError(f"entry {i + 1} must be a table like {{ code = 1, label = \"Dinas Luar\", "
+                                 "kinds = [\"masuk\"] }")
+            try:
+                code = WorkCode(**entry)
+            except ValidationError as e:  # say which entry and which of its keys
+                problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+                raise ValueError(f"entry {i + 1}: {problems}") from None
+            if code.code in seen:
+                raise ValueError(f"code {code.code} appears twice; each code must be unique")
+            seen.add(code.code)
+            out.append(code.model_dump())
+        return out
+
+
 class Photos(Section):
     keep_days: int = _f(30, "Days to keep punch photos before they are deleted (0 = keep none). Photos of "
                         "punches the central server has not acknowledged, and of open or undelivered faults, "
@@ -391,4 +449,5 @@ SECTIONS: dict[str, type[Section]] = {
     "health": Health,
     "roster": Roster,
     "time": Time,
+    "work_codes": WorkCodes,
 }

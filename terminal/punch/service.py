@@ -31,7 +31,7 @@ from terminal.errors import LogError, StorageFull
 from terminal.log import punchlog
 from terminal.log.punchlog import PunchLog
 from terminal.log.writelock import WriterLockTimeout
-from terminal.punch import derived, history, rules
+from terminal.punch import derived, history, rules, workcodes
 from terminal.timing import clock, timeline
 
 log = logging.getLogger("presensi.punch")
@@ -81,21 +81,32 @@ class PunchService:
         # log) and appending must happen as one step, or two quick reads of one finger could both record.
         self._lock = threading.Lock()
         self._time_fault_open = True  # unknown at start: the first clean decision clears a stale fault
+        self.work_codes = workcodes.Catalogue.load(cfg)
+        # a code chosen before a face or finger punch (kiosk touch, fingerprint button) waits here for it
+        self.chooser = workcodes.Chooser(cfg.work_codes.before_punch_seconds)
+        # set by the daemon when the kiosk offers codes after a recognised face or finger (terminal/punch/workcodes.py)
+        self.choices: workcodes.ChoiceWindow | None = None
 
     def load_schedule(self) -> rules.Schedule:
         return load_schedule(self.cfg)
 
     def reload_schedule(self) -> None:
-        """After a roster swap: new holidays and windows apply from the next punch on."""
-        new = self.load_schedule()
+        """After a roster swap: new holidays, windows and work codes apply from the next punch on."""
+        new, codes = self.load_schedule(), workcodes.Catalogue.load(self.cfg)
         with self._lock:
-            self.schedule = new
+            self.schedule, self.work_codes = new, codes
+            if self.choices is not None:
+                self.choices.catalogue = codes
 
     def punch(self, employee: str, method: str, *, details: dict | None = None,
               photo_jpeg: bytes | None = None, reading: clock.ClockReading | None = None,
-              override_reason: str | None = None, operator: str | None = None) -> PunchOutcome:
+              override_reason: str | None = None, operator: str | None = None,
+              work_code: int | None = None) -> PunchOutcome:
         """Record one punch. `override_reason` (with `operator`, who gives it) lets an operator record a
-        punch the roster would refuse; without it a refusal is final."""
+        punch the roster would refuse; without it a refusal is final. `work_code` is the employee's reason
+        (terminal/punch/workcodes.py): an unknown code, or one that does not apply to the punch's kind, refuses
+        the punch with the reason. A face or finger punch without one takes the code chosen before it, or
+        waits for the choice the kiosk offers ([work_codes] after_punch_seconds)."""
         reading = reading or clock.read()
         name = self.names(employee) or employee
         check = admission(self.cfg.state_dir, employee, method)
@@ -110,9 +121,11 @@ class PunchService:
         if check.refusal:
             details = {**(details or {}), "override": {"reason": override[:500], "operator": operator or "",
                                                        "refused_because": check.reason}}
+        if work_code is None and method in ("face", "finger"):
+            work_code = self._chosen_code(employee, name, reading)
         with self._lock:
             try:
-                outcome = self._punch_locked(employee, name, method, details, photo_jpeg, reading)
+                outcome = self._punch_locked(employee, name, method, details, photo_jpeg, reading, work_code)
             except STORAGE_ERRORS as e:  # deciding reads the log too: a full disk or a busy lock is a refusal
                 outcome = self._refused(employee, name, method, e)
         if check.refusal and outcome.recorded:
@@ -120,16 +133,43 @@ class PunchService:
         self._notify(outcome)
         return outcome
 
-    def _punch_locked(self, employee, name, method, details, photo_jpeg, reading) -> PunchOutcome:
+    def _chosen_code(self, employee: str, name: str, reading: clock.ClockReading) -> int | None:
+        """The code armed before this punch, else the one chosen in the kiosk's window after recognition
+        (None: no choice, no window, a repeat, or no code applies to the kind)."""
+        armed = self.chooser.take()
+        if armed is not None or self.choices is None or not self.work_codes.enabled:
+            return armed
+        with self._lock:
+            try:
+                _estimate, decision = self._decide(employee, name, reading)
+            except STORAGE_ERRORS:
+                return None  # the punch itself reports the storage failure
+        codes = self.work_codes.for_kind(decision.kind)
+        if not decision.record or not codes:
+            return None
+        return self.choices.wait(employee, name, decision.kind, codes)
+
+    def _punch_locked(self, employee, name, method, details, photo_jpeg, reading, work_code=None) -> PunchOutcome:
         estimate, decision = self._decide(employee, name, reading)
         self._flag_time(decision)
         verified = bool(estimate.get("verified"))
+        if work_code is not None:
+            refusal = self.work_codes.check(work_code, decision.kind)
+            if refusal is not None:
+                log.warning("punch refused (method %s): %s", method, refusal.reason)
+                return PunchOutcome(employee, name, method, recorded=False, acknowledged=False,
+                                    message=refusal.message, kind=decision.kind, time_verified=verified,
+                                    decision=decision.as_dict(), error=refusal.reason, refused=True)
+            details = {**(details or {}), "work_code": work_code}
         if not decision.record:
             earlier = self.log.get(decision.repeat_of["seq"]) if decision.repeat_of else None
             return PunchOutcome(employee, name, method, recorded=False, acknowledged=True,
                                 message=decision.message, kind=decision.kind, time_verified=verified,
                                 record=earlier, decision=decision.as_dict())
-        return self._append(employee, name, method, decision, estimate, details, photo_jpeg, reading)
+        outcome = self._append(employee, name, method, decision, estimate, details, photo_jpeg, reading)
+        if outcome.recorded and work_code is not None:  # the screen names the reason the employee gave
+            outcome.message = f"{outcome.message} · {work_code} {self.work_codes.codes[work_code].label}"
+        return outcome
 
     def _refused(self, employee: str, name: str, method: str, e: Exception, decision=None,
                  verified: bool = False) -> PunchOutcome:

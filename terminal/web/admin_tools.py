@@ -163,7 +163,9 @@ class Tools:
                 f"<input type='hidden' name='csrf' value='{esc(sess.csrf)}'>"
                 f"<label>Folder tujuan <input name='path' required value='{esc(candidates[0] if candidates else '')}'>"
                 "</label><label class='check'><input type='checkbox' name='all' value='1'> semua presensi (bukan "
-                "hanya yang belum terkirim)</label><button type='submit'>Ekspor</button></form>")
+                "hanya yang belum terkirim)</label><label class='check'><input type='checkbox' name='zk' value='1'> "
+                "juga berkas ZKTeco (&lt;serial&gt;_attlog.dat) untuk sistem daerah</label>"
+                "<button type='submit'>Ekspor</button></form>")
         return self.admin.layout(sess, "Ekspor", body, status_code)
 
     def export(self, req, sess, form, files) -> Response:
@@ -171,7 +173,8 @@ class Tools:
         if not target.is_absolute() or not target.is_dir():
             return self.export_page(req, sess, form, files, f"Folder {target} tidak ada; periksa flashdisk.", 400)
         try:
-            result = self.daemon.export_offline(target, after_seq=0 if form.get("all") else None)
+            result = self.daemon.export_offline(target, after_seq=0 if form.get("all") else None,
+                                                zk_attlog=bool(form.get("zk")))
         except OSError as e:
             return self.export_page(req, sess, form, files, f"Ekspor gagal: {e.strerror or e}", 500)
         self.admin.audit(sess.user, "export", result)

@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 from http import HTTPStatus
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.responses import HTMLResponse, Response
 
-from terminal.web import clients, kiosk
+from terminal.web import clients, kiosk, workcode
 from terminal.web.admin import HTML, Admin
 from terminal.web.pages import SECURITY_HEADERS, esc, json_response, render, static
 
@@ -49,6 +49,13 @@ class WebApp:
         r.add_api_route("/camera.mjpg", self.preview, methods=["GET"], response_class=Response,
                         responses={200: {"description": "the camera preview (MJPEG)",
                                          "content": {"multipart/x-mixed-replace": {}}}, **STREAM_ERRORS})
+        r.add_api_route("/kiosk/work-code", self.work_code, methods=["POST"], response_model=None,
+                        openapi_extra={"x-body-limit": workcode.BODY_LIMIT},
+                        dependencies=[Depends(workcode.own_screen_only)],
+                        responses={200: {"description": "the code is armed for the next punch, or given to the "
+                                                        "punch that waits for it",
+                                         "content": {"application/json": {"schema": {"type": "object"}}}},
+                                   **workcode.ERRORS})
         self.admin.register(r)
 
     def kiosk_page(self) -> Response:
@@ -60,6 +67,9 @@ class WebApp:
 
     def kiosk_state(self) -> Response:
         return json_response(kiosk.state(self.daemon))
+
+    def work_code(self, request: Request, body: workcode.Choice) -> Response:
+        return workcode.choose(self.daemon, request, body)
 
     def _local_or_admin(self, req: Request) -> None:
         if clients.is_local(req) or self.admin.session(req) is not None:

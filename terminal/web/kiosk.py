@@ -53,8 +53,11 @@ def state(daemon) -> dict:
     except Exception as e:  # the page must still come up; it shows the time as unverified
         log.warning("kiosk indicators unavailable: %s", e)
         indicators = {"time_verified": False, "utc": None}
+    codes = daemon.punches.work_codes if getattr(daemon, "punches", None) is not None else None
     return {"indicators": indicators, "timezone": daemon.cfg.device.timezone, "device": daemon.cfg.device.id,
-            "name": daemon.cfg.device.name}
+            "name": daemon.cfg.device.name,
+            "work_codes": [c.as_dict() for c in codes.codes.values()] if codes and codes.enabled else [],
+            "armed": daemon.punches.chooser.peek() if codes else None}
 
 
 def _sse(event_id: int | None, type_: str, data: dict) -> bytes:

@@ -162,9 +162,12 @@ def user_record(uid: int, user_id: str, name: str, privilege: int = 0, card: int
                        _fixed(user_id, 24))
 
 
-def attendance_record(uid: int, user_id: str, verify: int, local: dt.datetime, state: int) -> bytes:
-    """40-byte record: uid u16, user_id 24, verify u8 (pyzk 'status'), time u32, state u8 (pyzk 'punch')."""
-    return struct.pack("<H24sBIB8x", uid, _fixed(user_id, 24), verify, encode_time(local), state)
+def attendance_record(uid: int, user_id: str, verify: int, local: dt.datetime, state: int,
+                      work_code: int = 0) -> bytes:
+    """40-byte record: uid u16, user_id 24, verify u8 (pyzk 'status'), time u32, state u8 (pyzk 'punch'),
+    work code u32 at offset 32 (where ZK firmware keeps it; pyzk 0.9 reads these 8 bytes as padding), 4
+    reserved."""
+    return struct.pack("<H24sBIBI4x", uid, _fixed(user_id, 24), verify, encode_time(local), state, work_code)
 
 
 def live_event(user_id: str, verify: int, state: int, local: dt.datetime) -> bytes:

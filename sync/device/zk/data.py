@@ -58,6 +58,12 @@ class ZkPunch:
     verify: int
     state: int
     local: dt.datetime
+    work_code: int = 0  # 0 = none, as ZK machines record it
+
+
+def _work_code(value) -> int:
+    """The record's work code as ZK carries it (u32; 0 = none)."""
+    return value if isinstance(value, int) and 0 <= value <= 0xFFFFFFFF else 0
 
 
 def check_mappings(cfg: Config) -> None:
@@ -274,14 +280,16 @@ class TerminalView:
             # older than that table keep their hashed kind
             records = [dict(r) for r in self.log.conn.execute(
                 "SELECT p.seq, p.employee, p.method, coalesce(nullif(d.kind, ''), p.kind) AS kind, p.boot_id, "
-                "p.monoraw_ns, p.boottime_ns, p.realtime_ns, p.timex_status, p.maxerror_us FROM punches p "
+                "p.monoraw_ns, p.boottime_ns, p.realtime_ns, p.timex_status, p.maxerror_us, "
+                "json_extract(p.details, '$.work_code') AS work_code FROM punches p "
                 "LEFT JOIN punch_derived d ON d.seq = p.seq WHERE p.seq > ? AND p.seq <= ? ORDER BY p.seq",
                 (after_seq, after_seq + n))]
             if not records:
                 return
             for rec, local in zip(records, self.local_times(records), strict=False):
                 yield ZkPunch(rec["seq"], uids.get(rec["employee"], 0), rec["employee"],
-                              self.verify_of(rec["method"]), self.state_of(rec["kind"]), local)
+                              self.verify_of(rec["method"]), self.state_of(rec["kind"]), local,
+                              _work_code(rec["work_code"]))
             after_seq = records[-1]["seq"]
 
     def now_local(self) -> dt.datetime:

@@ -68,7 +68,7 @@ class ReadBuffer:
         if not (start <= first and last <= start + len(blob) // rs):
             end = min(max(last, first + WINDOW), self.through - self.after)
             blob = b"".join(
-                c.attendance_record(p.uid, p.user_id, p.verify, p.local, p.state)
+                c.attendance_record(p.uid, p.user_id, p.verify, p.local, p.state, p.work_code)
                 for p in self.view.punches(self.after + first, self.after + end, self.uids, batch=WINDOW)
             )
             self._window = start, blob = first, blob

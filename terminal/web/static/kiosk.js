@@ -10,7 +10,9 @@
   const dateFmt = new Intl.DateTimeFormat("id-ID", {timeZone: tz, weekday: "long", day: "numeric", month: "long", year: "numeric"});
   let offsetMs = 0;  // corrected UTC minus this browser's clock (both run on the terminal)
   let clearTimer = null;
-  window.__kiosk = {shown: [], status: null};
+  window.__kiosk = {shown: [], status: null, choice: null, armed: null, answers: []};
+  let codes = [];
+  let choiceTimer = null;
 
   function tick() {
     const now = new Date(Date.now() + offsetMs);
@@ -83,7 +85,75 @@
 
   function decision(d) {
     if (!d.accepted) { show(d.message || "Tidak dikenali", "bad", SHOW_MS); return; }
+    // a face or finger punch took the armed code (or had none): the next one starts empty
+    if (d.recorded && (d.method === "face" || d.method === "finger")) armed(null);
     show(d.message, d.recorded ? "ok" : "repeat", SHOW_MS, d.time_verified === false);
+  }
+
+  // -- work codes: a touch before the punch arms a code; after a recognised face or finger the daemon may
+  // offer the codes of the punch's kind, and the punch waits for the answer (or "Lewati", or the time).
+  function button(c, onClick) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = c.code + " " + c.label;
+    b.dataset.code = c.code;
+    b.addEventListener("click", onClick);
+    return b;
+  }
+
+  function post(body) {
+    return fetch("/kiosk/work-code", {method: "POST", headers: {"Content-Type": "application/json"},
+                                      body: JSON.stringify(body)})
+      .then((r) => r.json().then((j) => {
+        window.__kiosk.answers.push({status: r.status, body: j});
+        if (!r.ok) show(j.error || "Kode kerja ditolak", "bad", SHOW_MS);
+        return j;
+      }))
+      .catch(() => show("Kode kerja tidak terkirim — silakan ulangi", "bad", SHOW_MS));
+  }
+
+  function renderCodes(list) {
+    codes = list || [];
+    const grid = $("code-buttons");
+    grid.textContent = "";
+    for (const c of codes) {
+      grid.appendChild(button(c, () => post({code: window.__kiosk.armed === c.code ? null : c.code})));
+    }
+    $("codes").hidden = !codes.length;
+    document.body.classList.toggle("has-codes", codes.length > 0);
+  }
+
+  function armed(a) {
+    const code = a && a.code !== null && a.code !== undefined ? a.code : null;
+    window.__kiosk.armed = code;
+    for (const b of $("code-buttons").children) b.classList.toggle("armed", Number(b.dataset.code) === code);
+    const line = $("armed");
+    line.hidden = code === null;
+    line.textContent = code === null ? "" : "Dipilih: " + code + " " + (a.label || "");
+  }
+
+  function offer(o) {
+    window.__kiosk.choice = o;
+    $("choice-title").textContent = (o.name || o.employee) + " — " + (o.kind_label || o.kind) + ": pilih kode kerja";
+    const grid = $("choice-buttons");
+    grid.textContent = "";
+    for (const c of o.codes) grid.appendChild(button(c, () => post({token: o.token, code: c.code})));
+    $("choice-skip").onclick = () => post({token: o.token, code: null});
+    let left = Math.round(o.seconds);
+    $("choice-left").textContent = left + " detik";
+    if (choiceTimer) clearInterval(choiceTimer);
+    choiceTimer = setInterval(() => { left = Math.max(0, left - 1); $("choice-left").textContent = left + " detik"; }, 1000);
+    $("choice").hidden = false;
+    fit($("choice-title"), 24, 16);
+    show("Pilih kode kerja, atau tekan Lewati", "prompt", 0);
+  }
+
+  function offerClosed(c) {
+    if (!window.__kiosk.choice || window.__kiosk.choice.token !== c.token) return;
+    window.__kiosk.choice = null;
+    if (choiceTimer) clearInterval(choiceTimer);
+    $("choice").hidden = true;
+    if ($("result").className === "prompt") show(IDLE, "idle", 0);  // the punch's decision follows
   }
 
   function prompt(p) {
@@ -96,6 +166,10 @@
     es.addEventListener("status", (e) => status(JSON.parse(e.data)));
     es.addEventListener("decision", (e) => decision(JSON.parse(e.data)));
     es.addEventListener("prompt", (e) => prompt(JSON.parse(e.data)));
+    es.addEventListener("workcode-armed", (e) => armed(JSON.parse(e.data)));
+    es.addEventListener("workcodes", (e) => renderCodes(JSON.parse(e.data).codes));
+    es.addEventListener("workcode", (e) => offer(JSON.parse(e.data)));
+    es.addEventListener("workcode-closed", (e) => offerClosed(JSON.parse(e.data)));
     es.onopen = () => { window.__kiosk.connected = true; };
     es.onerror = () => { window.__kiosk.connected = false; };
   }
@@ -124,6 +198,11 @@
   show(IDLE, "idle", 0);
   tick();
   setInterval(tick, 1000);
-  fetch("/kiosk/state").then((r) => r.json()).then((s) => status(s.indicators)).catch(() => {});
+  fetch("/kiosk/state").then((r) => r.json()).then((s) => {
+    status(s.indicators);
+    renderCodes(s.work_codes);
+    armed(s.armed);
+    window.__kiosk.codesReady = true;
+  }).catch(() => {});
   connect();
 })();
