@@ -300,7 +300,14 @@ class Daemon:
             self.stop_event.wait(self.cfg.health.interval)
 
     def on_roster_change(self) -> None:
-        """A new roster was installed: refresh schedule and holidays, face gallery and fingerprint slots."""
+        """A new roster was installed: local enrolments follow it (those it carries or whose employee it no
+        longer lists are forgotten), then schedule and holidays, face gallery and fingerprint slots."""
+        from terminal.app import roaming
+
+        try:
+            roaming.settle_local(self.cfg.state_dir)
+        except Exception as e:  # the gallery and slots below still follow the roster itself
+            log.error("local enrolments not settled with the new roster: %s", e)
         self.punches.reload_schedule()
         face = self.workers.get("face")
         if face is not None:

@@ -117,8 +117,11 @@ def cmd_scan(args) -> int:
 
 
 def cmd_enrol(args) -> int:
+    import base64
+
     from drivers.fingerprint.base import SensorError
     from terminal.finger.slots import SlotMap, enrol_employee
+    from terminal.punch import enrolments
 
     fp, cfg = _settings(args, need_state=True)
     sensor = _open_sensor(args, fp)
@@ -130,6 +133,8 @@ def cmd_enrol(args) -> int:
         raise CommandError(str(e)) from None
     finally:
         sensor.close()
+    # for the central server, and from there every terminal (sent by `presensi sync now`)
+    enrolments.record_in(cfg.state_dir, args.employee, "finger", [base64.b64decode(result["template"])])
     emit(args, result, f"employee {result['employee']} enrolled in slot {result['slot']}")
     return 0
 

@@ -54,6 +54,11 @@ def _install(args, fn) -> int:
     except (roster_client.RosterPullError, roster.RosterError, SecretBoxError) as e:
         raise CommandError(str(e)) from None
     result.pop("roster", None)
+    if result["status"] == "installed":
+        from terminal.app import roaming
+
+        # local enrolments follow the roster; the sensor's slots follow with `presensi finger sync`
+        result["local_templates_settled"] = roaming.settle_local(cfg.state_dir)
     if result["status"] == "current":
         text = f"roster is up to date (version {result['version']})"
     else:

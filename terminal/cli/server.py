@@ -7,7 +7,7 @@ import re
 import signal
 import sys
 
-from terminal.cli import server_roster
+from terminal.cli import server_notices, server_roster
 from terminal.cli.common import CommandError, add_command, add_group, emit
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -53,6 +53,7 @@ def register(sub) -> None:
     p.add_argument("dir", metavar="DIR")
     _db(p)
     server_roster.register(srv)
+    server_notices.register(srv)
 
 
 def _db(p) -> None:

@@ -74,6 +74,10 @@ def cmd_sync_now(args) -> int:
         beat.join(settings.timeout * 2 + 5)  # no thread may be mid-request when the process exits
         pusher.close()
     result.update(acked_seq=summary["acked_seq"], head_seq=summary["head_seq"], kept_aside=summary["kept_aside"])
+    result["enrolments"] = _upload_enrolments(cfg)
+    if result["done"] and result["enrolments"].get("error"):
+        result["done"] = False
+        result["last_error"] = result["enrolments"]["error"]
     if result["done"] and result["kept_aside"]:
         if getattr(args, "json", False):
             emit(args, result)
@@ -93,6 +97,20 @@ def cmd_sync_now(args) -> int:
           f"{result['last_error']}). Nothing is lost; they stay in the log and are sent when the server is "
           "reachable. Check the network and [central] url, or use `presensi export --to DIR`", file=sys.stderr)
     return 1
+
+
+def _upload_enrolments(cfg) -> dict:
+    """The enrolments made here, to the central server (which publishes them in the next roster)."""
+    from sync.device import central, enrol_client
+
+    conn = punchlog.connect(punchlog.db_path(cfg.state_dir))
+    try:
+        with central.Client.from_config(cfg) as client:
+            return enrol_client.upload(client, conn, cfg.state_dir)
+    except central.CentralError as e:
+        return {"error": f"enrolments not delivered: {e}"}
+    finally:
+        conn.close()
 
 
 def _sample_note(sample: dict | None) -> str:

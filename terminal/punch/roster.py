@@ -155,6 +155,14 @@ class Roster:
     def holidays(self) -> list:
         return json.loads(self._meta.get("holidays", "[]"))
 
+    def messages(self) -> list[dict]:
+        """The central server's messages to employees (per employee or all staff, with validity dates)."""
+        return json.loads(self._meta.get("messages", "[]"))
+
+    def apel_cancelled(self) -> list[dict]:
+        """The dates on which the central server cancelled apel pagi: [{"date", "reason"}]."""
+        return json.loads(self._meta.get("apel_cancelled", "[]"))
+
     def people(self) -> list[dict]:
         """Employees without biometric data: id, name, uid, pin_allowed (cheap; for lists and ZK)."""
         if self._conn is None:
@@ -230,7 +238,8 @@ def _writer_lock(state_dir: Path):
 
 def install(state_dir: Path, *, version: int, employees: list[dict], schedule: dict | None = None,
             holidays: list | None = None, source: str = "bundle", bundle_sha256: str | None = None,
-            created_utc: str | None = None, require_newer: bool = True) -> dict:
+            created_utc: str | None = None, require_newer: bool = True, messages: list | None = None,
+            apel_cancelled: list | None = None) -> dict:
     """Write a complete new roster and swap it in atomically. `employees` must already be validated
     (sync.wire.rosterbundle.verify_bundle does that for bundles). Returns the new roster's info(). Raises
     StaleRoster when `version` is not newer than the installed one (checked under the writer lock, so a
@@ -244,7 +253,9 @@ def install(state_dir: Path, *, version: int, employees: list[dict], schedule: d
                 "installed_realtime_ns": time.time_ns(), "bundle_sha256": bundle_sha256 or "",
                 "created_utc": created_utc or "", "local_changes": 0,
                 "schedule": json.dumps(schedule or {}, sort_keys=True),
-                "holidays": json.dumps(holidays or [], sort_keys=True)}
+                "holidays": json.dumps(holidays or [], sort_keys=True),
+                "messages": json.dumps(messages or [], sort_keys=True, ensure_ascii=False),
+                "apel_cancelled": json.dumps(apel_cancelled or [], sort_keys=True, ensure_ascii=False)}
         _write_file(state_dir, meta, employees)
     with Roster.open(state_dir) as r:
         return r.info()
