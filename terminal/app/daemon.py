@@ -350,7 +350,8 @@ class Daemon:
             self.faults.clear("storage:punch", message="punches are recorded again")
         data = {"accepted": outcome.acknowledged, "recorded": outcome.recorded, "method": outcome.method,
                 "employee": outcome.employee, "name": outcome.name, "kind": outcome.kind,
-                "time_verified": outcome.time_verified, "message": outcome.message, "decision": outcome.decision}
+                "time_verified": outcome.time_verified, "message": outcome.message, "decision": outcome.decision,
+                "notices": outcome.notices}
         self.events.publish("decision", data)  # first: a broken buzzer must not hide the answer
         if self.feedback is not None:
             try:
@@ -383,7 +384,20 @@ class Daemon:
             "camera": self._worker_health("face").get("ok") if "face" in self.wanted else None,
             "time_verified": bool(clock_state.get("verified")),
             "utc": clock_state.get("utc"),
+            "apel_cancelled": self._apel_cancelled_today(clock_state.get("utc")),
         }
+
+    def _apel_cancelled_today(self, utc: str | None) -> bool:
+        """Whether today's apel pagi (office-local date of the corrected time) is cancelled: the kiosk says so."""
+        import datetime as dt
+
+        try:
+            now = dt.datetime.fromisoformat(utc.replace("Z", "+00:00")) if utc else dt.datetime.now(dt.UTC)
+            schedule = self.punches.schedule
+            return schedule.day_plan(schedule.local(now).date()).apel_cancelled
+        except Exception as e:  # the indicator is a courtesy; punches decide with the schedule itself
+            log.warning("apel state for the kiosk not computed: %s", e)
+            return False
 
     def _storage_indicator(self) -> dict:
         """Whether punches can be recorded now; the kiosk shows the message while they cannot."""
