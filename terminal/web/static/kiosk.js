@@ -36,7 +36,7 @@
     list.replaceChildren(...(lines || []).map((t) => { const li = document.createElement("li"); li.textContent = t; return li; }));
     list.hidden = !list.children.length;
     $("clock").classList.toggle("with-notices", !list.hidden);
-    for (const li of list.children) fit(li, 20, 14);
+    for (const li of list.children) fit(li, 20, 11);
   }
 
   function show(text, cls, holdMs, unverified, notices) {
