@@ -7,6 +7,7 @@ Plus what an attacker on the office LAN would try against the enrolment upload."
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 import threading
@@ -169,3 +170,65 @@ def test_forged_replayed_and_foreign_enrolment_uploads_are_refused_and_store_not
     huge = _upload(url, token, keys["opd-a-01"], "opd-a-01", [_face_item(i) for i in range(1, 2000)])
     assert huge.status_code in (400, 413)
     assert len(enrolments.listing(store)) == 1 and store.latest_roster()["version"] == version + 1
+
+
+def _sha(item) -> str:
+    return hashlib.sha256(base64.b64decode(item["template"])).hexdigest()
+
+
+def _two_devices(tmp_path, url, store):
+    out = {}
+    for dev in ("opd-a-01", "opd-b-01"):
+        cfg, _ = make_terminal(tmp_path / dev, url, "x", device=dev)
+        key = identity.load_key(cfg.parent / f"state-{dev}")
+        out[dev] = (add_device(store, dev, chain.public_key_b64(key))["token"], key)
+    return out
+
+
+def _published(store) -> dict:
+    from sync.server import republish
+
+    return {e["id"]: e for e in republish.latest(store)["employees"]}
+
+
+def test_with_approval_on_enrolments_wait_and_only_approved_ones_are_published(tmp_path, server):
+    store, url, db = server
+    presensi("server", "publish-roster", _roster_csv(tmp_path / "p.csv", (NIP, "Rina Lestari")), "--db", db)
+    devices = _two_devices(tmp_path, url, store)
+    assert json.loads(presensi("server", "enrolments", "settings", "--approval", "on", "--json", "--db", db)
+                      .stdout) == {"approval": "on"}
+    version = store.latest_roster()["version"]
+    token, key = devices["opd-a-01"]
+    answer = _upload(url, token, key, "opd-a-01", [_face_item(1), _face_item(2)]).json()
+    assert [r["status"] for r in answer["results"]] == ["pending", "pending"] and answer["roster_version"] is None
+    assert store.latest_roster()["version"] == version  # nothing reaches the terminals yet
+    listed = json.loads(presensi("server", "enrolments", "list", "--status", "pending", "--json", "--db", db).stdout)
+    ids = [e["id"] for e in listed["enrolments"]]
+    assert len(ids) == 2 and all("template" not in e for e in listed["enrolments"])  # no biometric data
+    presensi("server", "enrolments", "approve", str(ids[0]), "--db", db)
+    presensi("server", "enrolments", "reject", str(ids[1]), "--db", db)
+    assert store.latest_roster()["version"] == version + 2
+    faces = _published(store)[NIP]["face_templates"]
+    assert [enrolments.template_sha256("face", t) for t in faces] == [listed["enrolments"][0]["template_sha256"]]
+    unknown = presensi("server", "enrolments", "approve", "999", "--db", db, check=False)
+    assert unknown.returncode == 1 and "no enrolment with id 999" in unknown.stderr
+
+
+def test_two_terminals_enrolling_one_person_keep_both_newest_first(tmp_path, server):
+    store, url, db = server
+    presensi("server", "publish-roster", _roster_csv(tmp_path / "p.csv", (NIP, "Rina Lestari")), "--db", db)
+    devices = _two_devices(tmp_path, url, store)
+    a, b = devices["opd-a-01"], devices["opd-b-01"]
+    first = _face_item(1)
+    assert _upload(url, *a, "opd-a-01", [first]).json()["results"][0]["status"] == "accepted"
+    assert _upload(url, *b, "opd-b-01", [_face_item(2)]).json()["results"][0]["status"] == "accepted"
+    again = _upload(url, *b, "opd-b-01", [{**first, "ref": 9}]).json()  # the same template from B
+    assert again["results"][0] == {**again["results"][0], "status": "duplicate", "decision": "accepted"}
+    faces = _published(store)[NIP]["face_templates"]
+    newest_first = [_sha(_face_item(2)), _sha(first)]
+    assert [enrolments.template_sha256("face", t) for t in faces] == newest_first
+    # eleven more from A: the oldest fall off beyond ten per modality
+    _upload(url, *a, "opd-a-01", [_face_item(i) for i in range(10, 21)])
+    faces = _published(store)[NIP]["face_templates"]
+    assert len(faces) == enrolments.PER_MODALITY
+    assert enrolments.template_sha256("face", faces[0]) == _sha(_face_item(20))
