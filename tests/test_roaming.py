@@ -78,9 +78,12 @@ def test_enrolled_at_a_recognised_at_b_and_removed_from_both(tmp_path, server):
         presensi("finger", "enroll", "--employee", NIP, "-c", a, timeout=90)
         person.join(30)
 
+        waiting = json.loads(presensi("sync", "status", "--json", "-c", a).stdout)["enrolments"]
+        assert waiting["unsent"] == 4  # three face templates, one finger, queued for the central server
         sync = presensi("sync", "now", "--json", "-c", a)
         sent = json.loads(sync.stdout)["enrolments"]
-        assert sent["accepted"] == 4 and sent["refused"] == 0, sent  # three face templates, one finger
+        assert sent["accepted"] == 4 and sent["refused"] == 0, sent
+        assert json.loads(presensi("sync", "status", "--json", "-c", a).stdout)["enrolments"]["unsent"] == 0
 
         # terminal B: its own state, the same server
         pulled = json.loads(presensi("roster", "pull", "--json", "-c", b).stdout)
