@@ -84,6 +84,9 @@ def test_enrolled_at_a_recognised_at_b_and_removed_from_both(tmp_path, server):
         sent = json.loads(sync.stdout)["enrolments"]
         assert sent["accepted"] == 4 and sent["refused"] == 0, sent
         assert json.loads(presensi("sync", "status", "--json", "-c", a).stdout)["enrolments"]["unsent"] == 0
+        # A's own copies are redundant once the roster carries them; A still recognises her from the roster
+        settled = json.loads(presensi("roster", "pull", "--json", "-c", a).stdout)["local_templates_settled"]
+        assert settled == {"face": 3, "finger": 1}
 
         # terminal B: its own state, the same server
         pulled = json.loads(presensi("roster", "pull", "--json", "-c", b).stdout)
