@@ -6,7 +6,6 @@ Plus what an attacker on the office LAN would try against the enrolment upload."
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import shutil
@@ -14,6 +13,7 @@ import threading
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from face_support import lfw, needs_shared
 from synctools import make_terminal, presensi, serve_in_thread, signed_post
 from test_fingerprint_driver import _play_enrolment
@@ -22,6 +22,7 @@ from drivers.fingerprint.emulator import FingerprintEmulator
 from drivers.fingerprint.emulator.sensorsim import Settings, synthetic_template
 from sync.server import enrolments
 from sync.server.app import add_device, make_app
+from sync.wire import sealedtemplate
 from terminal import identity
 from terminal.log import chain
 
@@ -50,6 +51,7 @@ def _terminal(tmp, url, store, device, emu):
 def server(tmp_path):
     db = tmp_path / "central.db"
     app = make_app(str(db))
+    SERVER["store"] = app.store
     with serve_in_thread(app) as url:
         yield app.store, url, db
 
@@ -118,11 +120,22 @@ def _upload(url, token, key, device, items, nonce_headers=None):
                        headers=nonce_headers)
 
 
-def _face_item(ref=1, employee=NIP):
+SERVER = {}  # the store of the running test's server: the enrolment key templates are sealed to
+
+
+def _face_vector(ref: int) -> bytes:
     vec = np.random.default_rng(ref).normal(size=128).astype("<f4")
-    vec /= np.linalg.norm(vec)
-    return {"ref": ref, "employee": employee, "modality": "face",
-            "template": base64.b64encode(vec.tobytes()).decode(), "created_ns": 1}
+    return (vec / np.linalg.norm(vec)).astype("<f4").tobytes()
+
+
+def _sealed(raw: bytes, employee=NIP, modality="face", device="opd-a-01") -> str:
+    key = enrolments.public_key_b64(SERVER["store"])
+    return sealedtemplate.seal(key, raw, sealedtemplate.aad(device, employee, modality))
+
+
+def _face_item(ref=1, employee=NIP, device="opd-a-01"):
+    return {"ref": ref, "employee": employee, "modality": "face", "created_ns": 1,
+            "sealed": _sealed(_face_vector(ref), employee, device=device)}
 
 
 def test_forged_replayed_and_foreign_enrolment_uploads_are_refused_and_store_nothing(tmp_path, server):
@@ -169,17 +182,23 @@ def test_forged_replayed_and_foreign_enrolment_uploads_are_refused_and_store_not
     assert stranger.json()["results"][0]["status"] == "refused"
     assert "not in the published roster" in stranger.json()["results"][0]["reason"]
     # not a template: NaN, the wrong size; an oversized body
-    nan = {**_face_item(3), "template": base64.b64encode(np.full(128, np.nan, "<f4").tobytes()).decode()}
-    short = {**_face_item(4), "modality": "finger", "template": base64.b64encode(b"x" * 100).decode()}
-    bad = _upload(url, token, keys["opd-a-01"], "opd-a-01", [nan, short])
-    assert [r["status"] for r in bad.json()["results"]] == ["refused", "refused"]
+    nan = {**_face_item(3), "sealed": _sealed(np.full(128, np.nan, "<f4").tobytes())}
+    short = {**_face_item(4), "modality": "finger", "sealed": _sealed(b"x" * 100, modality="finger")}
+    # sealed for another device, for another employee, or to another key: it does not open
+    b_s = {**_face_item(5), "sealed": _sealed(_face_vector(5), device="opd-b-01")}
+    moved = {**_face_item(6), "sealed": _sealed(_face_vector(6), employee=OTHER)}
+    stranger_key = sealedtemplate.public_b64(X25519PrivateKey.generate())
+    other_key = {**_face_item(7), "sealed": sealedtemplate.seal(stranger_key, _face_vector(7),
+                                                               sealedtemplate.aad("opd-a-01", NIP, "face"))}
+    bad = _upload(url, token, keys["opd-a-01"], "opd-a-01", [nan, short, b_s, moved, other_key])
+    assert [r["status"] for r in bad.json()["results"]] == ["refused"] * 5
     huge = _upload(url, token, keys["opd-a-01"], "opd-a-01", [_face_item(i) for i in range(1, 2000)])
     assert huge.status_code in (400, 413)
     assert len(enrolments.listing(store)) == 1 and store.latest_roster()["version"] == version + 1
 
 
 def _sha(item) -> str:
-    return hashlib.sha256(base64.b64decode(item["template"])).hexdigest()
+    return hashlib.sha256(_face_vector(item["ref"])).hexdigest()
 
 
 def _two_devices(tmp_path, url, store):
@@ -227,8 +246,9 @@ def test_two_terminals_enrolling_one_person_keep_both_newest_first(tmp_path, ser
     a, b = devices["opd-a-01"], devices["opd-b-01"]
     first = _face_item(1)
     assert _upload(url, *a, "opd-a-01", [first]).json()["results"][0]["status"] == "accepted"
-    assert _upload(url, *b, "opd-b-01", [_face_item(2)]).json()["results"][0]["status"] == "accepted"
-    again = _upload(url, *b, "opd-b-01", [{**first, "ref": 9}]).json()  # the same template from B
+    assert _upload(url, *b, "opd-b-01", [_face_item(2, device="opd-b-01")]).json()["results"][0]["status"] \
+        == "accepted"
+    again = _upload(url, *b, "opd-b-01", [{**_face_item(1, device="opd-b-01"), "ref": 9}]).json()  # same, from B
     assert again["results"][0] == {**again["results"][0], "status": "duplicate", "decision": "accepted"}
     faces = _published(store)[NIP]["face_templates"]
     newest_first = [_sha(_face_item(2)), _sha(first)]

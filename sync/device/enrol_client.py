@@ -2,26 +2,39 @@
 templates and publishes the next roster to every terminal (sync/server/enrolments.py).
 
     POST {central.url}/api/v1/devices/{device_id}/enrolments     (token + device signature, sync/wire/signed.py)
-    {"enrolments": [{"ref", "employee", "modality": "face"|"finger", "template": base64, "created_ns"}]}
+    {"enrolments": [{"ref", "employee", "modality": "face"|"finger", "sealed": base64, "created_ns"}]}
     200 → {"results": [{"ref", "status": accepted|pending|duplicate|refused, "reason"}], "roster_version"}
 
 The outbox is terminal/punch/enrolments.py's table; an answered enrolment is not sent again. A refused one
 (say, an employee the server's roster does not list) stays refused, with the server's reason, for IT staff
-(`presensi status`). Templates leave the outbox only through the one client of sync/device/central.py, so
-the request is signed by the device key like every upload; the server keeps them encrypted at rest.
+(`presensi sync status`). Each template is sealed to the server's enrolment key, which came in the signed
+roster (sync/wire/sealedtemplate.py), and bound to this device, the employee and the modality; the request
+goes through the one client of sync/device/central.py, so it is signed by the device key like every upload.
+The server keeps the templates encrypted at rest.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 
 from sync.device import central
-from terminal.punch import enrolments
+from sync.wire import sealedtemplate
+from terminal.punch import enrolments, roster
 
 log = logging.getLogger("presensi.enrolments")
 PATH = "/enrolments"
 BATCH = 50
+
+
+def _server_key(state_dir) -> str:
+    """The server's enrolment key from the installed (signed) roster; without it nothing is sent."""
+    with roster.Roster.open(state_dir) as r:
+        key = r.enrolment_key()
+    if not key:
+        raise central.ConfigError("the installed roster carries no enrolment key of the central server, so "
+                                  "enrolments cannot be sealed for it: run `presensi roster pull` first (an "
+                                  "older central server does not take enrolments)")
+    return key
 
 
 def upload(client: central.Client, conn, state_dir) -> dict:
@@ -33,8 +46,10 @@ def upload(client: central.Client, conn, state_dir) -> dict:
         batch = enrolments.unsent(conn, state_dir, BATCH)
         if not batch:
             return totals
+        key, device = _server_key(state_dir), client.s.device_id
         body = {"enrolments": [{"ref": e["ref"], "employee": e["employee"], "modality": e["modality"],
-                                "template": base64.b64encode(e["template"]).decode("ascii"),
+                                "sealed": sealedtemplate.seal(key, e["template"], sealedtemplate.aad(
+                                    device, e["employee"], e["modality"])),
                                 "created_ns": e["created_ns"]} for e in batch]}
         answer = client.post_json(client.device_path(PATH), body)
         results = {r.get("ref"): r for r in answer.get("results") or [] if isinstance(r, dict)}

@@ -93,7 +93,8 @@ def install_bundle(cfg, data: bytes, *, source: str) -> dict:
         info = roster.install(cfg.state_dir, version=bundle["version"], employees=bundle["employees"],
                               schedule=bundle["schedule"], holidays=bundle["holidays"], source=source,
                               bundle_sha256=bundle["sha256"], created_utc=bundle["created_utc"],
-                              messages=bundle["messages"], apel_cancelled=bundle["apel_cancelled"])
+                              messages=bundle["messages"], apel_cancelled=bundle["apel_cancelled"],
+                              enrolment_key=bundle["enrolment_key"])
     except roster.StaleRoster as e:
         _reject(cfg, source, BundleRejected("old-version", f"{e} (installed meanwhile)"))
     details = {"version": bundle["version"], "previous_version": current, "sha256": bundle["sha256"],

@@ -282,9 +282,10 @@ class Enrolment(Strict):
     ref: Seq
     employee: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
     modality: Literal["face", "finger"]
-    template: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/=]*$", max_length=1024),
-                        Field(description="base64: a face template as 128 little-endian float32, or a 512-byte "
-                                          "ZhianTec characteristics file")]
+    sealed: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/=]*$", max_length=1024),
+                      Field(description="the template sealed to the server's enrolment key (sync/wire/"
+                                        "sealedtemplate.py): a face template as 128 little-endian float32, or a "
+                                        "512-byte ZhianTec characteristics file")]
     created_ns: Int64 | None = None
 
 

@@ -2,8 +2,10 @@
 rest, sync/server/atrest.py) until approved or at once, and merged into the next roster for every terminal.
 
 A terminal uploads what it enrolled (POST /api/v1/devices/{id}/enrolments, signed by its device key like every
-upload). The server takes an enrolment only for an employee of the published roster, with a template of the
-right form; anything else is answered "refused" and nothing is stored. With approval off (the default) an
+upload), each template sealed to this server's enrolment key (X25519, `enrolment.key` in the key directory,
+published in every roster: sync/wire/sealedtemplate.py). The server takes an enrolment only for an employee of
+the published roster, with a template of the right form sealed for this device, employee and modality;
+anything else is answered "refused" and nothing is stored. With approval off (the default) an
 enrolment is "accepted" at once and the caller publishes the next roster version; with approval on
 (`presensi server enrolments settings --approval on`) it waits as "pending" for `approve` or `reject`.
 
@@ -16,18 +18,21 @@ roster it may already be in.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
+import os
 import time
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from sync.wire import sealedtemplate
 
 MODALITIES = ("face", "finger")
 FACE_DIM = 128
 FINGER_BYTES = 512
 PER_MODALITY = 10  # templates per employee and modality in a roster (sync.wire.rosterbundle.BundleLimits)
 APPROVAL_KEY = "enrolment_approval"
+KEY_FILE = "enrolment.key"
 
 
 class EnrolmentError(ValueError):
@@ -52,12 +57,30 @@ def set_approval(store, on: bool) -> None:
         store.execute(cur, "INSERT INTO server_meta VALUES (?, ?)", (APPROVAL_KEY, "on" if on else "off"))
 
 
-def decode(modality: str, text) -> bytes | None:
-    """The template's bytes, or None when it is not a template of that modality."""
+def enrolment_key(store) -> X25519PrivateKey:
+    """This server's X25519 key for sealed templates, created 0600 beside the signing key on first use."""
+    path = store.keys.dir / KEY_FILE
     try:
-        raw = base64.b64decode(text, validate=True) if isinstance(text, str) else None
-    except (binascii.Error, ValueError):
-        return None
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "wb") as f:
+            f.write(X25519PrivateKey.generate().private_bytes_raw())
+            f.flush()
+            os.fsync(f.fileno())
+    raw = path.read_bytes()
+    if len(raw) != 32:
+        raise ValueError(f"{path}: the enrolment key is damaged (not 32 bytes); restore it from backup")
+    return X25519PrivateKey.from_private_bytes(raw)
+
+
+def public_key_b64(store) -> str:
+    return sealedtemplate.public_b64(enrolment_key(store))
+
+
+def decode(modality: str, raw: bytes | None) -> bytes | None:
+    """The template's bytes, or None when it is not a template of that modality."""
     if raw is None or len(raw) != (FACE_DIM * 4 if modality == "face" else FINGER_BYTES):
         return None
     if modality == "face":
@@ -72,11 +95,17 @@ def receive(store, device: str, items: list[dict], roster_ids: set[str]) -> list
     """Store the enrolments of one upload. Returns per item {"ref", "status", "reason"}: accepted, pending,
     duplicate (already known: the earlier decision stands) or refused (nothing stored)."""
     status = "pending" if approval_required(store) else "accepted"
+    private = enrolment_key(store)
     results, now = [], time.time_ns()
     with store.transaction() as cur:
         for item in items:
             ref, employee, modality = item["ref"], item["employee"], item["modality"]
-            raw = decode(modality, item["template"])
+            try:
+                raw = decode(modality, sealedtemplate.open_(private, item["sealed"],
+                                                            sealedtemplate.aad(device, employee, modality)))
+            except sealedtemplate.SealError as e:
+                results.append({"ref": ref, "status": "refused", "reason": f"sealed template {e}"})
+                continue
             if employee not in roster_ids:
                 results.append({"ref": ref, "status": "refused", "reason": f"employee {employee} is not in the "
                                 "published roster; add them to the roster first"})

@@ -48,7 +48,7 @@ def publish_next(store, *, employees: list[dict] | None = None, schedule: dict |
                 store.server_key(), number, merged,
                 schedule if schedule is not None else (current["schedule"] if current else {}),
                 holidays if holidays is not None else (current["holidays"] if current else []),
-                messages=messages, apel_cancelled=apel)
+                messages=messages, apel_cancelled=apel, enrolment_key=enrolments.public_key_b64(store))
             try:
                 store.publish_roster(number, bundle)
             except Exception:  # the version was taken meanwhile by another process (the key is unique)

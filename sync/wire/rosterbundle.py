@@ -9,7 +9,8 @@ Wire format (one file, `application/vnd.presensi.roster+gzip`):
     signature = Ed25519( b"presensi-roster:v1:" || manifest bytes )   -- exactly the bytes sent
     manifest = canonical JSON {"type": "presensi-roster", "version": int, "created_utc": str,
                 "device": str | null, "employees": [...], "schedule": {...}, "holidays": [...],
-                "messages": [...], "apel_cancelled": [...]}   (the last two optional: older bundles lack them)
+                "messages": [...], "apel_cancelled": [...], "enrolment_key": base64 | null}
+                (the last three optional: older bundles lack them)
     employee = {"id", "name", "uid" (1..65535), "pin_allowed": bool,
                 "face_templates": [[128 floats]], "face_photos": [base64 JPEG/PNG],
                 "finger_templates": [base64 of 512 bytes]}
@@ -19,6 +20,7 @@ Wire format (one file, `application/vnd.presensi.roster+gzip`):
 
 Messages and apel cancellations travel in the signed bundle, so a forged one is refused like a forged
 roster: only the central server's key can make a terminal show a message or drop an apel window.
+`enrolment_key` is the server's X25519 key the terminal seals enrolled templates to (sync/wire/sealedtemplate.py).
 
 The signature covers the exact manifest bytes, so the terminal never re-encodes anything to check it.
 `verify_bundle` checks everything (size, compression, signature with the PINNED key, version, every
@@ -89,7 +91,8 @@ class BundleLimits:
 def build_bundle(server_key: Ed25519PrivateKey, version: int, employees: list[dict], schedule: dict | None,
                  holidays: list | None, *, device: str | None = None,
                  created_utc: str | None = None, limits: BundleLimits | None = None,
-                 messages: list[dict] | None = None, apel_cancelled: list[dict] | None = None) -> bytes:
+                 messages: list[dict] | None = None, apel_cancelled: list[dict] | None = None,
+                 enrolment_key: str | None = None) -> bytes:
     """Validate and sign a roster. employees use bytes for photos and fingerprint templates. Raises
     BundleRejected when the content would be refused by the terminals (publish nothing broken)."""
     manifest = {
@@ -98,6 +101,7 @@ def build_bundle(server_key: Ed25519PrivateKey, version: int, employees: list[di
         "employees": [_employee_to_wire(e) for e in employees],
         "schedule": schedule or {}, "holidays": holidays or [],
         "messages": list(messages or []), "apel_cancelled": list(apel_cancelled or []),
+        "enrolment_key": enrolment_key,
     }
     _check_manifest(manifest, limits or BundleLimits())
     return sign_manifest(server_key, manifest)
@@ -163,6 +167,7 @@ def verify_bundle(data: bytes, server_public_key: Ed25519PublicKey | str | None,
         "schedule": manifest["schedule"], "holidays": manifest["holidays"],
         "messages": _check_messages(manifest.get("messages", []), employees, limits),
         "apel_cancelled": _check_apel(manifest.get("apel_cancelled", []), limits),
+        "enrolment_key": manifest.get("enrolment_key"),
         "sha256": hashlib.sha256(data).hexdigest(),
         "counts": {"employees": len(employees),
                    **{k: sum(len(e[k]) for e in employees)
@@ -268,7 +273,19 @@ def _check_manifest(manifest: dict, limits: BundleLimits) -> list[dict]:
         out.append(emp)
     _check_messages(manifest.get("messages", []), out, limits)
     _check_apel(manifest.get("apel_cancelled", []), limits)
+    _check_enrolment_key(manifest.get("enrolment_key"))
     return out
+
+
+def _check_enrolment_key(key) -> None:
+    if key is None:
+        return
+    try:
+        raw = base64.b64decode(key, validate=True) if isinstance(key, str) else b""
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise BundleRejected("malformed", "enrolment_key must be a base64 X25519 public key (32 bytes)")
 
 
 def _date(what: str, value) -> str:

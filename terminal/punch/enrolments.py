@@ -57,14 +57,12 @@ def record(conn: sqlite3.Connection, state_dir, employee: str, modality: str, te
 
 
 def record_in(state_dir, employee: str, modality: str, templates) -> int:
-    """record() on the terminal's own punch database (the enrolment commands and pages)."""
+    """record() on the terminal's own punch database (the enrolment commands and pages), brought to the
+    current schema first (a terminal upgraded since its daemon last ran has no outbox yet)."""
     from terminal.log import punchlog
 
-    conn = punchlog.connect(punchlog.db_path(state_dir))
-    try:
-        return record(conn, state_dir, employee, modality, templates)
-    finally:
-        conn.close()
+    with punchlog.PunchLog(state_dir) as plog:
+        return record(plog.conn, state_dir, employee, modality, templates)
 
 
 def unsent(conn: sqlite3.Connection, state_dir, limit: int = 100) -> list[dict]:
