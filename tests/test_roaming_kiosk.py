@@ -145,3 +145,41 @@ def test_the_admin_page_cancels_an_apel_for_a_date(terminal):
     assert bad.status_code == 400
     session.post(terminal.base + "/admin/apel", data={"csrf": csrf, "date": date, "action": "restore"}, timeout=10)
     assert dt.date.fromisoformat(date) not in terminal.daemon.punches.schedule.apel_cancelled
+
+
+def test_the_daemon_sends_an_enrolment_and_installs_the_roster_that_carries_it(central, terminal):
+    """The daemon's own path: its enrolment_upload job sends the outbox, the server publishes, the job asks
+    for the roster at once, and the daemon's gallery gets the template from the roster."""
+    import time
+
+    import numpy as np
+
+    from terminal.app import jobs
+    from terminal.face.store import all_templates
+    from terminal.punch import enrolments
+
+    with roster.Roster.open(terminal.state) as r:
+        people = r.employees()
+    republish.publish_next(central.app.store, employees=people, schedule=SCHEDULE, holidays=[],
+                           version=roster.current_version(terminal.state) + 1)
+    def enrolment_key():
+        with roster.Roster.open(terminal.state) as r:
+            return r.enrolment_key()
+
+    deadline = time.monotonic() + 30  # the roster brings the server's enrolment key
+    while not enrolment_key() and time.monotonic() < deadline:
+        jobs.roster_refresh(terminal.daemon.jobs)
+    vec = np.random.default_rng(17).normal(size=128).astype(np.float32)
+    vec /= np.linalg.norm(vec)
+    enrolments.record_in(terminal.state, NO_PIN, "face", [vec])
+    before = roster.current_version(terminal.state)
+    sent = jobs.enrolment_upload(terminal.daemon.jobs)
+    assert sent["accepted"] == 1, sent
+    deadline = time.monotonic() + 30
+    while roster.current_version(terminal.state) <= before and time.monotonic() < deadline:
+        time.sleep(0.1)  # the roster job the upload triggered
+    with roster.Roster.open(terminal.state) as r:
+        carried = r.employee(NO_PIN)["face_templates"]
+    assert [enrolments.template_sha256("face", t) for t in carried] == [enrolments.template_sha256("face", vec)]
+    assert enrolments.template_sha256("face", all_templates(terminal.state)[NO_PIN][0]) == \
+        enrolments.template_sha256("face", vec)
