@@ -221,7 +221,7 @@ def test_with_approval_on_enrolments_wait_and_only_approved_ones_are_published(t
     presensi("server", "publish-roster", _roster_csv(tmp_path / "p.csv", (NIP, "Rina Lestari")), "--db", db)
     devices = _two_devices(tmp_path, url, store)
     assert json.loads(presensi("server", "enrolments", "settings", "--approval", "on", "--json", "--db", db)
-                      .stdout) == {"approval": "on"}
+                      .stdout) == {"approval": "on", "scope": "regency"}
     version = store.latest_roster()["version"]
     token, key = devices["opd-a-01"]
     answer = _upload(url, token, key, "opd-a-01", [_face_item(1), _face_item(2)]).json()
@@ -258,3 +258,38 @@ def test_two_terminals_enrolling_one_person_keep_both_newest_first(tmp_path, ser
     faces = _published(store)[NIP]["face_templates"]
     assert len(faces) == enrolments.PER_MODALITY
     assert enrolments.template_sha256("face", faces[0]) == _sha(_face_item(20))
+
+
+def _roster_as(url, store, device, token, key) -> dict:
+    """The roster a terminal would download, verified as the terminal verifies it: employee -> face templates."""
+    from sync.wire import rosterbundle
+
+    reply = signed_post(url, f"/api/v1/devices/{device}/roster", b"", token, key, device=device, method="GET")
+    assert reply.status_code == 200, reply.text
+    bundle = rosterbundle.verify_bundle(reply.content, store.server_public_key(), 0, device_id=device)
+    return {e["id"]: [enrolments.template_sha256("face", t) for t in e["face_templates"]] for e in bundle["employees"]}
+
+
+def test_with_the_office_scope_an_enrolment_reaches_only_the_terminals_of_the_employees_office(tmp_path, server):
+    store, url, db = server
+    staff = tmp_path / "p.csv"
+    staff.write_text(f"id,name,office\n{NIP},Rina Lestari,Dinkes\n{OTHER},Agus Salim,\n")
+    presensi("server", "publish-roster", staff, "--db", db)
+    devices = _two_devices(tmp_path, url, store)
+    presensi("server", "enrolments", "office", "opd-a-01", "Dinkes", "--db", db)
+    presensi("server", "enrolments", "office", "opd-b-01", "Bappeda", "--db", db)
+    assert json.loads(presensi("server", "enrolments", "settings", "--scope", "office", "--json", "--db", db)
+                      .stdout)["scope"] == "office"
+    # Rina (Dinkes) and Agus (no office) enrolled at the Bappeda terminal
+    token_b, key_b = devices["opd-b-01"]
+    items = [_face_item(1, device="opd-b-01"), {**_face_item(2, employee=OTHER, device="opd-b-01")}]
+    assert [r["status"] for r in _upload(url, token_b, key_b, "opd-b-01", items).json()["results"]] == \
+        ["accepted", "accepted"]
+    at_a = _roster_as(url, store, "opd-a-01", *devices["opd-a-01"])
+    at_b = _roster_as(url, store, "opd-b-01", *devices["opd-b-01"])
+    assert at_a == {NIP: [_sha(_face_item(1))], OTHER: [_sha(_face_item(2))]}  # her office's terminal has her
+    assert at_b == {NIP: [], OTHER: [_sha(_face_item(2))]}  # another office's: only who belongs to no office
+    presensi("server", "enrolments", "settings", "--scope", "regency", "--db", db)
+    assert _roster_as(url, store, "opd-b-01", *devices["opd-b-01"])[NIP] == [_sha(_face_item(1))]
+    bad = presensi("server", "enrolments", "office", "opd-x-99", "Dinkes", "--db", db, check=False)
+    assert bad.returncode == 1 and "not registered" in bad.stderr

@@ -547,7 +547,7 @@ def router(store: Store | None) -> APIRouter:
             return Response(b"", 204)
         if latest["version"] <= since:
             return Response(b"", 304)
-        return Response(latest["bundle"], 200, {"Content-Type": "application/octet-stream",
+        return Response(republish.bundle_for(store, dev, latest), 200, {"Content-Type": "application/octet-stream",
                                                 "X-Roster-Version": str(latest["version"])})
 
     @r.post(f"{DEV}/enrolments", summary="Templates enrolled at the terminal, for every terminal's roster",

@@ -163,6 +163,13 @@ def _templates(store, status: str) -> dict[tuple[str, str], list]:
     return out
 
 
+def accepted_hashes(store) -> set[tuple[str, str, str]]:
+    """(employee, modality, sha256) of every accepted enrolment (sync/server/offices.py scopes them)."""
+    return {(r["employee"], r["modality"], r["template_sha256"]) for r in
+            store.query("SELECT employee, modality, template_sha256 FROM template_enrolments WHERE status=?",
+                        ("accepted",))}
+
+
 def merge(store, employees: list[dict]) -> list[dict]:
     """The employees with their accepted enrolments added (the rule in the module docstring). Enrolments of
     people no longer in `employees` are left out: removing someone from the roster removes them everywhere."""

@@ -103,6 +103,10 @@ CREATE TABLE IF NOT EXISTS staff_messages (
     valid_until TEXT NOT NULL, created_ns BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS apel_cancellations (
     date TEXT PRIMARY KEY, reason TEXT NOT NULL, created_ns BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS device_offices (device_id TEXT PRIMARY KEY, office TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS employee_offices (employee TEXT PRIMARY KEY, office TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS office_rosters (
+    version BIGINT NOT NULL, office TEXT NOT NULL, bundle {blob} NOT NULL, PRIMARY KEY (version, office));
 """
 
 

@@ -20,9 +20,16 @@ def register(group) -> None:
         p = add_command(grp, name, cmd_enrolments_decide, helptext)
         p.add_argument("ids", type=int, nargs="+", metavar="ID", help="enrolment ids from `enrolments list`")
         _db(p)
-    p = add_command(grp, "settings", cmd_enrolments_settings, "show or change whether enrolments need approval")
+    p = add_command(grp, "settings", cmd_enrolments_settings,
+                    "show or change whether enrolments need approval and which terminals they reach")
     p.add_argument("--approval", choices=("on", "off"), help="on: enrolments wait for `approve`; off (default): "
-                   "they reach every terminal with the next roster at once")
+                   "they reach the terminals with the next roster at once")
+    p.add_argument("--scope", choices=("regency", "office"), help="regency (default): every terminal; office: "
+                   "only the terminals of the employee's office (the `office` column of publish-roster)")
+    _db(p)
+    p = add_command(grp, "office", cmd_enrolments_office, "put a terminal in an office (for --scope office)")
+    p.add_argument("device_id", metavar="DEVICE_ID")
+    p.add_argument("office", nargs="?", default="", metavar="OFFICE", help="the office's name (none: no office)")
     _db(p)
 
     grp = add_group(group, "messages", "messages shown to employees at the terminals after their punch")
@@ -101,15 +108,34 @@ def cmd_enrolments_decide(args) -> int:
 
 
 def cmd_enrolments_settings(args) -> int:
-    from sync.server import enrolments
+    from sync.server import enrolments, offices
 
     store = _store(args)
     if args.approval is not None:
         enrolments.set_approval(store, args.approval == "on")
-    on = enrolments.approval_required(store)
-    emit(args, {"approval": "on" if on else "off"},
-         "enrolments wait for `presensi server enrolments approve`" if on
-         else "enrolments reach every terminal with the next roster at once (approval off)")
+    if args.scope is not None and args.scope != offices.scope(store):
+        offices.set_scope(store, args.scope)
+        if store.latest_roster() is not None:
+            _publish(store)  # the terminals get the roster of the new scope
+    on, scope = enrolments.approval_required(store), offices.scope(store)
+    emit(args, {"approval": "on" if on else "off", "scope": scope},
+         ("enrolments wait for `presensi server enrolments approve`" if on
+          else "enrolments reach the terminals with the next roster at once (approval off)")
+         + ("; every terminal of the regency" if scope == "regency" else "; only the employee's office"))
+    return 0
+
+
+def cmd_enrolments_office(args) -> int:
+    from sync.server import offices
+
+    store = _store(args)
+    try:
+        offices.set_device_office(store, args.device_id, args.office or None)
+    except offices.OfficeError as e:
+        raise CommandError(str(e)) from None
+    roster = _publish(store) if store.latest_roster() is not None and offices.scope(store) == "office" else None
+    emit(args, {"device": args.device_id, "office": args.office, "roster": roster},
+         f"{args.device_id} is in office {args.office!r}" if args.office else f"{args.device_id} is in no office")
     return 0
 
 

@@ -37,7 +37,7 @@ def _json_file(path: str | None, kind: type, what: str):
 
 
 def cmd_publish_roster(args) -> int:
-    from sync.server import republish, rosterfiles
+    from sync.server import offices, republish, rosterfiles
     from sync.server.storage import open_store
     from sync.wire import rosterbundle
 
@@ -51,6 +51,7 @@ def cmd_publish_roster(args) -> int:
                            "terminals would refuse it")
     try:
         employees = rosterfiles.publish_from_files(args.employees, args.photos, previous=previous)
+        offices.set_employee_offices(store, {e["id"]: e["office"] for e in employees})
         # the templates terminals enrolled for these employees come along (sync/server/enrolments.py)
         result = republish.publish_next(store, employees=employees, version=args.version,
                                         schedule=_json_file(args.schedule, dict, "schedule"),
