@@ -98,11 +98,14 @@ def install_bundle(cfg, data: bytes, *, source: str) -> dict:
     try:
         info = roster.install(cfg.state_dir, version=bundle["version"], employees=bundle["employees"],
                               schedule=bundle["schedule"], holidays=bundle["holidays"], source=source,
-                              bundle_sha256=bundle["sha256"], created_utc=bundle["created_utc"])
+                              bundle_sha256=bundle["sha256"], created_utc=bundle["created_utc"],
+                              messages=bundle["messages"], apel_cancelled=bundle["apel_cancelled"],
+                              enrolment_key=bundle["enrolment_key"])
     except roster.StaleRoster as e:
         _reject(cfg, source, BundleRejected("old-version", f"{e} (installed meanwhile)"))
     details = {"version": bundle["version"], "previous_version": current, "sha256": bundle["sha256"],
-               "source": source, **bundle["counts"]}
+               "source": source, **bundle["counts"], "messages": len(bundle["messages"]),
+               "apel_cancelled": len(bundle["apel_cancelled"])}
     audit = _audit(cfg, "roster.installed", details)
     log.info("roster version %s installed (%s employees)", bundle["version"], bundle["counts"]["employees"])
     return {"status": "installed", **details, "audit": audit, "roster": info}

@@ -14,7 +14,7 @@ import json
 import re
 import secrets
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -29,7 +29,7 @@ from terminal import __version__
 from terminal.log import chain
 from terminal.timing import clock
 
-from . import ingest, pages
+from . import enrolments, ingest, pages, republish
 from .storage import PUNCH_COLUMNS, Store, code_hash, open_store
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -41,6 +41,8 @@ PUNCHES_LIMIT = 64 * 1024 * 1024
 TIMES_LIMIT = 16 * 1024 * 1024
 FAULTS_LIMIT = 16 * 1024 * 1024
 SMALL_LIMIT = 256 * 1024  # heartbeat, time request
+ENROLMENTS_LIMIT = 512 * 1024  # 100 templates of 512 bytes as base64, with their fields
+MAX_ENROLMENTS = 100
 DIAGNOSTICS_LIMIT = 256 * 1024  # one fault event's diagnostics as JSON
 DEV = "/api/v1/devices/{device_id}"
 
@@ -266,6 +268,35 @@ class TimeRequest(Strict):
 class Photo(BaseModel):
     sha256: str
     stored: bool
+
+
+class Enrolment(Strict):
+    """A template enrolled at the terminal; `ref` is the terminal's own number for it (answered back)."""
+    ref: Seq
+    employee: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+    modality: Literal["face", "finger"]
+    sealed: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/=]*$", max_length=1024),
+                      Field(description="the template sealed to the server's enrolment key (sync/wire/"
+                                        "sealedtemplate.py): a face template as 128 little-endian float32, or a "
+                                        "512-byte ZhianTec characteristics file")]
+    created_ns: Int64 | None = None
+
+
+class Enrolments(Strict):
+    enrolments: Annotated[list[Enrolment], Field(min_length=1, max_length=MAX_ENROLMENTS)]
+
+
+class EnrolmentResult(BaseModel):
+    ref: int
+    status: Annotated[str, Field(description="accepted, pending (waits for approval), duplicate or refused")]
+    reason: str | None = None
+    decision: str | None = None
+
+
+class EnrolmentsAck(BaseModel):
+    results: list[EnrolmentResult]
+    roster_version: Annotated[int | None, Field(description="the roster version that carries the accepted "
+                                                            "enrolments")] = None
 
 
 def _digits(value):
@@ -511,8 +542,19 @@ def router(store: Store | None) -> APIRouter:
             return Response(b"", 204)
         if latest["version"] <= since:
             return Response(b"", 304)
-        return Response(latest["bundle"], 200, {"Content-Type": "application/octet-stream",
+        return Response(republish.bundle_for(store, dev, latest), 200, {"Content-Type": "application/octet-stream",
                                                 "X-Roster-Version": str(latest["version"])})
+
+    @r.post(f"{DEV}/enrolments", summary="Templates enrolled at the terminal, for every terminal's roster",
+            response_model=None, responses={200: {"model": EnrolmentsAck, "description": "per enrolment: "
+                                                  "accepted, pending, duplicate or refused"}, **errs},
+            openapi_extra=asgi.json_request(Enrolments, ENROLMENTS_LIMIT))
+    def enrolment_upload(dev: Device, body: Annotated[Any, Depends(JsonBody(Enrolments))]) -> dict:
+        results = enrolments.receive(store, dev, body["enrolments"], republish.roster_ids(store))
+        version = None
+        if any(r["status"] == "accepted" for r in results):
+            version = republish.publish_next(store)["version"]
+        return {"results": results, "roster_version": version}
 
     @r.post("/api/v1/time", summary="Signed time answer (see sync/wire/timesample.py)", response_model=None,
             responses={200: {"description": "signed answer", "content": {"application/json": {

@@ -2,7 +2,8 @@
 enrolment photos. Used by the reference server's `presensi server publish-roster`.
 
 CSV columns (header row required): id, name, and optionally uid, pin_allowed (1/0, true/false, ya/tidak),
-finger_templates (base64 512-byte templates separated by spaces or ';').
+finger_templates (base64 512-byte templates separated by spaces or ';'), office (where enrolled templates go
+with the office scope, sync/server/offices.py).
 JSON: a list of employee objects (or {"employees": [...]}) with the same keys, plus optional
 face_templates (lists of 128 numbers) and face_photos (file names relative to photos_dir).
 Photos: photos_dir/<id>/*.jpg|*.jpeg|*.png and photos_dir/<id>.jpg|.jpeg|.png, in name order.
@@ -69,6 +70,7 @@ def _employee(path: Path, where: str, row: dict, photos_dir) -> dict:
         raise RosterFileError(f"{path} {where}: id {emp_id!r} is not valid (1-64 of A-Z a-z 0-9 . _ -)")
     emp = {"id": emp_id, "name": str(row.get("name") or "").strip(), "uid": _uid(path, where, row.get("uid")),
            "pin_allowed": _bool(path, where, row.get("pin_allowed", False)),
+           "office": str(row.get("office") or "").strip(),
            "face_templates": row.get("face_templates") or [],
            "finger_templates": _fingers(path, where, row.get("finger_templates")),
            "face_photos": []}

@@ -93,6 +93,20 @@ CREATE TABLE IF NOT EXISTS punch_conflicts (
 CREATE TABLE IF NOT EXISTS time_revisions (
     id {serial} PRIMARY KEY, device_id TEXT NOT NULL, log_id TEXT NOT NULL, seq BIGINT NOT NULL, utc TEXT,
     earliest TEXT, latest TEXT, basis TEXT, flags TEXT, received_ns BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS template_enrolments (
+    id {serial} PRIMARY KEY, device_id TEXT NOT NULL, device_ref BIGINT NOT NULL, employee TEXT NOT NULL,
+    modality TEXT NOT NULL, template_sha256 TEXT NOT NULL, template {blob} NOT NULL, created_ns BIGINT,
+    received_ns BIGINT NOT NULL, status TEXT NOT NULL, decided_by TEXT, decided_ns BIGINT,
+    UNIQUE (employee, modality, template_sha256));
+CREATE TABLE IF NOT EXISTS staff_messages (
+    id {serial} PRIMARY KEY, employee TEXT, text TEXT NOT NULL, valid_from TEXT NOT NULL,
+    valid_until TEXT NOT NULL, created_ns BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS apel_cancellations (
+    date TEXT PRIMARY KEY, reason TEXT NOT NULL, created_ns BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS device_offices (device_id TEXT PRIMARY KEY, office TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS employee_offices (employee TEXT PRIMARY KEY, office TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS office_rosters (
+    version BIGINT NOT NULL, office TEXT NOT NULL, bundle {blob} NOT NULL, PRIMARY KEY (version, office));
 """
 
 

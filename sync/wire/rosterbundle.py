@@ -8,10 +8,19 @@ Wire format (one file, `application/vnd.presensi.roster+gzip`):
                 "key": base64 public key (informational; the terminal trusts only its pinned key)}
     signature = Ed25519( b"presensi-roster:v1:" || manifest bytes )   -- exactly the bytes sent
     manifest = canonical JSON {"type": "presensi-roster", "version": int, "created_utc": str,
-                "device": str | null, "employees": [...], "schedule": {...}, "holidays": [...]}
+                "device": str | null, "employees": [...], "schedule": {...}, "holidays": [...],
+                "messages": [...], "apel_cancelled": [...], "enrolment_key": base64 | null}
+                (the last three optional: older bundles lack them)
     employee = {"id", "name", "uid" (1..65535), "pin_allowed": bool,
                 "face_templates": [[128 floats]], "face_photos": [base64 JPEG/PNG],
                 "finger_templates": [base64 of 512 bytes]}
+    message  = {"id": int, "employee": str | null (null: all staff), "text": str,
+                "valid_from": "YYYY-MM-DD", "valid_until": "YYYY-MM-DD"}   (office-local dates, inclusive)
+    apel_cancelled = {"date": "YYYY-MM-DD", "reason": str}
+
+Messages and apel cancellations travel in the signed bundle, so a forged one is refused like a forged
+roster: only the central server's key can make a terminal show a message or drop an apel window.
+`enrolment_key` is the server's X25519 key the terminal seals enrolled templates to (sync/wire/sealedtemplate.py).
 
 The signature covers the exact manifest bytes, so the terminal never re-encodes anything to check it.
 `verify_bundle` checks everything (size, compression, signature with the PINNED key, version, every
@@ -49,6 +58,7 @@ CONTENT_TYPE = "application/vnd.presensi.roster+gzip"
 MANIFEST_TYPE = "presensi-roster"
 MAX_HEADER_BYTES = 4096
 IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 
 class BundleRejected(Exception):
@@ -71,13 +81,18 @@ class BundleLimits:
     max_photo_side: int = 4096
     max_name_chars: int = 100
     max_schedule_bytes: int = 256 * 1024
+    max_messages: int = 2000
+    max_message_chars: int = 300
+    max_apel_cancelled: int = 400
 
 
 # -- building (central server) -------------------------------------------------------------------------
 
 def build_bundle(server_key: Ed25519PrivateKey, version: int, employees: list[dict], schedule: dict | None,
                  holidays: list | None, *, device: str | None = None,
-                 created_utc: str | None = None, limits: BundleLimits | None = None) -> bytes:
+                 created_utc: str | None = None, limits: BundleLimits | None = None,
+                 messages: list[dict] | None = None, apel_cancelled: list[dict] | None = None,
+                 enrolment_key: str | None = None) -> bytes:
     """Validate and sign a roster. employees use bytes for photos and fingerprint templates. Raises
     BundleRejected when the content would be refused by the terminals (publish nothing broken)."""
     manifest = {
@@ -85,6 +100,8 @@ def build_bundle(server_key: Ed25519PrivateKey, version: int, employees: list[di
         "created_utc": created_utc or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "employees": [_employee_to_wire(e) for e in employees],
         "schedule": schedule or {}, "holidays": holidays or [],
+        "messages": list(messages or []), "apel_cancelled": list(apel_cancelled or []),
+        "enrolment_key": enrolment_key,
     }
     _check_manifest(manifest, limits or BundleLimits())
     return sign_manifest(server_key, manifest)
@@ -121,8 +138,9 @@ def verify_bundle(data: bytes, server_public_key: Ed25519PublicKey | str | None,
                   schedule_check: Callable[[dict, list], None] | None = None) -> dict:
     """Check a bundle completely. Returns {"version", "created_utc", "device", "employees" (photos and
     fingerprint templates as bytes, face templates as lists of floats), "schedule", "holidays",
-    "sha256", "counts"}; raises BundleRejected(code, reason) for anything wrong. `schedule_check(schedule,
-    holidays)` is the terminal's own check that it can use the published schedule (raises ValueError)."""
+    "messages", "apel_cancelled", "sha256", "counts"}; raises BundleRejected(code, reason) for anything
+    wrong. `schedule_check(schedule, holidays)` is the terminal's own check that it can use the published
+    schedule (raises ValueError)."""
     limits = limits or BundleLimits()
     public_key = _public_key(server_public_key)
     if not isinstance(data, (bytes, bytearray)):
@@ -147,6 +165,9 @@ def verify_bundle(data: bytes, server_public_key: Ed25519PublicKey | str | None,
         "version": manifest["version"], "created_utc": manifest.get("created_utc"),
         "device": manifest.get("device"), "employees": employees,
         "schedule": manifest["schedule"], "holidays": manifest["holidays"],
+        "messages": _check_messages(manifest.get("messages", []), employees, limits),
+        "apel_cancelled": _check_apel(manifest.get("apel_cancelled", []), limits),
+        "enrolment_key": manifest.get("enrolment_key"),
         "sha256": hashlib.sha256(data).hexdigest(),
         "counts": {"employees": len(employees),
                    **{k: sum(len(e[k]) for e in employees)
@@ -250,6 +271,69 @@ def _check_manifest(manifest: dict, limits: BundleLimits) -> list[dict]:
         ids.add(emp["id"])
         uids.add(emp["uid"])
         out.append(emp)
+    _check_messages(manifest.get("messages", []), out, limits)
+    _check_apel(manifest.get("apel_cancelled", []), limits)
+    _check_enrolment_key(manifest.get("enrolment_key"))
+    return out
+
+
+def _check_enrolment_key(key) -> None:
+    if key is None:
+        return
+    try:
+        raw = base64.b64decode(key, validate=True) if isinstance(key, str) else b""
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise BundleRejected("malformed", "enrolment_key must be a base64 X25519 public key (32 bytes)")
+
+
+def _date(what: str, value) -> str:
+    if not isinstance(value, str) or not DATE.match(value):
+        raise BundleRejected("malformed", f"{what} must be a date YYYY-MM-DD, not {value!r}")
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        raise BundleRejected("malformed", f"{what} {value!r} is not a real date") from None
+    return value
+
+
+def _text(what: str, value, limit: int) -> str:
+    if not isinstance(value, str) or len(value) > limit or any(ord(c) < 32 for c in value):
+        raise BundleRejected("malformed", f"{what} must be one line of text of at most {limit} characters")
+    return value
+
+
+def _check_messages(messages, employees: list[dict], limits: BundleLimits) -> list[dict]:
+    """Messages for the screen: each for one employee of this roster or for everyone (null)."""
+    if not isinstance(messages, list) or len(messages) > limits.max_messages:
+        raise BundleRejected("malformed", f"messages must be a list of at most {limits.max_messages}")
+    ids = {e["id"] for e in employees}
+    out = []
+    for i, m in enumerate(messages):
+        where = f"message #{i}"
+        if not isinstance(m, dict) or not isinstance(m.get("id"), int) or isinstance(m.get("id"), bool):
+            raise BundleRejected("malformed", f"{where} must be an object with a whole-number id")
+        if m.get("employee") is not None and m["employee"] not in ids:
+            raise BundleRejected("malformed", f"{where} is for employee {m['employee']!r}, who is not in the roster")
+        start, end = _date(f"{where} valid_from", m.get("valid_from")), _date(f"{where} valid_until",
+                                                                              m.get("valid_until"))
+        if end < start:
+            raise BundleRejected("malformed", f"{where} ends ({end}) before it starts ({start})")
+        out.append({"id": m["id"], "employee": m.get("employee"), "valid_from": start, "valid_until": end,
+                    "text": _text(f"{where} text", m.get("text"), limits.max_message_chars)})
+    return out
+
+
+def _check_apel(cancelled, limits: BundleLimits) -> list[dict]:
+    if not isinstance(cancelled, list) or len(cancelled) > limits.max_apel_cancelled:
+        raise BundleRejected("malformed", f"apel_cancelled must be a list of at most {limits.max_apel_cancelled}")
+    out = []
+    for i, c in enumerate(cancelled):
+        if not isinstance(c, dict):
+            raise BundleRejected("malformed", f"apel_cancelled #{i} must be an object")
+        out.append({"date": _date(f"apel_cancelled #{i} date", c.get("date")),
+                    "reason": _text(f"apel_cancelled #{i} reason", c.get("reason", ""), limits.max_message_chars)})
     return out
 
 

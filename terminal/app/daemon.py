@@ -341,8 +341,15 @@ class Daemon:
             self.stop_event.wait(self.cfg.health.interval)
 
     def on_roster_change(self) -> None:
-        """A new roster was installed: refresh schedule, holidays and work codes (the kiosk redraws its
-        buttons), face gallery and fingerprint slots."""
+        """A new roster was installed: local enrolments follow it (those it carries or whose employee it no
+        longer lists are forgotten), then schedule, holidays and work codes (the kiosk redraws its buttons),
+        face gallery and fingerprint slots."""
+        from terminal.app import roaming
+
+        try:
+            roaming.settle_local(self.cfg.state_dir)
+        except Exception as e:  # the gallery and slots below still follow the roster itself
+            log.error("local enrolments not settled with the new roster: %s", e)
         self.punches.reload_schedule()
         codes = self.punches.work_codes
         self.events.publish("workcodes", {"codes": [c.as_dict() for c in codes.codes.values()] if codes.enabled
@@ -390,7 +397,8 @@ class Daemon:
                 "employee": outcome.employee, "name": outcome.name, "kind": outcome.kind,
                 "time_verified": outcome.time_verified, "message": outcome.message, "decision": outcome.decision,
                 "work_code": ((outcome.record or {}).get("details") or {}).get("work_code") if outcome.recorded
-                else None}
+                else None,
+                "notices": outcome.notices}
         self.events.publish("decision", data)  # first: a broken buzzer must not hide the answer
         if self.feedback is not None:
             try:
@@ -423,12 +431,25 @@ class Daemon:
             "camera": self._worker_health("face").get("ok") if "face" in self.wanted else None,
             "time_verified": bool(clock_state.get("verified")),
             "utc": clock_state.get("utc"),
+            "apel_cancelled": self._apel_cancelled_today(clock_state.get("utc")),
         }
 
     def _live_parts(self) -> dict:
         """The camera's and fingerprint sensor's health as their workers see it (None: not used here)."""
         return {part: self._worker_health(worker) if worker in self.wanted else None
                 for part, worker in (("camera", "face"), ("fingerprint", "fingerprint"))}
+
+    def _apel_cancelled_today(self, utc: str | None) -> bool:
+        """Whether today's apel pagi (office-local date of the corrected time) is cancelled: the kiosk says so."""
+        import datetime as dt
+
+        try:
+            now = dt.datetime.fromisoformat(utc.replace("Z", "+00:00")) if utc else dt.datetime.now(dt.UTC)
+            schedule = self.punches.schedule
+            return schedule.day_plan(schedule.local(now).date()).apel_cancelled
+        except Exception as e:  # the indicator is a courtesy; punches decide with the schedule itself
+            log.warning("apel state for the kiosk not computed: %s", e)
+            return False
 
     def _storage_indicator(self) -> dict:
         """Whether punches can be recorded now; the kiosk shows the message while they cannot."""

@@ -113,6 +113,27 @@ def roster_refresh(ctx: JobContext) -> dict:
     return result
 
 
+def enrolment_upload(ctx: JobContext) -> dict:
+    """Send the enrolments made here to the central server (sync/device/enrol_client.py); when it took any,
+    the roster that carries them is fetched at once."""
+    from sync.device import central, enrol_client
+    from terminal.log import punchlog
+
+    conn = punchlog.connect(punchlog.db_path(ctx.cfg.state_dir))
+    try:
+        with central.Client.from_config(ctx.cfg) as client:
+            result = enrol_client.upload(client, conn, ctx.cfg.state_dir)
+    except Exception as e:  # offline is normal; the outbox keeps them for the next run
+        result = {"ok": False, "error": str(e)}
+    finally:
+        conn.close()
+    ctx.state["last_enrolment_upload"] = result
+    trigger = ctx.state.get("trigger")
+    if result.get("accepted") and trigger is not None:
+        trigger("roster_refresh")
+    return result
+
+
 def photo_retention(ctx: JobContext) -> dict:
     """Delete photos past [photos] keep_days, except the evidence still needed: the photo of a punch the
     central server has not acknowledged (its photo not delivered), and the photo of a fault event that is
@@ -192,6 +213,7 @@ JOBS = {
     "time_sample": (time_sample, lambda cfg: TIME_SAMPLE_INTERVAL, True),
     "time_sources": (time_sources, lambda cfg: cfg.time.sources_interval, False),
     "roster_refresh": (roster_refresh, lambda cfg: cfg.roster.pull_interval, True),
+    "enrolment_upload": (enrolment_upload, lambda cfg: cfg.central.push_interval, True),
     "derived_refresh": (derived_refresh, lambda cfg: 60.0, False),
     "photo_retention": (photo_retention, lambda cfg: 3600.0, False),
     "integrity_check": (integrity_check, lambda cfg: 86400.0, False),

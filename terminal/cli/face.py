@@ -40,6 +40,23 @@ def _face_errors():
     return (DetectorError, EnrolError, TemplateStoreError, RosterError)
 
 
+def _queue_for_central(cfg, results) -> int | None:
+    """The accepted templates go to the central server with the next `presensi sync now`, for every
+    terminal's roster (terminal/punch/enrolments.py); the same ones the local store kept. None on a state
+    directory without `presensi init` (no punch database, no device key: nothing could be sent)."""
+    from terminal.face.store import MAX_TEMPLATES_PER_EMPLOYEE
+    from terminal.log import punchlog
+    from terminal.punch import enrolments
+
+    if not punchlog.db_path(cfg.state_dir).exists():
+        return None
+    queued = 0
+    for employee in sorted({r.employee for r in results}):
+        accepted = [r.embedding for r in results if r.employee == employee and r.result == "accepted"]
+        queued += enrolments.record_in(cfg.state_dir, employee, "face", accepted[:MAX_TEMPLATES_PER_EMPLOYEE])
+    return queued
+
+
 def cmd_enrol_photos(args) -> int:
     from terminal.face import detect, enrol, quality, store
 
@@ -50,11 +67,15 @@ def cmd_enrol_photos(args) -> int:
                                       replace=not args.add)
     except _face_errors() as e:
         raise CommandError(str(e)) from None
+    queued = _queue_for_central(cfg, results)
     for r in results:
         note = "" if r.result == "accepted" else r.message
         emit(args, r.as_json(), f"{r.result:<13} {r.employee:<20} {r.path}  {note}".rstrip())
     accepted = sum(r.result == "accepted" for r in results)
     employees = len({r.employee for r in results if r.result == "accepted"})
+    emit(args, {"queued_for_central": queued},
+         f"{queued} templates queued for the central server (sent by `presensi sync now`)" if queued is not None
+         else "not queued for the central server: run `presensi init` first (no punch database)")
     summary = {"summary": {"photos": len(results), "accepted": accepted, "rejected": len(results) - accepted,
                            "employees_enrolled": employees}}
     emit(args, summary, f"{accepted} of {len(results)} photos accepted; {employees} employees enrolled")

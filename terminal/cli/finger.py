@@ -117,8 +117,12 @@ def cmd_scan(args) -> int:
 
 
 def cmd_enrol(args) -> int:
+    import base64
+
     from drivers.fingerprint.base import SensorError
     from terminal.finger.slots import SlotMap, enrol_employee
+    from terminal.log import punchlog
+    from terminal.punch import enrolments
 
     fp, cfg = _settings(args, need_state=True)
     sensor = _open_sensor(args, fp)
@@ -130,6 +134,10 @@ def cmd_enrol(args) -> int:
         raise CommandError(str(e)) from None
     finally:
         sensor.close()
+    # for the central server, and from there every terminal (sent by `presensi sync now`); a state directory
+    # without `presensi init` has no punch database and no device key to send it with
+    if punchlog.db_path(cfg.state_dir).exists():
+        enrolments.record_in(cfg.state_dir, args.employee, "finger", [base64.b64decode(result["template"])])
     emit(args, result, f"employee {result['employee']} enrolled in slot {result['slot']}")
     return 0
 

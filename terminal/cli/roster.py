@@ -54,6 +54,8 @@ def _install(args, fn) -> int:
     except (roster_client.RosterPullError, roster.RosterError, SecretBoxError) as e:
         raise CommandError(str(e)) from None
     result.pop("roster", None)
+    # every time, not only on a new version: a pull after a failed settling settles then
+    result["local_templates_settled"] = _settle(cfg, result["version"])
     if result["status"] == "current":
         text = f"roster is up to date (version {result['version']})"
     else:
@@ -62,6 +64,23 @@ def _install(args, fn) -> int:
                 f"{result['face_photos']} photos, {result['finger_templates']} fingerprint templates")
     emit(args, result, text)
     return 0
+
+
+def _settle(cfg, version: int) -> dict:
+    """Local enrolments follow the new roster; the sensor's slots follow with `presensi finger sync`."""
+    import sqlite3
+
+    from terminal.app import roaming
+    from terminal.face.store import TemplateStoreError
+    from terminal.secretbox import SecretBoxError
+
+    try:
+        return roaming.settle_local(cfg.state_dir)
+    except (TemplateStoreError, SecretBoxError, roster.RosterError, sqlite3.Error) as e:
+        # fail loudly: a removed employee's local templates would still let them punch here
+        raise CommandError(f"roster version {version} is in use, but the templates enrolled here could not be "
+                           f"brought in line with it ({e}); fix that and run `presensi roster pull` again "
+                           "(the daemon retries on its next roster change)") from None
 
 
 def cmd_pull(args) -> int:

@@ -8,7 +8,7 @@ import re
 import signal
 import sys
 
-from terminal.cli import server_faults, server_roster, server_users
+from terminal.cli import server_faults, server_notices, server_roster, server_users
 from terminal.cli.common import CommandError, add_command, add_group, emit
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -62,6 +62,7 @@ def register(sub) -> None:
     server_roster.register(srv)
     server_users.register(srv, _store)
     server_faults.register(srv, _store)
+    server_notices.register(srv)
 
 
 def _db(p) -> None:

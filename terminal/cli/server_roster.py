@@ -37,7 +37,7 @@ def _json_file(path: str | None, kind: type, what: str):
 
 
 def cmd_publish_roster(args) -> int:
-    from sync.server import rosterfiles
+    from sync.server import offices, republish, rosterfiles
     from sync.server.storage import open_store
     from sync.wire import rosterbundle
 
@@ -46,28 +46,27 @@ def cmd_publish_roster(args) -> int:
     previous = []
     if latest is not None:  # keep every employee's uid (ZKTeco user number) from the last roster
         previous = rosterbundle.verify_bundle(latest["bundle"], store.server_key().public_key(), 0)["employees"]
-    version = args.version or (latest["version"] + 1 if latest else 1)
-    if latest is not None and version <= latest["version"]:
-        raise CommandError(f"--version {version} is not newer than the published version {latest['version']}; "
+    if latest is not None and args.version is not None and args.version <= latest["version"]:
+        raise CommandError(f"--version {args.version} is not newer than the published version {latest['version']}; "
                            "terminals would refuse it")
     try:
         employees = rosterfiles.publish_from_files(args.employees, args.photos, previous=previous)
-        bundle = rosterbundle.build_bundle(store.server_key(), version, employees,
-                                           _json_file(args.schedule, dict, "schedule"),
-                                           _json_file(args.holidays, list, "holidays"))
+        offices.set_employee_offices(store, {e["id"]: e["office"] for e in employees})
+        # the templates terminals enrolled for these employees come along (sync/server/enrolments.py)
+        result = republish.publish_next(store, employees=employees, version=args.version,
+                                        schedule=_json_file(args.schedule, dict, "schedule"),
+                                        holidays=_json_file(args.holidays, list, "holidays"))
     except ValueError as e:
         raise CommandError(str(e)) from None
     except rosterbundle.BundleRejected as e:
         raise CommandError(f"the roster would be refused by the terminals ({e.code}): {e.reason}") from None
-    store.publish_roster(version, bundle)
+    bundle = result.pop("bundle")
     if args.output:  # it holds every template: readable by its owner only, like the database
         fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(bundle)
         os.chmod(args.output, 0o600)
-    result = {"version": version, "employees": len(employees), "bytes": len(bundle),
-              "face_photos": sum(len(e["face_photos"]) for e in employees),
-              "finger_templates": sum(len(e["finger_templates"]) for e in employees), "output": args.output}
-    emit(args, result, f"published roster version {version}: {len(employees)} employees, "
-                       f"{result['face_photos']} photos, {len(bundle)} bytes")
+    result["output"] = args.output
+    emit(args, result, f"published roster version {result['version']}: {result['employees']} employees, "
+                       f"{result['face_photos']} photos, {result['bytes']} bytes")
     return 0

@@ -61,6 +61,10 @@ def cmd_sync_now(args) -> int:
         beat.join(settings.timeout * 2 + 5)  # no thread may be mid-request when the process exits
         pusher.close()
     result.update(acked_seq=summary["acked_seq"], head_seq=summary["head_seq"], kept_aside=summary["kept_aside"])
+    result["enrolments"] = _upload_enrolments(cfg)
+    if result["done"] and result["enrolments"].get("error"):
+        result["done"] = False
+        result["last_error"] = result["enrolments"]["error"]
     if result["done"] and result["kept_aside"]:
         if getattr(args, "json", False):
             emit(args, result)
@@ -82,6 +86,32 @@ def cmd_sync_now(args) -> int:
     return 1
 
 
+def _enrolment_counts(conn) -> dict | None:
+    """The enrolment outbox by state; None for a database not yet migrated to have one."""
+    import sqlite3
+
+    from terminal.punch import enrolments
+
+    try:
+        return enrolments.summary(conn)
+    except sqlite3.OperationalError:
+        return None
+
+
+def _upload_enrolments(cfg) -> dict:
+    """The enrolments made here, to the central server (which publishes them in the next roster)."""
+    from sync.device import central, enrol_client
+
+    conn = punchlog.connect(punchlog.db_path(cfg.state_dir))
+    try:
+        with central.Client.from_config(cfg) as client:
+            return enrol_client.upload(client, conn, cfg.state_dir)
+    except central.CentralError as e:
+        return {"error": f"enrolments not delivered: {e}"}
+    finally:
+        conn.close()
+
+
 def _sample_note(sample: dict | None) -> str:
     if sample is None:
         return ""
@@ -94,6 +124,7 @@ def cmd_sync_status(args) -> int:
     cfg = load_config(args)
     with punchlog.PunchLog(cfg.state_dir, readonly=True) as log:  # reads only: works on a full disk
         result = syncstate.summary(log.conn, syncstate.target_of(cfg.central.url), log.log_id)
+        result["enrolments"] = _enrolment_counts(log.conn)
     if getattr(args, "json", False) or not result.get("configured"):
         emit(args, result, result["summary"])
         return 0
@@ -101,6 +132,10 @@ def cmd_sync_status(args) -> int:
     lines = [f"central    {result['target']}",
              f"backlog    {result['backlog']} punches (acked seq {result['acked_seq']} of {result['head_seq']})",
              f"contact    {last}"]
+    counts = result["enrolments"]
+    if counts:
+        lines.append(f"enrolments {counts['unsent']} to send, {counts['accepted']} accepted, {counts['pending']} "
+                     f"awaiting approval, {counts['refused']} refused by the server")
     if result["last_error"]:
         when = status.format_ns(result["last_error_ns"])
         lines.append(f"last error {when}: {result['last_error']}"

@@ -14,6 +14,7 @@ next finger; `heartbeat` is called on every round of the capture loop, for the d
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from terminal.finger.punch import FingerDecision, capture_handler
 from terminal.finger.slots import SlotMap, SyncReport, enrol_employee, report_sync_fault, sync_slots
 from terminal.log import punchlog
 from terminal.log.punchlog import PunchLog
+from terminal.punch import enrolments
 from terminal.punch.service import PunchService
 
 log = logging.getLogger(__name__)
@@ -94,7 +96,10 @@ class FingerprintService:
 
     def enrol(self, employee: str, prompt: Callable[[str], None], timeout: float = 20.0) -> dict:
         with self.loop.pause():
-            return enrol_employee(self.sensor, self.slots, employee, prompt=prompt, timeout=timeout)
+            result = enrol_employee(self.sensor, self.slots, employee, prompt=prompt, timeout=timeout)
+        # for the central server, and from there every terminal's roster
+        enrolments.record_in(self.slots.state_dir, employee, "finger", [base64.b64decode(result["template"])])
+        return result
 
     def _decided(self, decision: FingerDecision) -> None:
         if self.feedback is not None:

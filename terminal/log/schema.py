@@ -211,9 +211,58 @@ def _punch_derived(db: sqlite3.Connection) -> None:
     )
 
 
+def _enrolment_outbox_messages_apel(db: sqlite3.Connection) -> None:
+    """Enrolments made here that wait for (or got) the central server's answer; messages to employees the
+    terminal received itself (ZK SMS/UDATA), and apel cancellations made on the admin page. Templates are
+    sealed (terminal/secretbox.py); none of these rows is part of the hash chain."""
+    db.execute(
+        """CREATE TABLE pending_enrolments (
+            id INTEGER PRIMARY KEY,
+            employee TEXT NOT NULL,
+            modality TEXT NOT NULL,
+            template_sha256 TEXT NOT NULL,
+            sealed BLOB NOT NULL,
+            created_ns INTEGER NOT NULL,
+            sent_ns INTEGER,
+            outcome TEXT,
+            reason TEXT,
+            UNIQUE (modality, template_sha256)
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE local_messages (
+            id INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,
+            ext_id INTEGER NOT NULL,
+            audience TEXT NOT NULL,
+            text TEXT NOT NULL,
+            valid_from TEXT NOT NULL,
+            valid_until TEXT NOT NULL,
+            created_ns INTEGER NOT NULL,
+            UNIQUE (source, ext_id)
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE local_message_recipients (
+            source TEXT NOT NULL,
+            ext_id INTEGER NOT NULL,
+            employee TEXT NOT NULL,
+            PRIMARY KEY (source, ext_id, employee)
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE local_apel_cancellations (
+            date TEXT PRIMARY KEY,
+            reason TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            created_ns INTEGER NOT NULL
+        )"""
+    )
+
+
 MIGRATIONS = [
     _v1_punches, _v2_checkpoints_and_audit, _v3_append_only_triggers, _sync_state, _fault_events,
-    _time_samples_and_punch_times, _punch_derived,
+    _time_samples_and_punch_times, _punch_derived, _enrolment_outbox_messages_apel,
 ]
 LATEST = len(MIGRATIONS)
 

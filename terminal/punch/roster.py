@@ -155,6 +155,18 @@ class Roster:
     def holidays(self) -> list:
         return json.loads(self._meta.get("holidays", "[]"))
 
+    def messages(self) -> list[dict]:
+        """The central server's messages to employees (per employee or all staff, with validity dates)."""
+        return json.loads(self._meta.get("messages", "[]"))
+
+    def enrolment_key(self) -> str | None:
+        """The central server's X25519 key enrolled templates are sealed to (None: the roster has none)."""
+        return self._meta.get("enrolment_key") or None
+
+    def apel_cancelled(self) -> list[dict]:
+        """The dates on which the central server cancelled apel pagi: [{"date", "reason"}]."""
+        return json.loads(self._meta.get("apel_cancelled", "[]"))
+
     def people(self) -> list[dict]:
         """Employees without biometric data: id, name, uid, pin_allowed (cheap; for lists and ZK)."""
         if self._conn is None:
@@ -230,7 +242,8 @@ def _writer_lock(state_dir: Path):
 
 def install(state_dir: Path, *, version: int, employees: list[dict], schedule: dict | None = None,
             holidays: list | None = None, source: str = "bundle", bundle_sha256: str | None = None,
-            created_utc: str | None = None, require_newer: bool = True) -> dict:
+            created_utc: str | None = None, require_newer: bool = True, messages: list | None = None,
+            apel_cancelled: list | None = None, enrolment_key: str | None = None) -> dict:
     """Write a complete new roster and swap it in atomically. `employees` must already be validated
     (sync.wire.rosterbundle.verify_bundle does that for bundles). Returns the new roster's info(). Raises
     StaleRoster when `version` is not newer than the installed one (checked under the writer lock, so a
@@ -244,7 +257,10 @@ def install(state_dir: Path, *, version: int, employees: list[dict], schedule: d
                 "installed_realtime_ns": time.time_ns(), "bundle_sha256": bundle_sha256 or "",
                 "created_utc": created_utc or "", "local_changes": 0,
                 "schedule": json.dumps(schedule or {}, sort_keys=True),
-                "holidays": json.dumps(holidays or [], sort_keys=True)}
+                "holidays": json.dumps(holidays or [], sort_keys=True),
+                "messages": json.dumps(messages or [], sort_keys=True, ensure_ascii=False),
+                "apel_cancelled": json.dumps(apel_cancelled or [], sort_keys=True, ensure_ascii=False),
+                "enrolment_key": enrolment_key or ""}
         _write_file(state_dir, meta, employees)
     with Roster.open(state_dir) as r:
         return r.info()

@@ -9,6 +9,10 @@ kiosk shows `message`, and the ZK/ADMS servers use `zk_state`.
 
 A window is written 'OPEN-DUE-CLOSE' (or 'OPEN-CLOSE' without lateness): a masuk or apel after DUE is late,
 a pulang before DUE leaves early. Windows lie within one calendar day (no night shifts).
+
+A cancelled apel pagi (by the central server in the roster, or on the admin page) takes the apel window out
+of that day: a punch in its time is chosen among the day's other windows like any other punch (normally a
+masuk, late only after masuk's DUE), so nobody is late for an apel that did not take place.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class DayPlan:
     workday: bool
     windows: tuple[Window, ...]
     name: str = ""  # holiday or special day name
+    apel_cancelled: bool = False  # the day's apel pagi was cancelled (its window is left out)
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,7 @@ def office_tz(name: str) -> dt.tzinfo:
 class Schedule:
     def __init__(self, timezone: str, *, default: dict, weekdays: dict[str, dict] | None = None,
                  workdays=WEEKDAYS[:5], holidays=(), special=(), repeat_minutes: float = 30.0,
-                 enabled: bool = True):
+                 enabled: bool = True, apel_cancelled=()):
         self.tz = office_tz(timezone)
         self.timezone = timezone
         self.enabled = enabled
@@ -101,27 +106,30 @@ class Schedule:
         self.workdays = parse_workdays(workdays)
         self.holidays = parse_holidays(holidays)
         self.special = parse_special(special)
+        self.apel_cancelled = {dt.date.fromisoformat(str(d)) for d in apel_cancelled}
         self.source = "config"  # or "roster" when the central server's schedule is in use
         self.problem: str | None = None
 
     @classmethod
-    def from_config(cls, cfg, roster=None) -> Schedule:
-        """From cfg.schedule, with the roster's schedule and holidays (C4) taking precedence when present."""
+    def from_config(cls, cfg, roster=None, apel_cancelled=()) -> Schedule:
+        """From cfg.schedule, with the roster's schedule and holidays (C4) taking precedence when present.
+        `apel_cancelled`: dates cancelled on this terminal, besides those the roster carries."""
         s = cfg.schedule
         source = {"default": s.default, "workdays": s.workdays, "special": s.special,
                   **{d: getattr(s, d) for d in WEEKDAYS}}
 
-        def build(src: dict, holidays: list) -> Schedule:
+        def build(src: dict, holidays: list, cancelled=tuple(apel_cancelled)) -> Schedule:
             return cls(cfg.device.timezone, default=src["default"], weekdays={d: src[d] for d in WEEKDAYS},
                        workdays=src["workdays"], holidays=holidays, special=src["special"],
-                       repeat_minutes=s.repeat_minutes, enabled=s.enabled)
+                       repeat_minutes=s.repeat_minutes, enabled=s.enabled, apel_cancelled=cancelled)
 
         if roster is None:
             return build(source, list(s.holidays))
         try:
             published = _call(roster, "schedule") or {}
             merged = {**source, **{k: v for k, v in published.items() if k in source}}
-            sched = build(merged, list(s.holidays) + list(_call(roster, "holidays") or []))
+            cancelled = [*apel_cancelled, *(c["date"] for c in _call(roster, "apel_cancelled") or [])]
+            sched = build(merged, list(s.holidays) + list(_call(roster, "holidays") or []), cancelled)
             sched.source = "roster" if published else "config"
             return sched
         except (ValueError, TypeError, AttributeError) as e:
@@ -140,8 +148,11 @@ class Schedule:
                 workday, name = sp.workday, sp.name
         if date in self.holidays:
             workday, name = False, self.holidays[date]
+        cancelled = date in self.apel_cancelled and windows.get("apel") is not None
+        if cancelled:
+            windows.pop("apel")
         ordered = tuple(windows[k] for k in KINDS if windows.get(k) is not None)
-        return DayPlan(date, workday, ordered if workday else (), name)
+        return DayPlan(date, workday, ordered if workday else (), name, cancelled and workday)
 
     def local(self, utc: dt.datetime) -> dt.datetime:
         if utc.tzinfo is None or utc.utcoffset() is None:

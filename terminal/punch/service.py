@@ -59,6 +59,7 @@ class PunchOutcome:
     decision: dict = field(default_factory=dict)
     error: str | None = None
     refused: bool = False  # who may punch said no (not in the roster, no PIN allowed); nothing recorded
+    notices: list[str] = field(default_factory=list)  # messages for this employee (terminal/punch/notices.py)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -130,6 +131,8 @@ class PunchService:
                 outcome = self._refused(employee, name, method, e)
         if check.refusal and outcome.recorded:
             self._audit_override(operator, employee, method, override, check, outcome)
+        if outcome.acknowledged:
+            outcome.notices = self._notices(employee, outcome)
         self._notify(outcome)
         return outcome
 
@@ -148,6 +151,21 @@ class PunchService:
         if not decision.record or not codes:
             return None
         return self.choices.wait(employee, name, decision.kind, codes)
+
+    def _notices(self, employee: str, outcome: PunchOutcome) -> list[str]:
+        """Messages for the employee and what the terminal noticed (a missing pulang yesterday); the punch
+        stands without them if they cannot be read."""
+        from terminal.punch import notices, roster
+
+        d = outcome.decision
+        try:
+            local = dt.datetime.strptime(f"{d['date']} {d['local_time']}", "%Y-%m-%d %H.%M")
+            with roster.Roster.open(self.cfg.state_dir) as r:
+                return notices.for_punch(self.log.conn, r, self.schedule, employee, local,
+                                         first_today=outcome.recorded)
+        except Exception as e:  # a damaged roster or message table must not hide the punch's answer
+            log.error("messages for the punch not read: %s", e)
+            return []
 
     def _punch_locked(self, employee, name, method, details, photo_jpeg, reading, work_code=None) -> PunchOutcome:
         estimate, decision = self._decide(employee, name, reading)
@@ -283,15 +301,34 @@ def admission(state_dir, employee: str, method: str) -> Admission:
 
 
 def load_schedule(cfg: Config) -> rules.Schedule:
-    """The config's windows, with the installed roster's schedule and holidays taking precedence."""
+    """The config's windows, with the installed roster's schedule and holidays taking precedence, and the
+    apel cancellations of the roster and of the admin page."""
     from terminal.punch import roster
 
+    cancelled = _local_apel_cancellations(cfg)
     try:
         with roster.Roster.open(cfg.state_dir) as r:
-            return rules.Schedule.from_config(cfg, roster=r)
+            return rules.Schedule.from_config(cfg, roster=r, apel_cancelled=cancelled)
     except roster.RosterError as e:
         log.error("roster unreadable (%s); punch kinds follow [schedule] in the configuration", e)
-        return rules.Schedule.from_config(cfg)
+        return rules.Schedule.from_config(cfg, apel_cancelled=cancelled)
+
+
+def _local_apel_cancellations(cfg: Config) -> list[str]:
+    from terminal.punch import notices
+
+    path = punchlog.db_path(cfg.state_dir)
+    if not path.exists():
+        return []
+    try:
+        conn = punchlog.connect(path)
+        try:
+            return [c["date"] for c in notices.local_apel_cancellations(conn)]
+        finally:
+            conn.close()
+    except (sqlite3.Error, LogError) as e:  # an unmigrated or damaged database: the roster's apply
+        log.warning("apel cancellations of this terminal not read: %s", e)
+        return []
 
 
 def recomputer(cfg: Config) -> Callable:

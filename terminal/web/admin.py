@@ -24,6 +24,7 @@ from starlette.responses import HTMLResponse, Response
 
 from terminal.log import punchlog
 from terminal.web import auth, clients, forms
+from terminal.web.apel import ApelPage
 from terminal.web.forms import form_body
 from terminal.web.pages import esc, redirect, render
 
@@ -32,7 +33,7 @@ log = logging.getLogger("presensi.web")
 COOKIE = "presensi_admin"
 LOGIN_COOKIE = "presensi_login"  # double-submit token for the login form (there is no session yet)
 NAV = (("/admin/", "Kesehatan"), ("/admin/punches", "Presensi"), ("/admin/faults", "Lapor kerusakan"),
-       ("/admin/enrol", "Daftar wajah"), ("/admin/export", "Ekspor USB"))
+       ("/admin/enrol", "Daftar wajah"), ("/admin/apel", "Apel"), ("/admin/export", "Ekspor USB"))
 PUNCH_LIMIT = 50
 PASSWORD_CHECKS = 2  # scrypt checks running at once
 
@@ -94,6 +95,7 @@ class Admin:
         self.page(router, "GET", "/admin/punches", self.punches)
         self.page(router, "POST", "/admin/punches", self.pin_punch, form_body(forms.FORM_LIMIT))
         self.tools.register(router)
+        ApelPage(self).register(router)
 
     def page(self, router: APIRouter, method: str, path: str, handler, openapi_extra: dict | None = None,
              responses: dict | None = None) -> None:

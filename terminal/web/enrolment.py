@@ -96,8 +96,11 @@ class EnrolmentJob:
 
     def _save(self, session) -> None:
         from terminal.face.store import TemplateStore
+        from terminal.punch import enrolments
 
         self.saved = session.save(TemplateStore(self.daemon.cfg.state_dir), replace=True)
+        # for the central server, and from there every terminal's roster (sent with the next push)
+        enrolments.record_in(self.daemon.cfg.state_dir, self.employee, "face", session.templates)
         worker = self.daemon.workers.get("face")
         if worker is not None:
             worker.reload_gallery()

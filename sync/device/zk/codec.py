@@ -21,6 +21,11 @@ CMD_GET_FREE_SIZES = 50
 CMD_STARTVERIFY = 60
 CMD_CANCELCAPTURE = 62
 CMD_GET_PINWIDTH = 69
+CMD_SMS_WRQ = 70         # a short message: tag, id, valid minutes, reserved, start time, text
+CMD_SMS_RRQ = 71
+CMD_DELETE_SMS = 72
+CMD_UDATA_WRQ = 73       # a personal message for one user: uid, sms id
+CMD_DELETE_UDATA = 74
 CMD_GET_TIME = 201
 CMD_SET_TIME = 202
 CMD_REG_EVENT = 500
@@ -106,6 +111,31 @@ def tcp_length(top: bytes) -> int:
     if len(top) != TCP_TOP.size or top[:4] != TCP_MAGIC:
         raise FrameError("TCP prefix without the 50 50 82 7D magic")
     return struct.unpack_from("<I", top, 4)[0]
+
+
+# -- short messages ---------------------------------------------------------------------------------------
+
+SMS_HEADER = struct.Struct("<BHHHI")  # tag, id, valid minutes (0: no end), reserved, start (encode_time)
+SMS_PERSONAL, SMS_PUBLIC = 253, 254
+SMS_TEXT_BYTES = 320
+
+
+def decode_sms(payload: bytes) -> tuple[int, int, int, dt.datetime, str]:
+    """(tag, id, valid_minutes, start, text) of a CMD_SMS_WRQ payload; ValueError if it is none."""
+    if len(payload) < SMS_HEADER.size + 1:
+        raise ValueError("short message payload too short")
+    tag, sms_id, minutes, _, start = SMS_HEADER.unpack_from(payload)
+    if tag not in (SMS_PERSONAL, SMS_PUBLIC):
+        raise ValueError(f"short message tag {tag} (253 personal, 254 public)")
+    raw = payload[SMS_HEADER.size:SMS_HEADER.size + SMS_TEXT_BYTES].split(b"\x00")[0]
+    text = "".join(ch for ch in raw.decode("utf-8", errors="replace") if ch.isprintable()).strip()
+    if not text or not sms_id:
+        raise ValueError("short message without an id or text")
+    return tag, sms_id, minutes, decode_time(start), text
+
+
+def encode_sms(tag: int, sms_id: int, minutes: int, start: dt.datetime, text: str) -> bytes:
+    return SMS_HEADER.pack(tag, sms_id, minutes, 0, encode_time(start)) + text.encode()[:SMS_TEXT_BYTES] + b"\x00"
 
 
 # -- time ------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 
 from sync.device.zk import codec as c
+from sync.device.zk import sms
 from sync.device.zk.data import TerminalView, serial_number
 from sync.device.zk.guard import AuthThrottle
 
@@ -111,6 +112,9 @@ class Session:
             c.CMD_REG_EVENT: self._reg_event, c.CMD_ATTLOG_RRQ: self._direct_read,
             c.CMD_USERTEMP_RRQ: self._direct_read, c.CMD_ACK_ERROR: self._ok, c.CMD_ACK_UNKNOWN: self._ok,
             c.CMD_CLEAR_DATA: self._refuse, c.CMD_RESTART: self._refuse, c.CMD_POWEROFF: self._refuse,
+            c.CMD_SMS_WRQ: lambda p: self._sms(p, sms.write), c.CMD_DELETE_SMS: lambda p: self._sms(p, sms.delete),
+            c.CMD_UDATA_WRQ: lambda p: self._sms(p, sms.assign),
+            c.CMD_DELETE_UDATA: lambda p: self._sms(p, lambda *a: sms.assign(*a, remove=True)),
         }
 
     # -- dispatch ----------------------------------------------------------------------------------------
@@ -204,6 +208,17 @@ class Session:
         # one-second resolution, plus the network path
         self.view.record_time_sample("zk-settime", local, f"zk:{self.client}", uncertainty_s=2.0,
                                      trusted_by=trusted)
+        return self._ok(pkt)
+
+    def _sms(self, pkt: c.Packet, action) -> Iterator[bytes]:
+        """Short messages for the kiosk (sync/device/zk/sms.py): ACK_OK when stored, ACK_ERROR when refused."""
+        actor = f"zk:{self.client}"
+        try:
+            action(self.view, self.comm_key, actor, pkt.payload)
+        except sms.SmsRefused as e:
+            self.view.log.audit(actor, "zk-sms-refused", {"command": pkt.command, "reason": str(e)})
+            log.warning("zk %s: short message refused: %s", self.client, e)
+            return self._reply(c.CMD_ACK_ERROR, pkt)
         return self._ok(pkt)
 
     @property

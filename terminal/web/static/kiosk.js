@@ -5,6 +5,7 @@
   const ZONES = {"Asia/Jakarta": "WIB", "Asia/Makassar": "WITA", "Asia/Jayapura": "WIT"};
   const IDLE = "Hadapkan wajah ke kamera atau tempelkan jari";
   const SHOW_MS = 6000;
+  const NOTICE_MS = 12000;
   const $ = (id) => document.getElementById(id);
   const timeFmt = new Intl.DateTimeFormat("id-ID", {timeZone: tz, hour: "2-digit", minute: "2-digit", hourCycle: "h23"});
   const dateFmt = new Intl.DateTimeFormat("id-ID", {timeZone: tz, weekday: "long", day: "numeric", month: "long", year: "numeric"});
@@ -31,13 +32,23 @@
     }
   }
 
-  function show(text, cls, holdMs, unverified) {
+  function showNotices(lines) {
+    // The employee's messages (and what the terminal noticed) under the clock while the punch shows.
+    const list = $("notices");
+    list.replaceChildren(...(lines || []).map((t) => { const li = document.createElement("li"); li.textContent = t; return li; }));
+    list.hidden = !list.children.length;
+    $("clock").classList.toggle("with-notices", !list.hidden);
+    for (const li of list.children) fit(li, 20, 11);
+  }
+
+  function show(text, cls, holdMs, unverified, notices) {
     // unverified: the punch's time rests on no trusted sample; its kind and time are the best estimate
     // and are corrected later, so the screen says so beside the name.
     const box = $("result"), msg = $("message");
     box.className = cls;
     msg.textContent = text;
     $("punch-unverified").hidden = !unverified;
+    showNotices(notices);
     fit(msg, cls === "idle" ? 26 : 32, 16);
     if (clearTimer) clearTimeout(clearTimer);
     clearTimer = holdMs ? setTimeout(() => show(IDLE, "idle", 0), holdMs) : null;
@@ -45,7 +56,7 @@
       // What was on the screen, laid out, as it was shown: a reader (the tests, a support session) sees
       // the badge's place even after the idle screen has replaced it.
       const b = $("punch-unverified"), r = b.getBoundingClientRect(), q = msg.getBoundingClientRect();
-      window.__kiosk.shown.push({text: text, cls: cls, unverified: !!unverified,
+      window.__kiosk.shown.push({text: text, cls: cls, unverified: !!unverified, notices: notices || [],
                                  badge: b.hidden ? null : {text: b.innerText, left: r.left, top: r.top,
                                                            bottom: r.bottom},
                                  message: {right: q.right, top: q.top, bottom: q.bottom},
@@ -69,6 +80,7 @@
       if (!isNaN(t)) offsetMs = t - Date.now();
     }
     $("unverified").hidden = !!s.time_verified;
+    $("apel").hidden = !s.apel_cancelled;
     // punches are refused (a full disk): said for as long as it lasts, not only after an attempt
     const refused = s.storage && s.storage.ok === false;
     $("storage").hidden = !refused;
@@ -87,7 +99,9 @@
     if (!d.accepted) { show(d.message || "Tidak dikenali", "bad", SHOW_MS); return; }
     // a face or finger punch took the armed code (or had none): the next one starts empty
     if (d.recorded && (d.method === "face" || d.method === "finger")) armed(null);
-    show(d.message, d.recorded ? "ok" : "repeat", SHOW_MS, d.time_verified === false);
+    // a message takes longer to read than a name and a time
+    const hold = d.notices && d.notices.length ? NOTICE_MS : SHOW_MS;
+    show(d.message, d.recorded ? "ok" : "repeat", hold, d.time_verified === false, d.notices);
   }
 
   // -- work codes: a touch before the punch arms a code; after a recognised face or finger the daemon may
