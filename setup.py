@@ -29,6 +29,8 @@ setup(
         "fastapi==0.165.0",
         "uvicorn==0.54.0",
         "pydantic==2.14.4",  # terminal/config/: the configuration models (pydantic-core has aarch64 wheels)
+        # the central server's monthly recap as XLSX for BKPSDM (sync/server/recapexport.py); pure Python
+        "openpyxl==3.1.5",
     ],
     extras_require={
         # Raspberry Pi only: the GPIO backends gpiozero uses on real hardware.

@@ -1,4 +1,5 @@
-"""`presensi server …`: the reference central server (run, add-device, punches, alarms, import)."""
+"""`presensi server …`: the reference central server (run, add-device, punches, alarms, import; publish-roster
+and recap in their own modules)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import re
 import signal
 import sys
 
-from terminal.cli import server_roster
+from terminal.cli import server_recap, server_roster
 from terminal.cli.common import CommandError, add_command, add_group, emit
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -53,6 +54,7 @@ def register(sub) -> None:
     p.add_argument("dir", metavar="DIR")
     _db(p)
     server_roster.register(srv)
+    server_recap.register(srv)
 
 
 def _db(p) -> None:
