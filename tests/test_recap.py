@@ -178,6 +178,14 @@ def test_recap_of_punches_from_real_terminals_matches_the_punches_and_its_files(
     assert "2026-11-03" not in b_days or not b_days["2026-11-03"].punches  # the edited record counts for nobody
     assert {recap.parse_punch_id(p)[0] for p in rows[B].punches["days_present"]} == {"dev-01", "dev-02"}
 
+    # the punch lists the pages show: one device-day, one employee's month over both terminals
+    day = app.store.punches_of_device_day("dev-01", "2026-11-03")
+    assert [(p["employee"], p["derived"]["kind"], p["derived"]["local_time"]) for p in day] == [
+        (A, "masuk", "07:42:00"), (A, "pulang", "15:50:00")]
+    month = app.store.punches_of_employee(B, "2026-11-01", "2026-11-30")
+    assert [(p["device_id"], p["derived"]["local_time"]) for p in month] == [("dev-02", "07:32:00"),
+                                                                             ("dev-01", "16:00:00")]
+
     # the files BKPSDM gets, written by the command line, read back with the same figures
     out_csv, out_xlsx = tmp_path / "rekap.csv", tmp_path / "rekap.xlsx"
     for fmt, out in (("csv", out_csv), ("xlsx", out_xlsx)):

@@ -104,12 +104,13 @@ class PageQueries:
 
     def legacy_month_punches(self, first_date: str, last_date: str) -> tuple[list[dict], int]:
         """The punches without derived values whose hashed details place them in the month (how terminals
-        recorded kind and lateness before derived values), as month_punches rows; and how many of those
+        recorded kind and lateness before derived values), as month_punches rows (`basis` is then the time
+        basis of the punch, `time_verified` None); and how many of those
         punches carry no local date at all (they cannot be placed in any month)."""
         rows, undated = [], 0
         for p in self.query(
                 """SELECT p.device_id, p.log_id, p.seq, p.employee, p.method, p.kind, p.details, p.flags,
-                          p.problems FROM punches p WHERE NOT EXISTS (SELECT 1 FROM punch_derived d
+                          p.problems, p.basis FROM punches p WHERE NOT EXISTS (SELECT 1 FROM punch_derived d
                           WHERE d.device_id = p.device_id AND d.log_id = p.log_id AND d.seq = p.seq)"""):
             details = _details(p.pop("details"))
             day = details.get("local_date")
@@ -121,8 +122,7 @@ class PageQueries:
                              "kind": p["kind"] or details.get("kind"), "local_date": day,
                              "minutes_late": details.get("minutes_late") or 0,
                              "minutes_early": details.get("minutes_early") or 0,
-                             "local_time": details.get("local_time") or "", "time_verified": None,
-                             "basis": "recorded"})
+                             "local_time": details.get("local_time") or "", "time_verified": None})
         return rows, undated
 
 
