@@ -21,6 +21,7 @@ from synctools import make_terminal, presensi, serve_in_thread
 from sync.device import push
 from sync.server import recap, recapexport
 from sync.server.app import add_device, make_app
+from sync.server.storage import open_store
 from sync.wire import rosterbundle
 from terminal import config as config_mod
 from terminal.log import punchlog
@@ -239,3 +240,20 @@ def test_recap_command_refuses_what_it_cannot_do_and_says_so(tmp_path):
     empty = presensi("server", "recap", "--month", "2026-11", "--until", "2026-11-30", "--db", db)
     assert "no roster is published" in empty.stderr
     assert list(csv.reader(io.StringIO(empty.stdout))) == [[recapexport.HEADERS[c] for c in recapexport.COLUMNS]]
+    # a published roster the recap cannot trust or read: refused with what to do, no file written
+    store = open_store(db)
+    store.publish_roster(1, b"not a signed bundle")
+    store.publish_roster(2, rosterbundle.build_bundle(store.server_key(), 2, [], {"workdays": ["funday"]}, []))
+    store.close()
+    out = tmp_path / "r.xlsx"
+    bad_calendar = presensi("server", "recap", "--month", "2026-11", "--format", "xlsx", "--out", out, "--db", db,
+                            check=False)
+    assert bad_calendar.returncode != 0 and "funday" in bad_calendar.stderr and "publish-roster" in bad_calendar.stderr
+    store = open_store(db)
+    with store.transaction() as cur:
+        cur.execute("DELETE FROM rosters WHERE version = 2")
+    store.close()
+    unsigned = presensi("server", "recap", "--month", "2026-11", "--format", "xlsx", "--out", out, "--db", db,
+                        check=False)
+    assert unsigned.returncode != 0 and "roster version 1 cannot be read" in unsigned.stderr
+    assert not out.exists() and not list(tmp_path.glob(".r.xlsx.*"))
