@@ -84,12 +84,13 @@ class PageQueries:
                          d.basis
                   FROM punch_derived d JOIN punches p
                     ON p.device_id = d.device_id AND p.log_id = d.log_id AND p.seq = d.seq
-                  WHERE d.local_date >= ? AND d.local_date <= ?
-                    AND (d.local_date, d.device_id, d.log_id, d.seq) > (?, ?, ?, ?)
+                  WHERE (d.local_date, d.device_id, d.log_id, d.seq) > (?, ?, ?, ?) AND d.local_date <= ?
                   ORDER BY d.local_date, d.device_id, d.log_id, d.seq LIMIT ?"""
-        key: tuple = ("", "", "", -1)
+        # the row value alone bounds the page from below, so each page is a seek in the index, not a scan
+        # from the month's first row (with `local_date >= ?` beside it SQLite seeks on the date only)
+        key: tuple = (first_date, "", "", -1)
         while True:
-            rows = self.query_rows(sql, ("%work_code%", first_date, last_date, *key, batch))
+            rows = self.query_rows(sql, ("%work_code%", *key, last_date, batch))
             yield from (dict(zip(MONTH_FIELDS, r, strict=True)) for r in rows)
             if len(rows) < batch:
                 return

@@ -12,9 +12,10 @@ The rules (docs/recap.md says the same for BKPSDM):
 - Present: a working day with at least one counted punch. Arrival: the day's earliest apel or masuk punch;
   its minutes late are the day's minutes late. Departure: the day's last pulang; its minutes early are the
   day's early leave. (A terminal that took a working day for a day off records lembur_masuk/lembur_pulang:
-  they stand for arrival and departure, without lateness.) Missing masuk / pulang: a present day without an arrival / departure. Apel attended:
-  a working day with an apel punch. A terminal with its schedule off records `hadir`: presence only, never a
-  missing masuk or pulang. A punch on a day off (weekend, holiday) counts in `days_off_worked` only.
+  they stand for arrival and departure, without lateness.) Missing masuk / pulang: a present day without an
+  arrival / departure. Apel attended: a working day with an apel punch. A terminal with its schedule off
+  records `hadir`: presence only, never a missing masuk or pulang. A punch on a day off (weekend, holiday)
+  counts in `days_off_worked` only.
 - Unverified time (the punch's time rests on no trusted sample, or its flags say `review`): counted with the
   terminal's best estimate, and listed as `unverified`, so BKPSDM can check those before cutting the TPP.
 - Alarmed records (their hash or chain link failed on receipt: `problems`): never counted, listed as

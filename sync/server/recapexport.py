@@ -96,13 +96,25 @@ def write_xlsx(recap: Recap, path: str | Path) -> None:
 
 
 def _text(ws, value: str, *, bold: bool = False) -> WriteOnlyCell:
-    """A cell that is text whatever it looks like: never a formula, never a number."""
+    """A cell that is text whatever it looks like: never a formula, never a number, and formatted as text
+    so that it stays text when edited (the NIP)."""
     cell = WriteOnlyCell(ws, value=value)
     cell.data_type = "s"
     cell.number_format = "@"
     if bold:
         cell.font = Font(bold=True)
     return cell
+
+
+def _plain(ws, value):
+    """A value as written: a str is a string cell already, except one openpyxl would take for a formula."""
+    if value == "":
+        return None
+    if isinstance(value, str) and value.startswith("="):
+        cell = WriteOnlyCell(ws, value=value)
+        cell.data_type = "s"
+        return cell
+    return value
 
 
 def _header(ws, titles, widths) -> None:
@@ -116,18 +128,20 @@ def _rekap_sheet(wb, recap: Recap) -> None:
     ws = wb.create_sheet("Rekap")
     _header(ws, [HEADERS[c] for c in COLUMNS], [21, 30, *[12] * 9, 18, 14, 14])
     for e in recap.employees:
-        ws.append([None if v == "" else _text(ws, v) if isinstance(v, str) else v for v in row_values(e)])
+        values = row_values(e)
+        ws.append([_text(ws, values[0]), *(_plain(ws, v) for v in values[1:])])
 
 
 def _rincian_sheet(wb, recap: Recap) -> None:
     ws = wb.create_sheet("Rincian")
     _header(ws, DAY_HEADERS, [21, 30, 12, 10, 9, 9, 12, 12, 7, 24, 60])
     for e in recap.employees:
-        nip, name = _text(ws, e.employee), _text(ws, e.name)
+        nip, name = _text(ws, e.employee), _plain(ws, e.name)  # one cell per employee, written once per day
         for day in e.days:
             values = [day.date, "Ya" if day.working else "Tidak", day.arrival_time[:5], day.departure_time[:5],
-                      day.minutes_late, day.minutes_early, "Ya" if day.apel else "", day_remark(day)]
-            ws.append([nip, name, *(v if v != "" else None for v in values), _text(ws, " ".join(day.punches))])
+                      day.minutes_late, day.minutes_early, "Ya" if day.apel else "", day_remark(day),
+                      " ".join(day.punches)]
+            ws.append([nip, name, *(_plain(ws, v) for v in values)])
 
 
 def day_remark(day: Day) -> str:
@@ -150,7 +164,7 @@ def _keterangan_sheet(wb, recap: Recap) -> None:
     rows += [("Catatan", n) for n in recap.notes]
     rows += [("Aturan", r) for r in RULES]
     for title, value in rows:
-        ws.append([_text(ws, title, bold=True), _text(ws, value)])
+        ws.append([_text(ws, title, bold=True), _plain(ws, value)])
 
 
 # -- files -----------------------------------------------------------------------------------------------------
