@@ -41,10 +41,13 @@ def test_indexes_reach_an_existing_database_and_the_page_queries_use_them(db, tm
     store.conn.set_trace_callback(executed.append)
     store.punches_of_device_day("dev-01", "2026-11-03")
     store.punches_of_employee("198501012010011001", "2026-11-01", "2026-11-30")
+    list(store.month_punches("2026-11-01", "2026-11-30"))
     store.conn.set_trace_callback(None)
     plans = [" ".join(r[-1] for r in store.query_rows("EXPLAIN QUERY PLAN " + sql)) for sql in executed]
     assert "USING INDEX punch_derived_day (local_date=? AND device_id=?)" in plans[0]
     assert "USING INDEX punches_employee (employee=?)" in plans[1]
+    # each page of the month seeks where the last one ended (not from the month's first row again)
+    assert "punch_derived_day ((local_date,device_id,log_id,seq)>(?,?,?,?) AND local_date<?)" in plans[2]
     store.close()
 
 
