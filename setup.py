@@ -31,6 +31,8 @@ setup(
         "uvicorn==0.54.0",
         "pydantic==2.14.4",  # terminal/config/: the configuration models (pydantic-core has aarch64 wheels)
         "Jinja2==3.1.6",  # the central server's pages (sync/server/pages/): templates with autoescape
+        # the central server's monthly recap as XLSX for BKPSDM (sync/server/recapexport.py); pure Python
+        "openpyxl==3.1.5",
     ],
     extras_require={
         # Raspberry Pi only: the GPIO backends gpiozero uses on real hardware.

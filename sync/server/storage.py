@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from terminal.log import chain
 
 from . import atrest
+from .pagequeries import PageQueries
 
 PUNCH_COLUMNS = (
     "device_id", "log_id", "seq", "employee", "method", "kind", "details", "boot_id", "monoraw_ns",
@@ -109,6 +110,25 @@ CREATE TABLE IF NOT EXISTS office_rosters (
     version BIGINT NOT NULL, office TEXT NOT NULL, bundle {blob} NOT NULL, PRIMARY KEY (version, office));
 """
 
+# What the pages and the recap read by (sync/server/pagequeries.py; timed in bench/server_bench.py). Created
+# with IF NOT EXISTS at every start, so a database made by an older version gets them at its next start
+# (building them on 600,000 punches takes a few seconds; writers wait meanwhile).
+INDEXES = {
+    # the punches of one device-day, and the month a recap scans (keyset order of PageQueries.month_punches)
+    "punch_derived_day": "punch_derived (local_date, device_id, log_id, seq)",
+    # one employee's punches (a day or a month of them: the day is in punch_derived, reached by its key)
+    "punches_employee": "punches (employee, device_id, log_id, seq)",
+    # the open faults per device: the latest raised/cleared event of each fault key
+    "faults_device_key": "faults (device_id, fault_key, event_id)",
+    "alarms_device": "alarms (device_id, id)",
+    # terminals silent since a moment
+    "devices_last_contact": "devices (last_contact_ns)",
+}
+
+
+def index_ddl() -> list[str]:
+    return [f"CREATE INDEX IF NOT EXISTS {name} ON {target}" for name, target in INDEXES.items()]
+
 
 _DERIVED_SELECT = ", ".join(f"d.{c} AS d_{c}" for c in DERIVED_COLUMNS)
 
@@ -138,9 +158,11 @@ def code_hash(code: str) -> str:
     return hashlib.sha256(code.strip().encode()).hexdigest()
 
 
-class Store:
+class Store(PageQueries):
     """SQL shared by both backends. Subclasses provide _connect, _ddl, _sql, transaction."""
 
+    DERIVED_SELECT = _DERIVED_SELECT
+    punch_columns = PUNCH_COLUMNS
     placeholder = "?"
     lock_row = ""  # SQLite: BEGIN IMMEDIATE already excludes other writers
 
@@ -183,6 +205,8 @@ class Store:
             for stmt in self._ddl().split(";"):
                 if stmt.strip():
                     cur.execute(stmt)
+            for stmt in index_ddl():
+                cur.execute(stmt)
             row = self.rows(cur, "SELECT value FROM server_meta WHERE key='server_key'")
             if row:  # written by an older version: move it out of the database
                 if not self.keys.has_signing_key():

@@ -1,5 +1,5 @@
-"""`presensi server …`: the reference central server (run, add-device, punches, alarms, import; user and faults
-in server_users.py and server_faults.py, publish-roster in server_roster.py)."""
+"""`presensi server …`: the reference central server (run, add-device, punches, alarms, import; user, faults,
+notices, publish-roster and recap in their own modules)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 import signal
 import sys
 
-from terminal.cli import server_faults, server_notices, server_roster, server_users
+from terminal.cli import server_faults, server_notices, server_recap, server_roster, server_users
 from terminal.cli.common import CommandError, add_command, add_group, emit
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -63,6 +63,7 @@ def register(sub) -> None:
     server_users.register(srv, _store)
     server_faults.register(srv, _store)
     server_notices.register(srv)
+    server_recap.register(srv)
 
 
 def _db(p) -> None:
