@@ -11,6 +11,7 @@ FastAPI/Starlette primitives, and the web-server start-up code puts its routers 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import logging
 import socket
@@ -408,8 +409,32 @@ class _Protocol(H11Protocol):
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
 
+class _FreshDate:
+    """Every response's Date header made when the response starts (RFC 9110: the time the message was
+    generated). uvicorn's own is refreshed by its main loop about once a second, so on a busy machine it can
+    be more than a second old: a terminal without a signed time sample takes its time from this header
+    (sync/device/time_client.py, ±0.5 s), and a stale one put its interval beside the truth."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_dated(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"date"]
+                headers.append((b"date", email.utils.formatdate(time.time(), usegmt=True).encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_dated)
+
+
 def _config(app: ASGIApp, *, limit_concurrency: int | None, idle_timeout: float) -> uvicorn.Config:
-    return uvicorn.Config(app, http=_Protocol, loop="asyncio", lifespan="off", access_log=False,
+    return uvicorn.Config(_FreshDate(app), http=_Protocol, date_header=False, loop="asyncio", lifespan="off",
+                          access_log=False,
                           log_level="warning", timeout_keep_alive=int(idle_timeout), server_header=False,
                           timeout_graceful_shutdown=2, limit_concurrency=limit_concurrency,
                           h11_max_incomplete_event_size=16 * 1024, proxy_headers=False)

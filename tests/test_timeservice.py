@@ -5,10 +5,12 @@ dishonest modes."""
 from __future__ import annotations
 
 import base64
+import email.utils
 import json
 import time
 
 import pytest
+import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -161,3 +163,29 @@ def test_answer_signs_what_the_terminal_checks():
     assert answer["t2_ns"] == t2 <= answer["t3_ns"] and answer["chain_head"] == head
     assert answer["error_bound_ns"] > 0 and isinstance(answer["server_clock_synced"], bool)
     assert time_client.check_answer(answer, {"nonce": NONCE, "device_id": "d"}, key.public_key()) == answer
+
+
+def test_the_date_header_is_the_time_the_answer_was_made_even_while_the_server_is_busy():
+    """A terminal without a signed sample takes its time from the Date header (±0.5 s): the header must say
+    the second the answer was made, not one the server cached earlier (uvicorn's own is refreshed by its main
+    loop about once a second, later on a busy machine). Each answer's Date lies within the request's time."""
+    app = FastAPI()
+
+    @app.get("/busy")
+    def busy():  # a handler that keeps a worker thread busy, as a loaded server would be
+        deadline = time.monotonic() + 0.05
+        while time.monotonic() < deadline:
+            pass
+        return {}
+
+    served = Served(app, "127.0.0.1", 0)
+    try:
+        with requests.Session() as http:
+            for _ in range(40):
+                before = time.time()
+                date = http.get(served.url + "/busy", timeout=10).headers["Date"]
+                after = time.time()
+                stamp = email.utils.parsedate_to_datetime(date).timestamp()
+                assert int(before) <= stamp <= after, (date, before, after)
+    finally:
+        served.stop()
