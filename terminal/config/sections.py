@@ -287,6 +287,8 @@ class Health(Section):
                                  "warning.", min=1)
     clock_uncertainty_seconds: float = _f(120.0, "A corrected-time interval wider than this raises a clock "
                                           "warning.", min=1)
+    kernel_log: str = _f("journal", "Where SD-card I/O errors are looked for: journal (journalctl -k of this boot), "
+                         "the path of a file of kernel messages (/var/log/kern.log, /dev/kmsg) or off.")
 
 
 class Time(Section):
