@@ -9,6 +9,10 @@ never frames from another camera. What only a real Pi proves is listed in docs/i
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -16,6 +20,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+from conftest import REPO, presensi, readline, write_config
 from face_support import lfw, needs_shared, write_sequence
 
 from drivers import camera as cam
@@ -265,3 +270,34 @@ def test_a_usb_webcam_that_libcamera_lists_is_not_taken_for_the_pi_camera(fake):
     fake.attach(usb=True)
     assert picamera2.csi_cameras(__import__("picamera2")) == []
     assert detect.csi_present() is False
+
+
+@needs_shared
+def test_presensi_scan_on_the_pi_camera_decides_and_records_the_face(tmp_path):
+    """The whole path in a separate process, as on a Pi: `presensi scan --camera picamera2` with the library
+    on the path where Raspberry Pi OS puts python3-picamera2, and a camera showing an enrolled employee."""
+    cfg = write_config(tmp_path / "presensi.toml", tmp_path / "state",
+                       '\n[camera]\nexposure_mode = "long"\nawb_mode = "indoor"\n'
+                       '\n[face]\nworkers = 1\n\n[liveness]\nmode = "off"\n')
+    assert presensi("init", config=cfg).returncode == 0
+    photos = tmp_path / "photos"
+    for employee, identity in (("emp-aaron", "Aaron_Peirsol"), ("emp-bill", "Bill_Clinton")):
+        (photos / employee).mkdir(parents=True)
+        for n in (1, 2):
+            shutil.copy(lfw(identity, n), photos / employee / f"{n}.jpg")
+    assert presensi("enroll-photos", str(photos), config=cfg).returncode == 0
+    scene = write_sequence(tmp_path / "scene", [(None, 4), (lfw("Aaron_Peirsol", 3), 12)])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(FAKES_DIR), os.environ.get("PYTHONPATH", "")]),
+           "FAKE_PICAMERA2_FRAMES": str(scene)}
+    proc = subprocess.Popen([sys.executable, "-m", "terminal.cli", "-c", str(cfg), "scan", "--camera",
+                             "picamera2", "--json", "--record", "--seconds", "120"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        decision = json.loads(readline(proc.stdout, timeout=90))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert decision["employee"] == "emp-aaron" and decision["accepted"] is True
+    assert decision["punch"]["recorded"] is True
+    log = json.loads(presensi("log", "list", "--json", config=cfg).stdout.splitlines()[0])
+    assert [(r["employee"], r["method"]) for r in log] == [("emp-aaron", "face")]

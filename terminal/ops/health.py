@@ -78,9 +78,9 @@ FS_SCREEN = ("Penyimpanan (kartu SD) bermasalah: sistem berkas mencatat galat. H
              "presensi (presensi export), periksa kartu dengan fsck, atau ganti kartu SD.")
 FS_READONLY_SCREEN = ("Penyimpanan hanya-baca: presensi tidak dapat disimpan. Hubungi Diskominfo: salin data, "
                       "periksa kartu SD dengan fsck, lalu nyalakan ulang.")
-FSCK_HINT = ("copy the state directory off first (presensi export --to DIR), then check the partition: "
-             "`sudo touch /forcefsck` or add fsck.mode=force to cmdline.txt and reboot (e2fsck clears the "
-             "counter); replace the SD card if errors come back (docs/install-pi.md, after a power cut)")
+FSCK_HINT = ("copy the punches off first (presensi export --to DIR), then check the partition with e2fsck "
+             "(the root: fsck.mode=force in cmdline.txt for one boot), which clears the counter; replace the SD "
+             "card if errors come back (docs/install-pi.md, \"After a power cut\")")
 
 
 def check_filesystem(paths: list, kernel_log: str) -> CheckResult:
