@@ -301,3 +301,21 @@ def test_presensi_scan_on_the_pi_camera_decides_and_records_the_face(tmp_path):
     assert decision["punch"]["recorded"] is True
     log = json.loads(presensi("log", "list", "--json", config=cfg).stdout.splitlines()[0])
     assert [(r["employee"], r["method"]) for r in log] == [("emp-aaron", "face")]
+
+
+def test_auto_detection_takes_a_webcam_s_capture_node_not_the_pi_s_codec_or_isp_nodes(tmp_path):
+    """The V4L2 nodes of a Pi 4 with a USB webcam, as sysfs shows them: the codec and ISP nodes
+    (bcm2835-codec, bcm2835-isp) and the webcam's metadata node are no camera."""
+    sysfs, dev, drivers = tmp_path / "video4linux", tmp_path / "dev", tmp_path / "drivers"
+    dev.mkdir()
+    for name, driver, index in (("video10", "bcm2835-codec", "0"), ("video13", "bcm2835-isp", "0"),
+                                ("video2", "uvcvideo", "1"), ("video1", "uvcvideo", "0")):
+        (drivers / driver).mkdir(parents=True, exist_ok=True)
+        node = sysfs / name
+        (node / "device").mkdir(parents=True)
+        (node / "device" / "driver").symlink_to(drivers / driver)
+        (node / "index").write_text(index + "\n")
+    assert detect.v4l2_devices(str(sysfs), str(dev)) == [str(dev / "video1")]
+    (dev / "presensi-camera").touch()  # the udev rule's name comes first
+    assert detect.v4l2_devices(str(sysfs), str(dev))[0] == str(dev / "presensi-camera")
+    assert detect.v4l2_devices(str(tmp_path / "none"), str(tmp_path / "none")) == []

@@ -2,9 +2,9 @@
 of a regency, whether it has the Pi camera module or a USB webcam.
 
 The order is fixed and short: a Pi camera (CSI) that libcamera lists → picamera2; else a V4L2 capture device
-(the udev name /dev/presensi-camera first, then /dev/video*) → OpenCV. What was found is kept for the life of
-the source: once the Pi camera was chosen, its failure is a camera fault until it works again, never a
-silent switch to another camera. Only while nothing has been found yet does each reopen look again (a
+(the udev name /dev/presensi-camera first, then a uvcvideo capture node) → OpenCV. What was found is kept
+for the life of the source: once the Pi camera was chosen, its failure is a camera fault until it works again,
+never a silent switch to another camera. Only while nothing has been found yet does each reopen look again (a
 camera plugged in later is found without a restart).
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -24,13 +25,24 @@ log = logging.getLogger(__name__)
 
 AUTO_SOURCE = "auto"
 UDEV_NAME = "/dev/presensi-camera"  # systemd/60-presensi.rules: a USB webcam's capture node
-V4L2_GLOB = "/dev/video*"
+V4L2_SYSFS = "/sys/class/video4linux"
 
 
-def v4l2_devices(pattern: str = V4L2_GLOB) -> list[str]:
-    """Capture device paths, the udev name first (it survives replugging and skips metadata nodes)."""
-    found = sorted(glob.glob(pattern), key=lambda p: (len(p), p))
-    return ([UDEV_NAME] if os.path.exists(UDEV_NAME) else []) + found
+def v4l2_devices(sysfs: str = V4L2_SYSFS, dev: str = "/dev") -> list[str]:
+    """USB webcams' capture nodes, the udev name first (it survives replugging). A Pi has other V4L2 nodes
+    that are no camera (the codec, the ISP: /dev/video10-31) and a webcam has a metadata node beside its
+    capture node; only a uvcvideo device's index-0 node is taken, as the udev rule does."""
+    found = []
+    for node in sorted(glob.glob(os.path.join(sysfs, "video*")), key=lambda p: (len(p), p)):
+        driver = os.path.basename(os.path.realpath(os.path.join(node, "device", "driver")))
+        try:
+            index = Path(node, "index").read_text().strip()
+        except OSError:
+            index = "0"
+        if driver == "uvcvideo" and index == "0":
+            found.append(os.path.join(dev, os.path.basename(node)))
+    udev = os.path.join(dev, os.path.basename(UDEV_NAME))
+    return ([udev] if os.path.exists(udev) else []) + found
 
 
 def choose(csi_present: bool, devices: list[str]) -> str:
@@ -39,7 +51,7 @@ def choose(csi_present: bool, devices: list[str]) -> str:
         return picamera2.PREFIX
     if devices:
         return devices[0]
-    raise SourceError("no camera found: libcamera lists no Pi camera and there is no USB webcam (/dev/video*); "
+    raise SourceError("no camera found: libcamera lists no Pi camera and there is no USB webcam (uvcvideo); "
                       f"{picamera2.CABLE_HINT}, or plug the webcam in")
 
 
