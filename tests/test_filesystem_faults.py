@@ -12,13 +12,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import requests
 from conftest import presensi, write_config
 from fullfs import FullDisk
 from fullfs import write_config as write_disk_config
+
+from terminal import config
+from terminal.app.daemon import Daemon
+from terminal.log import punchlog
+from terminal.web import ensure_admin_password
 
 
 @pytest.fixture
@@ -128,3 +137,46 @@ def test_a_kernel_log_that_cannot_be_read_is_a_warning_not_silence(tmp_path):
     fs = report["results"]["filesystem"]
     assert fs["level"] == "warning" and "kernel log cannot be read" in fs["message"]
     assert "systemd-journal" in fs["message"]
+
+
+def test_the_admin_page_says_in_bahasa_indonesia_that_the_sd_card_is_failing(tmp_path):
+    """The daemon's own health loop finds the I/O errors; IT staff read the fault on the admin page."""
+    state = tmp_path / "state"
+    kern = tmp_path / "kern.log"
+    kern.write_text(f"[ 903.417] I/O error, dev {device_of(tmp_path)}, sector 1234567 op 0x1:(WRITE) flags 0x800\n")
+    punchlog.init(state)
+    password = ensure_admin_password(state)
+    cfg = config.from_dict({"device": {"id": "fs-01"}, "paths": {"state_dir": str(state)},
+                            "web": {"listen": "127.0.0.1:0"}, "camera": {"enabled": False},
+                            "health": {"kernel_log": str(kern), "interval": 0.5}})
+    daemon = Daemon(cfg)
+    thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: daemon.web_port or not thread.is_alive()) and daemon.web_port
+        base = f"http://127.0.0.1:{daemon.web_port}"
+        session = requests.Session()
+        page = session.get(base + "/admin/login", timeout=10)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        r = session.post(base + "/admin/login", data={"csrf": csrf, "password": password}, timeout=10)
+        assert r.status_code == 200 and r.url.endswith("/admin/"), r.text[:300]
+
+        def faults_table() -> str:
+            text = session.get(base + "/admin/", timeout=10).text
+            return text[text.index("id='faults'"):]
+
+        assert wait_until(lambda: "Penyimpanan (kartu SD) bermasalah" in faults_table()), faults_table()
+        parts = session.get(base + "/admin/", timeout=10).text
+        assert "Hubungi Diskominfo" in parts[parts.index("id='parts'"):parts.index("id='faults'")]
+    finally:
+        daemon.stop_event.set()
+        thread.join(20)
+
+
+def wait_until(pred, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
