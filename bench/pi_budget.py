@@ -27,13 +27,42 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from face_support import LFW, YUNET, background, frame_with, lfw  # noqa: E402
 
 from terminal.face import detect, embed, evaluation, gallery, pipeline, quality, stills  # noqa: E402
+
+# The photos and the scene as tests/face_support.py makes them; repeated here because this bench also runs in
+# the arm64 root, which has the project's runtime but not the test tools that module needs (pytest).
+SHARED = ROOT.parent / "shared"
+LFW = SHARED / "data" / "faces" / "lfw-dev"
+YUNET = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
+
+
+def lfw(identity: str, n: int) -> Path:
+    return LFW / identity / f"{identity}_{n:04d}.jpg"
+
+
+def background(i: int = 0, size=(480, 640)) -> np.ndarray:
+    """A static office-like background with a little sensor noise per frame."""
+    h, w = size
+    base = np.tile(np.linspace(90, 150, w, dtype=np.float32), (h, 1))
+    noise = np.random.default_rng(i).normal(0, 1.5, (h, w)).astype(np.float32)
+    return np.clip(np.dstack([base, base * 0.95, base * 0.9]) + noise[..., None], 0, 255).astype(np.uint8)
+
+
+def frame_with(photo: Path, i: int, scale: float = 1.6, size=(480, 640)) -> np.ndarray:
+    """The photo pasted in the middle of a 640x480 frame, moved a few pixels per frame."""
+    frame = background(i, size)
+    img = cv2.resize(cv2.imread(str(photo)), None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    ph, pw = img.shape[:2]
+    dx, dy = (i % 5) - 2, ((i // 2) % 5) - 2
+    y0, x0 = (size[0] - ph) // 2 + dy, (size[1] - pw) // 2 + dx
+    frame[y0:y0 + ph, x0:x0 + pw] = img
+    return frame
 
 FPS = 15.0
 EMPTY_FRAMES = 3
