@@ -162,6 +162,7 @@ fi
 
 [ "$(id -u)" = 0 ] || die "run as root: sudo $0 $*"
 command -v systemctl >/dev/null || die "systemd is required"
+case "$KIOSK" in auto|none) ;; *) id "$KIOSK" >/dev/null 2>&1 || die "--kiosk $KIOSK: no such user" ;; esac
 
 echo "== packages"
 apt-get update -qq
@@ -235,7 +236,8 @@ runuser -u presensi -- env PRESENSI_CONFIG=/etc/presensi/presensi.toml "$PREFIX/
 systemctl enable presensi.service
 
 echo "== kiosk screen ($KIOSK)"
-setup_kiosk "$(kiosk_user)"
+kiosk_as=$(kiosk_user)
+setup_kiosk "$kiosk_as"
 
 if [ "$reboot_needed" = changed ]; then
   echo "The boot configuration changed (UART/camera): reboot now (sudo reboot); presensi starts on boot."
