@@ -151,8 +151,8 @@ def test_the_dim_corridor_settings_reach_libcamera(fake):
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("exposure = 50", "[camera] exposure"),
-    ("exposure = \"dark\"", "[camera] exposure"),
+    ("exposure = 50", '[camera] exposure = 50: must be "auto" or an exposure time in microseconds'),
+    ("exposure = \"dark\"", '[camera] exposure = "dark": must be "auto" or an exposure time'),
     ("analogue_gain = 0.5", "0 (automatic) or from 1 to 16"),
     ("analogue_gain = 40.0", "[camera] analogue_gain"),
     ("awb_mode = \"sunny\"", "'indoor'"),
@@ -164,6 +164,7 @@ def test_bad_camera_settings_are_refused_with_the_key_and_the_fix(tmp_path, text
     with pytest.raises(config.ConfigError) as err:
         config.load(path)
     assert expected in str(err.value) and str(path) in str(err.value)
+    assert len(err.value.lines) == 1, err.value.lines  # one problem, one line
 
 
 def test_without_the_picamera2_library_the_camera_is_a_fault_that_says_what_to_install():

@@ -105,6 +105,15 @@ class Camera(Section):
     awb_mode: Literal["auto", "incandescent", "tungsten", "fluorescent", "indoor", "daylight", "cloudy"] = _f(
         "auto", "Pi camera white balance: auto, incandescent, tungsten, fluorescent, indoor, daylight or cloudy.")
 
+    @field_validator("exposure", mode="before")
+    @classmethod
+    def _exposure(cls, value):
+        # one message for both spellings, instead of one per member of the union
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 1_000_000):
+            return value
+        raise ValueError('must be "auto" or an exposure time in microseconds from 100 to 1000000 (a dim '
+                         "corridor: 30000)")
+
     @field_validator("analogue_gain")
     @classmethod
     def _gain(cls, value: float) -> float:
