@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Install presensi-edge on Raspberry Pi OS (bookworm, 64- or 32-bit) from this source tree:
 #   sudo systemd/install-pi.sh [--uart pl011|miniuart|usb] [--camera csi|usb] [--prefix /opt/presensi]
-# It creates the `presensi` user (groups video, dialout, gpio), a virtual environment with the package,
-# /etc/presensi/presensi.toml (kept if present), the systemd unit and the udev rule, and sets the UART and
-# camera options in the boot files. Running it again is safe. docs/install-pi.md explains every step.
+#                              [--kiosk auto|none|USER]
+# It creates the `presensi` user (groups video, dialout, gpio, systemd-journal), a virtual environment with
+# the package (and the OS's python3-picamera2), /etc/presensi/presensi.toml (kept if present), the systemd
+# unit and the udev rule, sets the UART and camera options in the boot files, and shows the kiosk page full
+# screen at boot for the desktop user (auto: the one Raspberry Pi OS logs in). Running it again is safe.
+# docs/install-pi.md explains every step; systemd/pi-storage.sh protects the SD card against power cuts.
 #
 # --boot-only --root DIR edits only DIR/boot/firmware/{cmdline,config}.txt (used by the tests).
 set -euo pipefail
@@ -12,10 +15,11 @@ SRC=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=/opt/presensi
 UART=pl011
 CAMERA=csi
+KIOSK=auto
 ROOT=
 BOOT_ONLY=0
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 die() { echo "install-pi: error: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
@@ -23,6 +27,7 @@ while [ $# -gt 0 ]; do
     --uart) UART=${2:?}; shift 2 ;;
     --camera) CAMERA=${2:?}; shift 2 ;;
     --prefix) PREFIX=${2:?}; shift 2 ;;
+    --kiosk) KIOSK=${2:?}; shift 2 ;;
     --root) ROOT=${2:?}; shift 2 ;;
     --boot-only) BOOT_ONLY=1; shift ;;
     -h|--help) usage 0 ;;
@@ -31,6 +36,9 @@ while [ $# -gt 0 ]; do
 done
 case "$UART" in pl011|miniuart|usb) ;; *) die "--uart must be pl011, miniuart or usb (got '$UART')" ;; esac
 case "$CAMERA" in csi|usb) ;; *) die "--camera must be csi or usb (got '$CAMERA')" ;; esac
+case "$KIOSK" in *[!a-z0-9_-]*|"") die "--kiosk must be auto, none or a user name (got '$KIOSK')" ;; esac
+
+apt_has() { apt-cache show "$1" >/dev/null 2>&1; }
 
 boot_dir() {
   # Bookworm mounts the boot partition at /boot/firmware; older releases at /boot.
@@ -102,6 +110,51 @@ print("changed" if changed else "unchanged")
 PY
 }
 
+# The desktop user the kiosk runs as: --kiosk USER, or (auto) the user Raspberry Pi OS logs in automatically,
+# else the first regular user; nothing with --kiosk none or on an image without a desktop session.
+kiosk_user() {
+  local user=
+  case "$KIOSK" in
+    none) return 0 ;;
+    auto)
+      command -v labwc >/dev/null || command -v wayfire >/dev/null || return 0
+      user=$(sed -n 's/^autologin-user=//p' /etc/lightdm/lightdm.conf 2>/dev/null | tail -n 1)
+      [ -n "$user" ] || user=$(getent passwd 1000 | cut -d: -f1) ;;
+    *) user=$KIOSK; id "$user" >/dev/null 2>&1 || die "--kiosk $user: no such user" ;;
+  esac
+  echo "$user"
+}
+
+# Chromium in kiosk mode on the kiosk page for `user`, from the desktop session's autostart (labwc, the
+# bookworm default, and wayfire, its earlier one); presensi-kiosk restarts the browser when it exits.
+setup_kiosk() {
+  local user=$1 home line browser=chromium-browser
+  if [ -z "$user" ]; then
+    echo "   no desktop session or user: kiosk not set up (--kiosk USER to choose one)"
+    return 0
+  fi
+  apt_has chromium-browser || browser=chromium
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$browser" >/dev/null
+  install -m 0755 "$SRC/systemd/presensi-kiosk" /usr/local/bin/presensi-kiosk
+  home=$(getent passwd "$user" | cut -d: -f6)
+  line="/usr/local/bin/presensi-kiosk &"
+  install -d -o "$user" -g "$(id -gn "$user")" "$home/.config" "$home/.config/labwc"
+  if ! grep -qxF "$line" "$home/.config/labwc/autostart" 2>/dev/null; then
+    echo "$line" >> "$home/.config/labwc/autostart"
+  fi
+  chown "$user:$(id -gn "$user")" "$home/.config/labwc/autostart"
+  if [ -f "$home/.config/wayfire.ini" ] && ! grep -q "presensi-kiosk" "$home/.config/wayfire.ini"; then
+    printf '\n[autostart]\npresensi_kiosk = /usr/local/bin/presensi-kiosk\n' >> "$home/.config/wayfire.ini"
+  fi
+  if command -v raspi-config >/dev/null; then
+    raspi-config nonint do_boot_behaviour B4  # desktop, logged in automatically as that user
+    raspi-config nonint do_blanking 1         # screen blanking off
+  else
+    echo "   raspi-config not found: turn on desktop autologin and turn off screen blanking by hand"
+  fi
+  echo "   Chromium shows the kiosk page for $user at boot (~/.config/labwc/autostart)"
+}
+
 if [ "$BOOT_ONLY" = 1 ]; then
   configure_boot
   exit 0
@@ -109,30 +162,48 @@ fi
 
 [ "$(id -u)" = 0 ] || die "run as root: sudo $0 $*"
 command -v systemctl >/dev/null || die "systemd is required"
+case "$KIOSK" in auto|none) ;; *) id "$KIOSK" >/dev/null 2>&1 || die "--kiosk $KIOSK: no such user" ;; esac
 
 echo "== packages"
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   python3 python3-venv python3-pip sqlite3 libopenblas0 ca-certificates >/dev/null
+if [ "$CAMERA" = csi ]; then
+  # The Pi camera is only reachable through libcamera; its Python binding comes from Raspberry Pi OS's
+  # apt repository (not PyPI), and the virtual environment sees it through --system-site-packages.
+  if apt_has python3-picamera2; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-picamera2 >/dev/null
+  else
+    echo "   python3-picamera2 is not in the apt sources (not Raspberry Pi OS?): the Pi camera will report a" \
+         "fault until it is installed; with a USB webcam use --camera usb"
+  fi
+fi
 
-echo "== user presensi (groups video, dialout, gpio)"
+echo "== user presensi (groups video, dialout, gpio, systemd-journal)"
 getent group gpio >/dev/null || groupadd --system gpio
 if ! id presensi >/dev/null 2>&1; then
   useradd --system --user-group --home-dir /var/lib/presensi --no-create-home --shell /usr/sbin/nologin presensi
 fi
 usermod -a -G video,dialout,gpio presensi
+# the file-system self-test reads the kernel's I/O errors from the journal (ProtectKernelLogs= hides /dev/kmsg)
+if getent group systemd-journal >/dev/null; then usermod -a -G systemd-journal presensi; fi
 
 echo "== virtual environment in $PREFIX/venv"
 install -d -m 0755 "$PREFIX"
-[ -x "$PREFIX/venv/bin/python" ] || python3 -m venv "$PREFIX/venv"
+# --system-site-packages: python3-picamera2 and libcamera come from the OS, not from PyPI. The packages pip
+# installs into the venv still come first on sys.path, so the pinned numpy/OpenCV are the ones used.
+[ -x "$PREFIX/venv/bin/python" ] || python3 -m venv --system-site-packages "$PREFIX/venv"
+sed -i 's/^include-system-site-packages = false$/include-system-site-packages = true/' "$PREFIX/venv/pyvenv.cfg"
 "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check --upgrade pip
 "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check "${SRC}[pi]"
 
 echo "== configuration /etc/presensi/presensi.toml"
 install -d -m 0750 -o root -g presensi /etc/presensi
 if [ ! -f /etc/presensi/presensi.toml ]; then
-  sed -e "s/^id = \"opd-dinkes-01\"/id = \"$(hostname -s)\"/" "$SRC/config/presensi.example.toml" \
-    > /etc/presensi/presensi.toml
+  source=auto  # the Pi camera if libcamera lists one, else a USB webcam
+  if [ "$CAMERA" = usb ]; then source=/dev/presensi-camera; fi
+  sed -e "s/^id = \"opd-dinkes-01\"/id = \"$(hostname -s)\"/" -e "s#^source = \"0\"#source = \"$source\"#" \
+    "$SRC/config/presensi.example.toml" > /etc/presensi/presensi.toml
   echo "   created from the example; set [device] id, [central] url and token, then restart"
 fi
 if [ "$UART" = usb ]; then
@@ -163,6 +234,11 @@ systemctl daemon-reload
 install -d -m 0700 -o presensi -g presensi /var/lib/presensi
 runuser -u presensi -- env PRESENSI_CONFIG=/etc/presensi/presensi.toml "$PREFIX/venv/bin/presensi" init
 systemctl enable presensi.service
+
+echo "== kiosk screen ($KIOSK)"
+kiosk_as=$(kiosk_user)
+setup_kiosk "$kiosk_as"
+
 if [ "$reboot_needed" = changed ]; then
   echo "The boot configuration changed (UART/camera): reboot now (sudo reboot); presensi starts on boot."
 else

@@ -3,10 +3,16 @@ formed, and install-pi.sh edits a Raspberry Pi OS boot partition correctly and i
 
 from __future__ import annotations
 
+import http.server
+import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from conftest import REPO
@@ -14,6 +20,8 @@ from conftest import REPO
 UNIT = REPO / "systemd" / "presensi.service"
 RULES = REPO / "systemd" / "60-presensi.rules"
 INSTALL = REPO / "systemd" / "install-pi.sh"
+STORAGE = REPO / "systemd" / "pi-storage.sh"
+KIOSK = REPO / "systemd" / "presensi-kiosk"
 
 
 def analyze(*args: str) -> subprocess.CompletedProcess:
@@ -65,7 +73,7 @@ def directives(text: str) -> dict[str, list[str]]:
 def test_unit_has_the_lifecycle_and_device_access_the_terminal_needs():
     d = directives(UNIT.read_text())
     assert d["Type"] == ["notify"] and d["Restart"] == ["always"] and d["WatchdogSec"] == ["30s"]
-    assert d["User"] == ["presensi"] and d["SupplementaryGroups"] == ["video dialout gpio"]
+    assert d["User"] == ["presensi"] and d["SupplementaryGroups"] == ["video dialout gpio systemd-journal"]
     assert d["StateDirectory"] == ["presensi"] and d["ProtectSystem"] == ["strict"]
     assert d["NoNewPrivileges"] == ["yes"] and d["DevicePolicy"] == ["closed"]
     allowed = {v.split()[0] for v in d["DeviceAllow"]}
@@ -178,10 +186,112 @@ def test_install_refuses_bad_options_and_a_missing_boot_partition(tmp_path):
     assert missing.returncode != 0 and "is this Raspberry Pi OS?" in missing.stderr
 
 
-def test_install_script_parses_and_passes_shellcheck():
-    assert subprocess.run(["bash", "-n", str(INSTALL)], timeout=30).returncode == 0
+@pytest.mark.parametrize("script", [INSTALL, STORAGE, KIOSK])
+def test_install_script_parses_and_passes_shellcheck(script):
+    assert subprocess.run(["bash", "-n", str(script)], timeout=30).returncode == 0
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck not installed; bash -n passed")
-    result = subprocess.run(["shellcheck", "-S", "warning", str(INSTALL)], capture_output=True, text=True,
+    result = subprocess.run(["shellcheck", "-S", "warning", str(script)], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stdout
+
+
+PI_FSTAB = """\
+proc            /proc           proc    defaults          0       0
+PARTUUID=4e639091-01  /boot/firmware  vfat    defaults          0       2
+PARTUUID=4e639091-02  /               ext4    defaults          0       1
+"""
+
+
+def pi_root(tmp_path):
+    boot_partition(tmp_path, cmdline=CMDLINE.replace("fsck.repair=yes", "fsck.repair=no"))
+    root = tmp_path / "root"
+    (root / "etc").mkdir()
+    (root / "etc" / "fstab").write_text(PI_FSTAB)
+    return root
+
+
+def run_storage(root, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(STORAGE), "--root", str(root), *args], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PI_STORAGE_UUID": "5a1e-ca4d"})
+
+
+def fstab_entries(root) -> dict[str, list[str]]:
+    return {f[1]: f for line in (root / "etc" / "fstab").read_text().splitlines()
+            if len(f := line.split()) >= 4 and not line.startswith("#")}
+
+
+def test_pi_storage_moves_the_punches_to_their_own_partition_and_spares_the_sd_card(tmp_path):
+    root = pi_root(tmp_path)
+    args = ("--state-device", "/dev/sda1", "--noatime", "--fsck-repair", "--read-only-root")
+    result = run_storage(root, *args)
+    assert result.returncode == 0, result.stderr
+    entries = fstab_entries(root)
+    state = entries["/var/lib/presensi"]
+    assert state[0] == "UUID=5a1e-ca4d" and state[2] == "ext4"
+    assert {"noatime", "nofail", "errors=remount-ro"} <= set(state[3].split(","))
+    assert "noatime" in entries["/"][3].split(",") and "noatime" in entries["/boot/firmware"][3].split(",")
+    assert entries["/proc"][3] == "defaults"  # other entries untouched
+    dropin = (root / "etc/systemd/system/presensi.service.d/state-mount.conf").read_text()
+    assert "RequiresMountsFor=/var/lib/presensi" in dropin  # never punches onto the SD card underneath
+    journald = (root / "etc/systemd/journald.conf.d/presensi-volatile.conf").read_text()
+    assert "Storage=volatile" in journald and "RuntimeMaxUse=32M" in journald
+    cmdline = (tmp_path / "root" / "boot" / "firmware" / "cmdline.txt").read_text()
+    assert "fsck.repair=yes" in cmdline.split() and "fsck.repair=no" not in cmdline and cmdline.count("\n") == 1
+    assert "enable_overlayfs" in result.stdout
+
+    fstab = (root / "etc" / "fstab").read_text()
+    again = run_storage(root, *args)
+    assert again.returncode == 0 and (root / "etc" / "fstab").read_text() == fstab  # running it again is safe
+    assert (tmp_path / "root" / "boot" / "firmware" / "cmdline.txt").read_text() == cmdline
+
+
+def test_pi_storage_refuses_a_read_only_root_while_the_punches_live_on_it(tmp_path):
+    root = pi_root(tmp_path)
+    result = run_storage(root, "--read-only-root")
+    assert result.returncode != 0
+    assert "the punches would live in RAM" in result.stderr and "--state-device" in result.stderr
+    assert not (root / "etc" / "systemd").exists()  # refused before anything changed
+    assert (root / "etc" / "fstab").read_text() == PI_FSTAB
+
+
+def test_kiosk_launcher_waits_for_the_page_and_restarts_a_crashed_browser(tmp_path):
+    browser_log = tmp_path / "browser.log"
+    browser = tmp_path / "chromium"
+    browser.write_text(f"#!/bin/sh\necho \"$*\" >> {browser_log}\nexit 1\n")  # a browser that crashes at once
+    browser.chmod(0o755)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/"
+    stderr = tmp_path / "kiosk.err"
+    env = {**os.environ, "PRESENSI_KIOSK_BROWSER": str(browser), "PRESENSI_KIOSK_RESTART_DELAY": "0.1"}
+    with open(stderr, "w") as err:
+        proc = subprocess.Popen(["bash", str(KIOSK), url], stdout=subprocess.DEVNULL, stderr=err, env=env,
+                                start_new_session=True)
+    try:
+        assert wait_until(lambda: "waiting for" in stderr.read_text()), stderr.read_text()
+        assert not browser_log.exists()  # no "site can't be reached" page: the daemon is not up yet
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            assert wait_until(lambda: browser_log.exists() and len(browser_log.read_text().splitlines()) >= 3), \
+                stderr.read_text()
+        finally:
+            server.shutdown()
+            server.server_close()
+        first = browser_log.read_text().splitlines()[0].split()
+        assert "--kiosk" in first and "--noerrdialogs" in first and first[-1] == url
+        assert "exited with status 1; starting it again" in stderr.read_text()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+
+
+def wait_until(pred, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False

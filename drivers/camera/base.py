@@ -9,6 +9,7 @@ thread-safe. It reports trouble by raising: SourceError when it cannot deliver n
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
@@ -32,8 +33,11 @@ class Source(abc.ABC):
     #: a recording that starts again from its beginning after it ended (a video file)
     rewinds: ClassVar[bool] = False
 
-    def __init__(self, spec: str, width: int = 640, height: int = 480, fps: float = 15.0):
+    def __init__(self, spec: str, width: int = 640, height: int = 480, fps: float = 15.0,
+                 options: Mapping | None = None):
         self.spec, self.width, self.height, self.fps = spec, width, height, fps
+        # settings only some kinds use (the Pi camera's exposure and white balance); the others ignore them
+        self.options = dict(options or {})
 
     @classmethod
     @abc.abstractmethod

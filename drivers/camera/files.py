@@ -23,8 +23,8 @@ class VideoFileSource(Source):
     paced = True
     rewinds = True
 
-    def __init__(self, spec: str, width: int = 640, height: int = 480, fps: float = 15.0):
-        super().__init__(spec, width, height, fps)
+    def __init__(self, spec: str, width: int = 640, height: int = 480, fps: float = 15.0, options=None):
+        super().__init__(spec, width, height, fps, options)
         self._cap = None
 
     @classmethod
@@ -62,8 +62,8 @@ class FolderSource(Source):
     describes = "a folder of frames"
     paced = True
 
-    def __init__(self, spec: str, width: int = 640, height: int = 480, fps: float = 15.0):
-        super().__init__(spec, width, height, fps)
+    def __init__(self, spec: str, width: int = 640, height: int = 480, fps: float = 15.0, options=None):
+        super().__init__(spec, width, height, fps, options)
         self._done: set[str] = set()
         self._queue: list[str] = []
 

@@ -245,8 +245,8 @@ class Camera:
 
 
 def from_settings(spec: str, width: int, height: int, fps: float, stall_seconds: float,
-                  stop_at_end: bool = False, kind: str = AUTO, **callbacks) -> Camera:
+                  stop_at_end: bool = False, kind: str = AUTO, options: dict | None = None, **callbacks) -> Camera:
     """A Camera for a configured source string and kind (callbacks: on_fault, on_recover)."""
-    source = open_source(spec, width, height, fps, kind)
+    source = open_source(spec, width, height, fps, kind, options)
     settings = CameraSettings(stall_seconds=stall_seconds, stop_at_end=stop_at_end, fps=fps)
     return Camera(source, settings, **callbacks)

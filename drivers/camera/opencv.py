@@ -17,8 +17,8 @@ class DeviceSource(Source):
     kind = "opencv"
     describes = "a camera index or /dev/videoN"
 
-    def __init__(self, spec: str, width: int = 640, height: int = 480, fps: float = 15.0):
-        super().__init__(spec, width, height, fps)
+    def __init__(self, spec: str, width: int = 640, height: int = 480, fps: float = 15.0, options=None):
+        super().__init__(spec, width, height, fps, options)
         self._cap = None
 
     @classmethod

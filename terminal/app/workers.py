@@ -45,7 +45,8 @@ class FaceWorker:
         from terminal.face import build_pipeline
 
         c = self.cfg.camera
-        self.camera = camera_mod.from_settings(c.source, c.width, c.height, c.fps, c.stall_seconds, kind=c.kind)
+        self.camera = camera_mod.from_settings(c.source, c.width, c.height, c.fps, c.stall_seconds, kind=c.kind,
+                                                 options=c.source_options())
         self.pipeline = build_pipeline(self.cfg, liveness=_liveness(self.cfg, self.service.log))
         self.camera.start()
         self._thread = threading.Thread(target=self._run, name="face-worker", daemon=True)

@@ -145,7 +145,7 @@ def cmd_scan(args) -> int:
     punches = _punch_service(cfg, log) if log is not None else None
     try:
         source = cam.open_source(args.camera, cfg.camera.width, cfg.camera.height, args.fps or cfg.camera.fps,
-                                 kind=args.kind)
+                                 kind=args.kind, options=cfg.camera.source_options())
         pipeline = face.build_pipeline(cfg, liveness=_liveness(cfg))
     except (cam.SourceError, *_face_errors()) as e:
         raise CommandError(str(e)) from None

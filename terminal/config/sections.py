@@ -6,7 +6,7 @@ and tests/test_config.py keeps the two in step. A section class is named after i
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -86,13 +86,45 @@ class Web(Section):
 
 class Camera(Section):
     enabled: bool = _f(True, "Use the camera for face punches.")
-    source: str = _f("0", "Device index, /dev/videoN, GStreamer/libcamera pipeline, video file or frame folder.")
-    kind: str = _f("auto", "Source kind (drivers/camera/registry.py): auto (from the spelling of source), opencv, "
-                   "gstreamer, video or folder.")
+    source: str = _f("0", "Device index, /dev/videoN, picamera2 (the Pi camera module), auto (the Pi camera if "
+                     "present, else a USB webcam), GStreamer pipeline, video file or frame folder.")
+    kind: str = _f("auto", "Source kind (drivers/camera/registry.py): auto (from the spelling of source), detect, "
+                   "picamera2, opencv, gstreamer, video or folder.")
     width: int = _f(640, "Capture width in pixels.", min=16)
     height: int = _f(480, "Capture height in pixels.", min=16)
     fps: float = _f(15.0, "Frame rate (also the replay rate of a file source).", min=0.1)
     stall_seconds: float = _f(5.0, "No frame for this long is reported as a camera fault.", min=0.1)
+    # The Pi camera's exposure and white balance (picamera2 only; a USB webcam keeps its own automatics).
+    exposure: Literal["auto"] | Annotated[int, Field(ge=100, le=1_000_000)] = _f(
+        "auto", "Pi camera exposure: auto, or a fixed exposure time in microseconds (100-1000000; a dim "
+        "corridor: 30000).")
+    exposure_mode: Literal["normal", "short", "long"] = _f(
+        "normal", "Pi camera auto-exposure mode: normal, short or long (long = a dim corridor).")
+    analogue_gain: float = _f(0.0, "Pi camera analogue gain (1-16); 0 = chosen by the auto-exposure.", min=0.0,
+                              max=16.0)
+    awb_mode: Literal["auto", "incandescent", "tungsten", "fluorescent", "indoor", "daylight", "cloudy"] = _f(
+        "auto", "Pi camera white balance: auto, incandescent, tungsten, fluorescent, indoor, daylight or cloudy.")
+
+    @field_validator("exposure", mode="before")
+    @classmethod
+    def _exposure(cls, value):
+        # one message for both spellings, instead of one per member of the union
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 1_000_000):
+            return value
+        raise ValueError('must be "auto" or an exposure time in microseconds from 100 to 1000000 (a dim '
+                         "corridor: 30000)")
+
+    @field_validator("analogue_gain")
+    @classmethod
+    def _gain(cls, value: float) -> float:
+        if 0.0 < value < 1.0:
+            raise ValueError("must be 0 (automatic) or from 1 to 16")
+        return value
+
+    def source_options(self) -> dict:
+        """The settings only some source kinds use (drivers/camera/picamera2.py reads them)."""
+        return {"exposure": self.exposure, "exposure_mode": self.exposure_mode,
+                "analogue_gain": self.analogue_gain, "awb_mode": self.awb_mode}
 
 
 class Face(Section):
@@ -322,6 +354,8 @@ class Health(Section):
                                  "warning.", min=1)
     clock_uncertainty_seconds: float = _f(120.0, "A corrected-time interval wider than this raises a clock "
                                           "warning.", min=1)
+    kernel_log: str = _f("journal", "Where SD-card I/O errors are looked for: journal (journalctl -k of this boot), "
+                         "the path of a file of kernel messages (/var/log/kern.log, /dev/kmsg) or off.")
 
 
 class Time(Section):

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from terminal.log import syncstate
-from terminal.ops import faults
+from terminal.ops import faults, fscheck
 from terminal.timing import timeline
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class CheckResult:
     category: str
     message: str
     diagnostics: dict = field(default_factory=dict)
+    screen: str = ""  # what the admin screen says, in Bahasa Indonesia (the message is IT staff's detail)
 
     @property
     def ok(self) -> bool:
@@ -71,6 +72,54 @@ def check_disk(state_dir: Path, warn_mb: float, critical_mb: float) -> CheckResu
         return CheckResult("disk", "warning", "disk", f"disk space low: {free_mb:.0f} MB free in {state_dir} "
                            f"(warning below {warn_mb:.0f} MB); free space before punches are refused", diag)
     return CheckResult("disk", "ok", "disk", f"{free_mb:.0f} MB free", diag)
+
+
+FS_SCREEN = ("Penyimpanan (kartu SD) bermasalah: sistem berkas mencatat galat. Hubungi Diskominfo: salin data "
+             "presensi (presensi export), periksa kartu dengan fsck, atau ganti kartu SD.")
+FS_READONLY_SCREEN = ("Penyimpanan hanya-baca: presensi tidak dapat disimpan. Hubungi Diskominfo: salin data, "
+                      "periksa kartu SD dengan fsck, lalu nyalakan ulang.")
+FSCK_HINT = ("copy the punches off first (presensi export --to DIR), then check the partition with e2fsck "
+             "(the root: fsck.mode=force in cmdline.txt for one boot), which clears the counter; replace the SD "
+             "card if errors come back (docs/install-pi.md, \"After a power cut\")")
+
+
+def check_filesystem(paths: list, kernel_log: str) -> CheckResult:
+    """ext4 error counters, a read-only remount and kernel I/O errors for the file systems in `paths`."""
+    report = fscheck.inspect(paths, kernel_log)
+    problems = [p for info in report["filesystems"] for p in _fs_problems(info)]
+    if report["io_errors"]:
+        problems.append(f"{report['io_error_count']} I/O error line(s) in the kernel log, the last: "
+                        f"{report['io_errors'][-1][:160]!r}")
+    if problems:
+        readonly = any(info["read_only"] for info in report["filesystems"] if info["path"] == str(paths[0]))
+        return CheckResult("filesystem", "fault", "disk", f"file system errors: {'; '.join(problems)}. {FSCK_HINT}",
+                           report, FS_READONLY_SCREEN if readonly else FS_SCREEN)
+    if report["kernel_log_error"]:
+        return CheckResult("filesystem", "warning", "disk", "no ext4 errors, but the kernel log cannot be read "
+                           f"({report['kernel_log_error']}): SD card I/O errors would go unseen; add the presensi "
+                           "user to the systemd-journal group or set [health] kernel_log", report)
+    checked = ", ".join(f"{i['device'] or i['path']}" for i in report["filesystems"]) or "nothing"
+    return CheckResult("filesystem", "ok", "disk", f"no file system errors ({checked})", report)
+
+
+def _fs_problems(info: dict) -> list[str]:
+    where = f"{info['device']} ({info['path']})"
+    found = []
+    if info.get("errors_count"):
+        first = _utc(info.get("first_error_time"))
+        found.append(f"{where}: ext4 counted {info['errors_count']} error(s) since the last e2fsck, the first at "
+                     f"{first} in {info.get('first_error_func') or '?'}")
+    if info["read_only"] and info["path"] != "/":  # the OS root may be read-only on purpose (overlay)
+        found.append(f"{where}: mounted read-only (the kernel remounts a damaged ext4 read-only)")
+    return found
+
+
+def _utc(epoch) -> str:
+    import datetime as dt
+
+    if not isinstance(epoch, int) or epoch <= 0:
+        return "an unknown time"
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def check_database(conn: sqlite3.Connection) -> CheckResult:
@@ -192,6 +241,11 @@ def check_power(sysfs: str = THROTTLED_SYSFS, vcgencmd: str = "vcgencmd") -> Che
     return CheckResult("power", "ok", "power", "power ok", diag)
 
 
+def fs_paths(state_dir) -> list:
+    """The file systems a terminal depends on: its state directory first, then the OS root."""
+    return [Path(state_dir) if os.path.isdir(state_dir) else Path("/"), Path("/")]
+
+
 def check_provider(name: str, provider: Callable[[], dict]) -> CheckResult:
     """A driver's own health (camera frames, sensor handshake): {"ok": bool, "error"/"message": str, ...}."""
     category = PROVIDER_CATEGORIES.get(name, "other")
@@ -220,7 +274,8 @@ class HealthMonitor:
     """
 
     # Seconds between runs of the slower checks (quick_check reads the whole database); others run every tick.
-    EVERY = {"database": 600.0, "sync": 30.0, "clock": 10.0, "power": 10.0, "temperature": 10.0}
+    EVERY = {"database": 600.0, "sync": 30.0, "clock": 10.0, "power": 10.0, "temperature": 10.0,
+             "filesystem": 60.0}
 
     def __init__(self, cfg, conn: sqlite3.Connection | None, *, log_id: str = "",
                  providers: dict[str, Callable[[], dict]] | None = None,
@@ -284,6 +339,7 @@ class HealthMonitor:
                                                              h.sync_lag_minutes)),
             "temperature": lambda: check_temperature(h.temp_warn_c, h.temp_critical_c),
             "power": check_power,
+            "filesystem": lambda: check_filesystem(fs_paths(state), h.kernel_log),
         }
 
     def run_checks(self) -> dict[str, CheckResult]:
@@ -349,8 +405,9 @@ class HealthMonitor:
 
     def _record(self, key: str, level: str, result: CheckResult, is_open: bool) -> dict | None:
         if result.level == level and not is_open:
+            diagnostics = {**result.diagnostics, "screen": result.screen} if result.screen else result.diagnostics
             return faults.raise_fault(self.conn, key, part=result.part, category=result.category,
-                                      message=result.message, diagnostics=result.diagnostics)
+                                      message=result.message, diagnostics=diagnostics)
         if result.level != level and is_open:
             return faults.clear_fault(self.conn, key, message=f"recovered: {result.message}",
                                       diagnostics=result.diagnostics)
@@ -363,10 +420,10 @@ class HealthMonitor:
 
 
 def quick_report(cfg) -> dict:
-    """The cheap, side-effect-free checks for `presensi status` (disk, temperature, power)."""
+    """The cheap, side-effect-free checks for `presensi status` (disk, file systems, temperature, power)."""
     h = cfg.health
     results = [check_disk(cfg.state_dir if os.path.isdir(cfg.state_dir) else Path("/"), h.disk_warn_mb,
-                          h.disk_critical_mb),
+                          h.disk_critical_mb), check_filesystem(fs_paths(cfg.state_dir), h.kernel_log),
                check_temperature(h.temp_warn_c, h.temp_critical_c), check_power()]
     parts = {r.part: r.as_dict() for r in results}
     bad = [f"{r.part}: {r.message}" for r in results if r.level in ("warning", "fault")]

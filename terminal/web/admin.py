@@ -213,10 +213,11 @@ class Admin:
         report = health_report(self.daemon)
         rows = "".join(
             f"<tr class='{esc(p['level'])}'><td>{esc(name)}</td><td>{esc(p['level'])}</td>"
-            f"<td>{esc(p['message'])}</td></tr>" for name, p in report["parts"].items())
+            f"<td>{esc(p.get('screen') or p['message'])}</td></tr>" for name, p in report["parts"].items())
         faults = "".join(
             f"<tr><td>{esc(_local(f['realtime_ns'], self.cfg))}</td><td>{esc(f['part'])}</td>"
-            f"<td>{esc(f['message'])}</td></tr>" for f in report["open_faults"]) or \
+            f"<td>{esc((f['diagnostics'] or {}).get('screen') or f['message'])}</td></tr>"
+            for f in report["open_faults"]) or \
             "<tr><td colspan='3'>Tidak ada gangguan terbuka.</td></tr>"
         ind = report["indicators"]
         summary = (f"<ul class='summary'><li>Waktu: {esc(_when({'utc': ind.get('utc')}, self.cfg))} "
