@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,8 +23,10 @@ from terminal.finger.slots import SlotMap, sync_slots
 
 
 def run_fingerprint_demo(state_dir: str | Path, sink, employees: list[str], *,
-                         say: Callable[[str], None] = print, min_score: int = 50) -> list[FingerDecision]:
-    """Each employee touches the sensor once, then an unknown finger does. Returns the decisions."""
+                         say: Callable[[str], None] = print, min_score: int = 50,
+                         timeout: float = 60.0) -> list[FingerDecision]:
+    """Each employee touches the sensor once, then an unknown finger does. Returns the decisions (fewer when
+    one did not come within `timeout` seconds, which is said)."""
     people = [(emp, [synthetic_template(f"demo:{emp}")]) for emp in employees]
     with tempfile.TemporaryDirectory(prefix="presensi-finger-") as tmp, \
             FingerprintEmulator(Settings(capacity=162), link=Path(tmp) / "ttyFP", latency=REALISTIC_LATENCY) as emu, \
@@ -46,13 +49,28 @@ def run_fingerprint_demo(state_dir: str | Path, sink, employees: list[str], *,
             for template in [t[0] for _, t in people] + [synthetic_template("demo:stranger")]:
                 decided.clear()
                 emu.place_finger(template, score=140)
-                decided.wait(10)
+                if not decided.wait(timeout):
+                    say(f"fingerprint      no decision within {timeout:.0f} s")
+                    break
+                cycles = loop.cycles
                 emu.remove_finger()
-                threading.Event().wait(0.3)  # the finger is lifted before the next touch
-                d = decisions[-1] if decisions else None
-                if d is not None:
-                    say(f"fingerprint      {d.reason:<12} slot {d.slot}  score {d.score}  {d.employee or ''}".rstrip())
+                # the next touch only once the loop has seen the finger lifted and looked again (a fixed
+                # pause was too short on a busy machine: the next finger counted as the same touch)
+                if not _until(lambda c=cycles: loop.cycles > c, timeout):
+                    say(f"fingerprint      the lifted finger was not noticed within {timeout:.0f} s")
+                    break
+                d = decisions[-1]
+                say(f"fingerprint      {d.reason:<12} slot {d.slot}  score {d.score}  {d.employee or ''}".rstrip())
         finally:
             loop.stop()
             sensor.close()
         return decisions
+
+
+def _until(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
