@@ -236,7 +236,9 @@ def test_scan_refuses_a_stranger_and_records_nothing(terminal, tmp_path):
 
 def test_scan_of_a_missing_source_is_a_clear_error(terminal, tmp_path):
     result = presensi("scan", "--camera", str(tmp_path / "nope"), config=terminal)
-    assert result.returncode != 0 and "not a camera index" in result.stderr
+    # the error names what a source may be and the way to name its kind
+    assert result.returncode != 0 and "nope: not auto" in result.stderr
+    assert "a folder of frames" in result.stderr and "[camera] kind" in result.stderr
 
 
 # ------------------------------------------------------------------ tracking, motion gate, live enrolment

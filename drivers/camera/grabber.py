@@ -32,7 +32,7 @@ class CameraFault:
 class Frame:
     image: np.ndarray
     seq: int
-    t: float  # time.monotonic() when grabbed
+    t: float  # time.monotonic() when grabbed; a recording replayed losslessly: its place in the recording
 
 
 @dataclass
@@ -69,6 +69,7 @@ class Camera:
         self._frame: Frame | None = None
         self._seq = 0
         self._taken = 0  # highest seq handed to the consumer
+        self._media_start: float | None = None  # a recording's first frame (lossless replay)
         self._faults: dict[str, CameraFault] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -208,11 +209,22 @@ class Camera:
                 self._lock.wait(0.1)
                 self._last_frame_t = time.monotonic()  # waiting for the consumer is not a stall
             self._seq += 1
-            self._frame = Frame(image, self._seq, now)
+            self._frame = Frame(image, self._seq, self._stamp(now))
             self._last_frame_t = now
             self.frames_grabbed += 1
             self._lock.notify_all()
         self._clear("disconnected", "stalled", "ended")
+
+    def _stamp(self, now: float) -> float:
+        """A frame's time. Live: when it was grabbed. A recording analysed frame by frame (lossless): its
+        place in the recording (first frame + seq / fps), so what a recording shows takes as long as it was
+        recorded for however slowly this machine works through it (a busy machine stretched a 3 s frontal
+        pose past the liveness challenge's time limit)."""
+        if not (self.settings.lossless and self.source.paced):
+            return now
+        if self._media_start is None:
+            self._media_start = now
+        return self._media_start + (self._seq - 1) / self.settings.fps
 
     def _check_picture(self, image: np.ndarray, now: float) -> None:
         gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)

@@ -176,7 +176,9 @@ def _scan_loop(args, cfg, camera, pipeline, punches) -> None:
                 break
             continue
         seq = frame.seq
-        for decision in pipeline.process(frame.image, frame.t):
+        # a recording is analysed frame by frame, each frame's embeddings before the next: the same
+        # recording gives the same decisions on a busy machine as on an idle one
+        for decision in pipeline.process(frame.image, frame.t, wait=camera.settings.lossless):
             _report(args, cfg, decision, punches)
     for decision in pipeline.finish():
         _report(args, cfg, decision, punches)
