@@ -49,6 +49,7 @@ setup(
         "dev": [
             "pytest==9.2.0",
             "pytest-timeout==2.4.0",  # the per-test timeout of pytest.ini: a hung test fails, the run goes on
+            "pytest-xdist==3.8.0",  # scripts/test.sh runs the test files on two workers (CI: 2 cores, 30 min)
             "scikit-image==0.26.0",  # the demo's sample face, used by tests/test_daemon.py
             "websocket-client==1.9.2",  # tests/browser_support.py drives headless Chromium (DevTools protocol)
             "psycopg[binary]==3.3.9",  # tests/test_sync_server.py runs the central server on PostgreSQL too

@@ -25,4 +25,11 @@ VENV=${PRESENSI_VENV:-.venv}
 "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[dev]"
 "$VENV/bin/ruff" check .
 "$VENV/bin/lint-imports" --no-cache
-exec "$VENV/bin/python" -m pytest -q "$@"
+# Two workers, each taking whole test files (module fixtures such as a daemon or a PostgreSQL cluster stay
+# one per file): most tests wait on processes, sockets and the sensor emulator, so two workers on two cores
+# roughly halve the run. PRESENSI_TEST_WORKERS=0 runs everything in one process.
+WORKERS=${PRESENSI_TEST_WORKERS:-2}
+if [ "$WORKERS" = 0 ]; then
+  exec "$VENV/bin/python" -m pytest -q "$@"
+fi
+exec "$VENV/bin/python" -m pytest -q -n "$WORKERS" --dist loadfile "$@"
