@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Install presensi-edge on Raspberry Pi OS (bookworm, 64- or 32-bit) from this source tree:
+# Install presensi-edge on Raspberry Pi OS (bookworm, 64-bit) from this source tree:
 #   sudo systemd/install-pi.sh [--uart pl011|miniuart|usb] [--camera csi|usb] [--prefix /opt/presensi]
 # It creates the `presensi` user (groups video, dialout, gpio), a virtual environment with the package,
 # /etc/presensi/presensi.toml (kept if present), the systemd unit and the udev rule, and sets the UART and
 # camera options in the boot files. Running it again is safe. docs/install-pi.md explains every step.
 #
 # --boot-only --root DIR edits only DIR/boot/firmware/{cmdline,config}.txt (used by the tests).
+# Where systemd is not running (a chroot, an image being built: scripts/arm64-ci.sh) the unit is installed
+# and enabled but nothing is started or reloaded; it starts on the next boot.
 set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -109,11 +111,20 @@ fi
 
 [ "$(id -u)" = 0 ] || die "run as root: sudo $0 $*"
 command -v systemctl >/dev/null || die "systemd is required"
+# sd_booted(3): systemd is PID 1 exactly when /run/systemd/system exists
+SYSTEMD_RUNNING=0
+if [ -d /run/systemd/system ]; then SYSTEMD_RUNNING=1; fi
+case "$(dpkg --print-architecture)" in
+  armhf|armel) die "32-bit Raspberry Pi OS: dlib-bin (face recognition) has no wheel for it; install the 64-bit Raspberry Pi OS" ;;
+esac
 
 echo "== packages"
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   python3 python3-venv python3-pip sqlite3 libopenblas0 ca-certificates >/dev/null
+# RPi.GPIO and lgpio (the `pi` extra) have no aarch64 wheel on PyPI: pip builds them, lgpio with its C
+# library linked in (PYPI=1) since Debian has no liblgpio
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc python3-dev swig >/dev/null
 
 echo "== user presensi (groups video, dialout, gpio)"
 getent group gpio >/dev/null || groupadd --system gpio
@@ -126,7 +137,7 @@ echo "== virtual environment in $PREFIX/venv"
 install -d -m 0755 "$PREFIX"
 [ -x "$PREFIX/venv/bin/python" ] || python3 -m venv "$PREFIX/venv"
 "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check --upgrade pip
-"$PREFIX/venv/bin/pip" install -q --disable-pip-version-check "${SRC}[pi]"
+PYPI=1 "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check "${SRC}[pi]"
 
 echo "== configuration /etc/presensi/presensi.toml"
 install -d -m 0750 -o root -g presensi /etc/presensi
@@ -143,7 +154,7 @@ chmod 0640 /etc/presensi/presensi.toml
 
 echo "== udev rule and systemd unit"
 install -m 0644 "$SRC/systemd/60-presensi.rules" /etc/udev/rules.d/60-presensi.rules
-if udevadm control --reload; then
+if [ "$SYSTEMD_RUNNING" = 1 ] && udevadm control --reload; then
   udevadm trigger --subsystem-match=tty --subsystem-match=video4linux --subsystem-match=gpio || true
 fi
 sed -e "s#/opt/presensi/venv#$PREFIX/venv#" "$SRC/systemd/presensi.service" > /etc/systemd/system/presensi.service
@@ -159,11 +170,13 @@ if [ "$UART" != usb ]; then
 fi
 
 echo "== state directory and first start"
-systemctl daemon-reload
+if [ "$SYSTEMD_RUNNING" = 1 ]; then systemctl daemon-reload; fi
 install -d -m 0700 -o presensi -g presensi /var/lib/presensi
 runuser -u presensi -- env PRESENSI_CONFIG=/etc/presensi/presensi.toml "$PREFIX/venv/bin/presensi" init
 systemctl enable presensi.service
-if [ "$reboot_needed" = changed ]; then
+if [ "$SYSTEMD_RUNNING" = 0 ]; then
+  echo "systemd is not running here: presensi.service is installed and enabled, and starts on the next boot."
+elif [ "$reboot_needed" = changed ]; then
   echo "The boot configuration changed (UART/camera): reboot now (sudo reboot); presensi starts on boot."
 else
   systemctl restart presensi.service
