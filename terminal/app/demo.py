@@ -149,7 +149,7 @@ def publish_roster(store, photo: Path, version: int = 1) -> None:
 
 
 def write_config(work: Path, server: CentralServer, token: str, server_key: str, frames: Path,
-                 finger_port: str, fps: float) -> Path:
+                 finger_port: str, fps: float, decision_timeout: float = 6.0) -> Path:
     path = work / "presensi.toml"
     path.write_text(f"""# written by `presensi demo`
 [device]
@@ -171,6 +171,9 @@ listen = "127.0.0.1:0"
 [camera]
 source = "{frames}"
 fps = {fps}
+
+[face]
+decision_timeout = {decision_timeout}
 
 [liveness]
 # The demo's camera replays a still photo: with liveness on, the terminal would (rightly) refuse it.
@@ -211,7 +214,7 @@ def run(say: Callable[[str], None] = print, work: Path | None = None, linger: fl
     with FingerprintEmulator(Settings(capacity=162), link=work / "ttyFP", latency=REALISTIC_LATENCY) as emu:
         say(f"fingerprint      emulated ZhianTec sensor on {emu.path}")
         cfg = config_mod.load(write_config(work, central, registration["token"], registration["server_key"],
-                                           frames, emu.path, fps))
+                                           frames, emu.path, fps, _decision_timeout(timeout)))
         punchlog.init(cfg.state_dir)
         installed = pull_roster(cfg)
         say(f"terminal         {cfg.path}; roster {installed['status']} (version {installed['version']})")
@@ -266,6 +269,12 @@ def _script(daemon, cfg, central, emu, photo, frames, fps, synthetic_template, s
         time.sleep(linger)
     return {"punches": head[0], "delivered": central.app.store.punch_count(), "verified": not problems,
             "kiosk": f"http://127.0.0.1:{daemon.web_port}/", "central": central.url}
+
+
+def _decision_timeout(timeout: float) -> float:
+    """How long the face may take to be agreed on: the native 6 s unless the demo was given more time. Under
+    arm64 emulation one frame takes seconds, and three must agree before the face's time is up."""
+    return max(6.0, timeout / 10)
 
 
 def _name(record: dict) -> str:
