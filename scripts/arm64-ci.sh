@@ -39,6 +39,12 @@ TESTS=(tests/test_punchlog.py tests/test_tamper.py tests/test_fingerprint_emulat
        "$FACE::test_templates_are_encrypted_with_a_private_key_and_tampering_is_refused"
        "$FACE::test_templates_published_in_the_roster_join_the_gallery"
        "$FACE::test_two_people_in_view_get_one_decision_each")
+# The emulator tells a client's baud rate from the pty with the TCGETS2 ioctl, which qemu-user does not
+# translate (ENOSYS; a real arm64 kernel has it, with the same struct layout as x86): under emulation it
+# cannot see a wrong baud, so the two tests of that are left to the native suite.
+FINGER=tests/test_fingerprint_emulator.py
+DESELECT=(--deselect "$FINGER::test_a_client_at_the_wrong_baud_reads_garbage"
+          --deselect "$FINGER::test_a_baud_change_needs_a_power_cycle_and_then_the_client_must_follow")
 
 die() { echo "arm64-ci: error: $*" >&2; exit 1; }
 step() { printf '== arm64: %s  (%d s)\n' "$*" "$SECONDS"; }
@@ -197,7 +203,7 @@ main() {
   in_root "$venv/bin/pip" install -q --disable-pip-version-check $(pinned pytest pytest-timeout)
   # shellcheck disable=SC2016  # expanded inside the root
   in_root bash -c 'cd /usr/src/presensi-edge && exec "$0" -m pytest -q -p no:cacheprovider "$@"' \
-    "$venv/bin/python" "${TESTS[@]}"
+    "$venv/bin/python" "${DESELECT[@]}" "${TESTS[@]}"
   step "passed; the root stays at $ROOT (bash scripts/arm64-ci.sh run CMD... runs CMD in it)"
 }
 
