@@ -20,7 +20,7 @@ CACHE=${PRESENSI_ARM64_CACHE:-/var/cache/presensi-arm64}
 ROOT=${PRESENSI_ARM64_ROOT:-$CACHE/root}
 # Each demo step (daemon start, face punch, finger punch, delivery) may take this long under emulation: dlib
 # is 20-45x slower there than natively, and CI shares two cores with nothing else by then.
-DEMO_TIMEOUT=${PRESENSI_ARM64_DEMO_TIMEOUT:-300}
+DEMO_TIMEOUT=${PRESENSI_ARM64_DEMO_TIMEOUT:-600}
 SUITE=bookworm
 MIRROR=http://deb.debian.org/debian
 HOST_PACKAGES=(mmdebstrap qemu-user-static binfmt-support arch-test)
