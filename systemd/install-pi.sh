@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install presensi-edge on Raspberry Pi OS (bookworm, 64- or 32-bit) from this source tree:
+# Install presensi-edge on Raspberry Pi OS (bookworm, 64-bit) from this source tree:
 #   sudo systemd/install-pi.sh [--uart pl011|miniuart|usb] [--camera csi|usb] [--prefix /opt/presensi]
 #                              [--kiosk auto|none|USER]
 # It creates the `presensi` user (groups video, dialout, gpio, systemd-journal), a virtual environment with
@@ -9,6 +9,8 @@
 # docs/install-pi.md explains every step; systemd/pi-storage.sh protects the SD card against power cuts.
 #
 # --boot-only --root DIR edits only DIR/boot/firmware/{cmdline,config}.txt (used by the tests).
+# Where systemd is not running (a chroot, an image being built: scripts/arm64-ci.sh) the unit is installed
+# and enabled but nothing is started or reloaded; it starts on the next boot.
 set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -163,6 +165,12 @@ fi
 [ "$(id -u)" = 0 ] || die "run as root: sudo $0 $*"
 command -v systemctl >/dev/null || die "systemd is required"
 case "$KIOSK" in auto|none) ;; *) id "$KIOSK" >/dev/null 2>&1 || die "--kiosk $KIOSK: no such user" ;; esac
+# sd_booted(3): systemd is PID 1 exactly when /run/systemd/system exists
+SYSTEMD_RUNNING=0
+if [ -d /run/systemd/system ]; then SYSTEMD_RUNNING=1; fi
+case "$(dpkg --print-architecture)" in
+  armhf|armel) die "32-bit Raspberry Pi OS: dlib-bin (face recognition) has no wheel for it; install the 64-bit Raspberry Pi OS" ;;
+esac
 
 echo "== packages"
 apt-get update -qq
@@ -178,6 +186,9 @@ if [ "$CAMERA" = csi ]; then
          "fault until it is installed; with a USB webcam use --camera usb"
   fi
 fi
+# RPi.GPIO and lgpio (the `pi` extra) have no aarch64 wheel on PyPI: pip builds them, lgpio with its C
+# library linked in (PYPI=1) since Debian has no liblgpio
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc python3-dev swig >/dev/null
 
 echo "== user presensi (groups video, dialout, gpio, systemd-journal)"
 getent group gpio >/dev/null || groupadd --system gpio
@@ -195,7 +206,7 @@ install -d -m 0755 "$PREFIX"
 [ -x "$PREFIX/venv/bin/python" ] || python3 -m venv --system-site-packages "$PREFIX/venv"
 sed -i 's/^include-system-site-packages = false$/include-system-site-packages = true/' "$PREFIX/venv/pyvenv.cfg"
 "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check --upgrade pip
-"$PREFIX/venv/bin/pip" install -q --disable-pip-version-check "${SRC}[pi]"
+PYPI=1 "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check "${SRC}[pi]"
 
 echo "== configuration /etc/presensi/presensi.toml"
 install -d -m 0750 -o root -g presensi /etc/presensi
@@ -214,7 +225,7 @@ chmod 0640 /etc/presensi/presensi.toml
 
 echo "== udev rule and systemd unit"
 install -m 0644 "$SRC/systemd/60-presensi.rules" /etc/udev/rules.d/60-presensi.rules
-if udevadm control --reload; then
+if [ "$SYSTEMD_RUNNING" = 1 ] && udevadm control --reload; then
   udevadm trigger --subsystem-match=tty --subsystem-match=video4linux --subsystem-match=gpio || true
 fi
 sed -e "s#/opt/presensi/venv#$PREFIX/venv#" "$SRC/systemd/presensi.service" > /etc/systemd/system/presensi.service
@@ -230,7 +241,7 @@ if [ "$UART" != usb ]; then
 fi
 
 echo "== state directory and first start"
-systemctl daemon-reload
+if [ "$SYSTEMD_RUNNING" = 1 ]; then systemctl daemon-reload; fi
 install -d -m 0700 -o presensi -g presensi /var/lib/presensi
 runuser -u presensi -- env PRESENSI_CONFIG=/etc/presensi/presensi.toml "$PREFIX/venv/bin/presensi" init
 systemctl enable presensi.service
@@ -239,7 +250,9 @@ echo "== kiosk screen ($KIOSK)"
 kiosk_as=$(kiosk_user)
 setup_kiosk "$kiosk_as"
 
-if [ "$reboot_needed" = changed ]; then
+if [ "$SYSTEMD_RUNNING" = 0 ]; then
+  echo "systemd is not running here: presensi.service is installed and enabled, and starts on the next boot."
+elif [ "$reboot_needed" = changed ]; then
   echo "The boot configuration changed (UART/camera): reboot now (sudo reboot); presensi starts on boot."
 else
   systemctl restart presensi.service

@@ -43,24 +43,61 @@ def sample_photo() -> Path:
     return path
 
 
+def _scene(photo: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The empty office and the employee's head and shoulders (face about 110 px) to place in it."""
+    portrait = cv2.imread(str(photo))
+    face = cv2.resize(portrait[0:300, 100:380], (336, 360))
+    background = np.full((480, 640, 3), (170, 180, 175), np.uint8)
+    cv2.rectangle(background, (0, 380), (640, 480), (120, 110, 100), -1)
+    return background, face
+
+
+def _in_view(background: np.ndarray, face: np.ndarray, i: int) -> np.ndarray:
+    frame = background.copy()
+    x = 152 + int(6 * np.sin(i / 3))  # small natural movement
+    frame[60:420, x:x + 336] = face
+    return frame
+
+
+def _write_frame(folder: Path, n: int, image: np.ndarray) -> None:
+    # Under a name the camera ignores, then renamed: a slow machine's camera would otherwise read a
+    # half-written JPEG ("Premature end of JPEG file") and see half a face.
+    ok, data = cv2.imencode(".jpg", image)
+    if not ok:
+        raise DemoError("OpenCV cannot encode JPEG frames")
+    part = folder / f"{n:05d}.part"
+    part.write_bytes(data.tobytes())
+    part.replace(folder / f"{n:05d}.jpg")
+
+
 def make_frames(photo: Path, folder: Path, fps: float, empty_s: float = 1.0, face_s: float = 6.0) -> int:
     """A camera's view: an empty office, then the employee stepping up and standing in front of it."""
     folder.mkdir(parents=True, exist_ok=True)
-    portrait = cv2.imread(str(photo))
-    face = cv2.resize(portrait[0:300, 100:380], (336, 360))  # head and shoulders, face about 110 px
-    background = np.full((480, 640, 3), (170, 180, 175), np.uint8)
-    cv2.rectangle(background, (0, 380), (640, 480), (120, 110, 100), -1)
+    background, face = _scene(photo)
     n = 0
     for _ in range(int(empty_s * fps)):
-        cv2.imwrite(str(folder / f"{n:05d}.jpg"), background)
+        _write_frame(folder, n, background)
         n += 1
     for i in range(int(face_s * fps)):
-        frame = background.copy()
-        x = 152 + int(6 * np.sin(i / 3))  # small natural movement
-        frame[60:420, x:x + 336] = face
-        cv2.imwrite(str(folder / f"{n:05d}.jpg"), frame)
+        _write_frame(folder, n, _in_view(background, face, i))
         n += 1
     return n
+
+
+def stand_in_view(photo: Path, folder: Path, fps: float, leave: threading.Event, empty_s: float = 1.0) -> None:
+    """The employee steps up and stands in front of the camera until `leave` is set, as a person waits for
+    the terminal's answer: on a slow machine (a Pi under load, arm64 emulation in CI) that takes longer
+    than the few seconds `make_frames` records."""
+    folder.mkdir(parents=True, exist_ok=True)
+    background, face = _scene(photo)
+    n = 0
+    for _ in range(int(empty_s * fps)):
+        _write_frame(folder, n, background)
+        n += 1
+    while not leave.is_set():
+        _write_frame(folder, n, _in_view(background, face, n))
+        n += 1
+        leave.wait(1 / fps)
 
 
 def face_template(photo: Path) -> list[float]:
@@ -112,7 +149,7 @@ def publish_roster(store, photo: Path, version: int = 1) -> None:
 
 
 def write_config(work: Path, server: CentralServer, token: str, server_key: str, frames: Path,
-                 finger_port: str, fps: float) -> Path:
+                 finger_port: str, fps: float, decision_timeout: float = 6.0) -> Path:
     path = work / "presensi.toml"
     path.write_text(f"""# written by `presensi demo`
 [device]
@@ -134,6 +171,9 @@ listen = "127.0.0.1:0"
 [camera]
 source = "{frames}"
 fps = {fps}
+
+[face]
+decision_timeout = {decision_timeout}
 
 [liveness]
 # The demo's camera replays a still photo: with liveness on, the terminal would (rightly) refuse it.
@@ -174,11 +214,14 @@ def run(say: Callable[[str], None] = print, work: Path | None = None, linger: fl
     with FingerprintEmulator(Settings(capacity=162), link=work / "ttyFP", latency=REALISTIC_LATENCY) as emu:
         say(f"fingerprint      emulated ZhianTec sensor on {emu.path}")
         cfg = config_mod.load(write_config(work, central, registration["token"], registration["server_key"],
-                                           frames, emu.path, fps))
+                                           frames, emu.path, fps, _decision_timeout(timeout)))
         punchlog.init(cfg.state_dir)
         installed = pull_roster(cfg)
         say(f"terminal         {cfg.path}; roster {installed['status']} (version {installed['version']})")
         daemon = Daemon(cfg)
+        # A slow machine's worker may need longer than the native 20 s to load its models or to analyse a
+        # frame; restarting it then would only start that wait again.
+        daemon.worker_silence = max(daemon.worker_silence, timeout / 3)
         thread = threading.Thread(target=daemon.run, name="demo-daemon", daemon=True)
         thread.start()
         try:
@@ -195,8 +238,15 @@ def _script(daemon, cfg, central, emu, photo, frames, fps, synthetic_template, s
 
     _wait(lambda: daemon.web_port is not None and "fingerprint" in daemon.workers, timeout, "the daemon to start")
     say(f"kiosk            http://127.0.0.1:{daemon.web_port}/")
-    make_frames(photo, frames, fps)  # the employee steps in front of the camera now
-    face = _wait_punch(cfg, "face", timeout)
+    leave = threading.Event()
+    visitor = threading.Thread(target=stand_in_view, args=(photo, frames, fps, leave), name="demo-visitor",
+                               daemon=True)
+    visitor.start()  # the employee steps in front of the camera now
+    try:
+        face = _wait_punch(cfg, "face", timeout)
+    finally:
+        leave.set()
+        visitor.join(timeout)
     say(f"face punch       seq {face['seq']}  {_name(face)}  {punchlog.kind_of(face)}  distance "
         f"{face['details'].get('distance', '?')}")
     _wait(lambda: daemon.workers["fingerprint"].slots.rows(), timeout, "the fingerprint slots to be synced")
@@ -219,6 +269,12 @@ def _script(daemon, cfg, central, emu, photo, frames, fps, synthetic_template, s
         time.sleep(linger)
     return {"punches": head[0], "delivered": central.app.store.punch_count(), "verified": not problems,
             "kiosk": f"http://127.0.0.1:{daemon.web_port}/", "central": central.url}
+
+
+def _decision_timeout(timeout: float) -> float:
+    """How long the face may take to be agreed on: the native 6 s unless the demo was given more time. Under
+    arm64 emulation one frame takes seconds, and three must agree before the face's time is up."""
+    return max(6.0, timeout / 10)
 
 
 def _name(record: dict) -> str:
