@@ -4,12 +4,18 @@ punches behind it (`/recap/punches`: the punch ids, times and kinds, each day al
 the same recap as CSV and XLSX downloads (`/recap.csv`, `/recap.xlsx`), audited.
 
 What a figure means is sync/server/recap.py's (docs/recap.md); the files are sync/server/recapexport.py's.
-This module only shows them, so the page, the files and `presensi server recap` can never disagree."""
+This module only shows them, so the page, the files and `presensi server recap` can never disagree.
+
+A month's recap takes tens of seconds at regency size (10,000 employees, 600,000 punches: docs/recap.md), and
+a clerk opens the page, clicks figures and downloads in a row: each month's recap is kept for CACHE_S seconds
+and built once however many requests ask for it meanwhile. The page says when it was computed."""
 
 from __future__ import annotations
 
 import datetime as dt
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
@@ -26,6 +32,8 @@ from .punches import KIND_LABELS
 Clerk = Annotated[accounts.Session, Depends(require_role("bkpsdm"))]
 PAGE_SIZE = 200  # employees per page: a regency has 10,000
 MONTH = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+CACHE_S = 120.0  # how long a computed recap is shown before it is computed again
+CACHE_MONTHS = 4
 
 # the figures of a row, in the page's order, with their column titles (the files' headers)
 SHOWN = ("days_present", "days_absent", "minutes_late", "minutes_early", "missing_masuk", "missing_pulang",
@@ -69,11 +77,45 @@ def this_month(request: Request) -> str:
     return dt.datetime.now(ZoneInfo(settings(request).timezone)).strftime("%Y-%m")
 
 
+class Cache:
+    """Recaps by month, each computed once per CACHE_S (one lock per month: concurrent requests wait for the
+    one build instead of starting their own)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.months: dict[str, tuple[float, recap.Recap]] = {}
+        self.building: dict[str, threading.Lock] = {}
+
+    def get(self, store, month: str) -> tuple[float, recap.Recap]:
+        with self.lock:
+            month_lock = self.building.setdefault(month, threading.Lock())
+        with month_lock:
+            hit = self.months.get(month)
+            if hit and time.monotonic() - hit[0] < CACHE_S and hit[1].until == _today(hit[1]):
+                return hit
+            made = (time.monotonic(), recap.build(store, month))
+            with self.lock:
+                self.months[month] = made
+                for old in sorted(self.months, key=lambda m: self.months[m][0])[:-CACHE_MONTHS]:
+                    del self.months[old]
+            return made
+
+
+def _today(r: recap.Recap) -> str:
+    """The `until` a build now would give (a cached recap of a running month is stale at midnight)."""
+    return min(dt.date.today(), r.calendar.last).isoformat()
+
+
 def build(request: Request, month: str) -> recap.Recap:
+    state = request.app.state
+    if not hasattr(state, "recaps"):
+        state.recaps = Cache()
     try:
-        return recap.build(request.app.store, month)
+        made, result = state.recaps.get(request.app.store, month)
     except recap.RecapError as e:
         raise HTTPException(409, f"Rekap tidak dapat dibuat: {e}") from None
+    request.state.recap_age_s = time.monotonic() - made
+    return result
 
 
 # -- the page -------------------------------------------------------------------------------------------------
@@ -86,7 +128,8 @@ def recap_page(request: Request, sess: Clerk) -> Response:
     start = (q.page - 1) * PAGE_SIZE
     return render(request, "recap.html", r=result, rows=rows[start:start + PAGE_SIZE], q=q, month=month,
                   more=len(rows) > start + PAGE_SIZE, total=len(rows), shown=SHOWN, titles=TITLES,
-                  link=lambda e, figure: _figure_link(month, e, figure), codes=recapexport.work_codes_text)
+                  link=lambda e, figure: _figure_link(month, e, figure), codes=recapexport.work_codes_text,
+                  age_s=int(request.state.recap_age_s), cache_s=int(CACHE_S))
 
 
 def _figure_link(month: str, employee: str, figure: str) -> str:
