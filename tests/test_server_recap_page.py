@@ -148,7 +148,8 @@ def test_odd_recap_queries_are_refused_and_store_nothing(tmp_path):
         accounts.add(app.store, user, role, PASSWORD, actor="test")
     with serve_in_thread(app) as url:
         bk = logged_in(url, "bk")
-        assert bk.get(url + f"/recap?month={MONTH}", timeout=10).status_code == 200
+        page = bk.get(url + f"/recap?month={MONTH}", timeout=10)
+        assert page.status_code == 200 and "Belum ada daftar pegawai (roster) yang diterbitkan" in page.text
         for path, params in (("/recap", {"month": "2026-13"}), ("/recap", {"month": "2026-11' OR '1'='1"}),
                              ("/recap.csv", {"month": "../../etc/passwd"}), ("/recap.xlsx", {"month": "202611"}),
                              ("/recap", {"page": "0"}), ("/recap", {"employee": "\x00"}),
@@ -170,4 +171,10 @@ def test_odd_recap_queries_are_refused_and_store_nothing(tmp_path):
         actions = [a["action"] for a in accounts.audit_log(app.store, 100)]
         assert "recap-csv" not in actions and "recap-xlsx" not in actions and "forbidden" in actions
         assert app.store.punch_count() == 0
+        # a published roster the recap cannot trust: refused with what to do, no file
+        app.store.publish_roster(1, b"not a signed bundle")
+        app.state.recaps.months.clear()  # what the page computed before the roster came
+        for path in ("/recap", "/recap.csv", "/recap.xlsx"):
+            r = bk.get(url + path, params={"month": MONTH}, timeout=10)
+            assert r.status_code == 409 and "publish-roster" in r.text and "Content-Disposition" not in r.headers
     app.store.close()

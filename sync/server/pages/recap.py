@@ -112,8 +112,10 @@ def build(request: Request, month: str) -> recap.Recap:
         state.recaps = Cache()
     try:
         made, result = state.recaps.get(request.app.store, month)
-    except recap.RecapError as e:
-        raise HTTPException(409, f"Rekap tidak dapat dibuat: {e}") from None
+    except recap.RecapError as e:  # the detail (English, as the command line says it) names what is wrong
+        raise HTTPException(409, "Rekap tidak dapat dibuat: kalender atau daftar pegawai yang diterbitkan tidak "
+                                 "dapat dibaca; terbitkan ulang dengan `presensi server publish-roster` "
+                                 f"({e})") from None
     request.state.recap_age_s = time.monotonic() - made
     return result
 
@@ -129,7 +131,21 @@ def recap_page(request: Request, sess: Clerk) -> Response:
     return render(request, "recap.html", r=result, rows=rows[start:start + PAGE_SIZE], q=q, month=month,
                   more=len(rows) > start + PAGE_SIZE, total=len(rows), shown=SHOWN, titles=TITLES,
                   link=lambda e, figure: _figure_link(month, e, figure), codes=recapexport.work_codes_text,
-                  age_s=int(request.state.recap_age_s), cache_s=int(CACHE_S))
+                  age_s=int(request.state.recap_age_s), cache_s=int(CACHE_S), notes=notes(result))
+
+
+def notes(r: recap.Recap) -> list[str]:
+    """What BKPSDM should know about this recap, in Bahasa Indonesia (recap.build's notes say the same in
+    English for the command line)."""
+    out = []
+    if not r.calendar.source.startswith("roster"):
+        out.append("Belum ada daftar pegawai (roster) yang diterbitkan: hari kerja dihitung Senin–Jumat tanpa hari "
+                   "libur, dan pegawai tanpa presensi tidak tercantum. Terbitkan roster beserta hari liburnya.")
+    if r.undated:
+        out.append(f"{r.undated} presensi tersimpan tanpa tanggal setempat dan tidak masuk rekap bulan mana pun.")
+    if r.until < r.calendar.last.isoformat():
+        out.append(f"Bulan ini belum berakhir: hari kerja dihitung sampai {r.until}.")
+    return out
 
 
 def _figure_link(month: str, employee: str, figure: str) -> str:
