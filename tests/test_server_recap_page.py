@@ -178,3 +178,26 @@ def test_odd_recap_queries_are_refused_and_store_nothing(tmp_path):
             r = bk.get(url + path, params={"month": MONTH}, timeout=10)
             assert r.status_code == 409 and "publish-roster" in r.text and "Content-Disposition" not in r.headers
     app.store.close()
+
+
+def test_the_page_computes_a_month_once_while_clerks_click_and_again_after_a_while(tmp_path, monkeypatch):
+    """Concurrent requests for a month share one build; a recap older than CACHE_S is computed again."""
+    import threading
+
+    from sync.server import recap as recap_mod
+    from sync.server.pages import recap as page
+    from sync.server.storage import open_store
+
+    store = open_store(str(tmp_path / "central.db"), key_dir=tmp_path / "keys")
+    builds, real = [], recap_mod.build
+    monkeypatch.setattr(recap_mod, "build", lambda s, m: builds.append(m) or real(s, m))
+    cache, got = page.Cache(), []
+    threads = [threading.Thread(target=lambda: got.append(cache.get(store, MONTH)[1])) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(got) == 4 and all(r is got[0] for r in got) and builds == [MONTH]
+    monkeypatch.setattr(page, "CACHE_S", 0.0)
+    assert cache.get(store, MONTH)[1] is not got[0] and builds == [MONTH, MONTH]
+    store.close()

@@ -33,7 +33,7 @@ Clerk = Annotated[accounts.Session, Depends(require_role("bkpsdm"))]
 PAGE_SIZE = 200  # employees per page: a regency has 10,000
 MONTH = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
 CACHE_S = 120.0  # how long a computed recap is shown before it is computed again
-CACHE_MONTHS = 4
+CACHE_MONTHS = 2  # a month of 10,000 employees holds every punch id: keep few, and none past CACHE_S
 
 # the figures of a row, in the page's order, with their column titles (the files' headers)
 SHOWN = ("days_present", "days_absent", "minutes_late", "minutes_early", "missing_masuk", "missing_pulang",
@@ -93,12 +93,21 @@ class Cache:
             hit = self.months.get(month)
             if hit and time.monotonic() - hit[0] < CACHE_S and hit[1].until == _today(hit[1]):
                 return hit
+            with self.lock:  # let go of what is stale before the new month takes its memory
+                self.months.pop(month, None)
+                self._expire()
             made = (time.monotonic(), recap.build(store, month))
             with self.lock:
                 self.months[month] = made
+                self._expire()
                 for old in sorted(self.months, key=lambda m: self.months[m][0])[:-CACHE_MONTHS]:
                     del self.months[old]
             return made
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for m in [m for m, (made, _) in self.months.items() if now - made >= CACHE_S]:
+            del self.months[m]
 
 
 def _today(r: recap.Recap) -> str:
