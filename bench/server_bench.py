@@ -13,7 +13,10 @@ Timed (median of --repeat runs; seconds), each beside what a user would write in
 - export: CSV (csv module) and XLSX (openpyxl write-only, as recapexport does) vs openpyxl's ordinary mode;
 - punch list of one device-day and of one employee-month: Store.punches_of_device_day / punches_of_employee vs
   filtering Store.iter_punches in Python;
-- fleet overview: Store.fleet_overview() vs Store.devices() (what the old status page runs per device).
+- fleet: the fleet page itself (GET /fleet rendered by the server's app on a real HTTP server on 127.0.0.1
+  with a logged-in Diskominfo session) and the one query behind it (sync.server.fleet.overview: open faults as
+  the page counts them), vs Store.devices() (what the old status page ran);
+- the recap page: GET /recap (200 employees a page) computing the month, then a figure's page from its cache.
 The with/without comparison drops the indexes, times, and creates them again (timing their creation on the
 full table: what an existing database pays once at its first start with this version).
 
@@ -40,9 +43,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
+import requests  # noqa: E402
 from openpyxl import Workbook  # noqa: E402
 
-from sync.server import recap, recapexport  # noqa: E402
+from sync import asgi  # noqa: E402
+from sync.server import accounts, fleet, recap, recapexport  # noqa: E402
+from sync.server.app import build_app  # noqa: E402
 from sync.server.storage import DERIVED_COLUMNS, INDEXES, PUNCH_COLUMNS, index_ddl, open_store  # noqa: E402
 from sync.wire import rosterbundle  # noqa: E402
 
@@ -218,11 +224,61 @@ def queries(store, nips: list[str], repeat: int) -> dict:
     out["employee_month_s"], rows = _timed(
         lambda: store.punches_of_employee(emp, first.isoformat(), last.isoformat()), repeat)
     out["employee_month_rows"] = len(rows)
-    out["fleet_overview_s"], rows = _timed(store.fleet_overview, repeat)
+    out["fleet_overview_s"], rows = _timed(lambda: fleet.overview(store, SILENT_AFTER_S), repeat)
     out["fleet_devices"] = len(rows)
     out["fleet_open_faults"] = sum(len(r["open_faults"]) for r in rows)
+    out["fleet_silent"] = sum(1 for r in rows if r["silent"])
+    out |= fleet_page(store, repeat)
     out["recap_s"], result = _timed(lambda: recap.build(store, MONTH, until=UNTIL), max(1, repeat // 2))
     return out | {"_recap": result}
+
+
+PASSWORD = "bench-kata-sandi-panjang"
+SILENT_AFTER_S = 4 * 3600.0
+
+
+def _session(url: str, user: str) -> requests.Session:
+    s = requests.Session()
+    form = s.get(url + "/login", timeout=30).text
+    token = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    r = s.post(url + "/login", data={"csrf": token, "username": user, "password": PASSWORD}, allow_redirects=False,
+               timeout=30)
+    assert r.status_code == 303, r.text[:300]
+    return s
+
+
+def _get(s: requests.Session, url: str) -> str:
+    r = s.get(url, timeout=600)
+    assert r.status_code == 200, (url, r.status_code)
+    return r.text
+
+
+def fleet_page(store, repeat: int) -> dict:
+    """GET /fleet as Diskominfo's browser gets it: the app on a real HTTP server, a logged-in session."""
+    served = asgi.Served(build_app(store), "127.0.0.1", 0, name="bench-http")
+    try:
+        s = _session(served.url, "bench-dk")
+        seconds, html = _timed(lambda: _get(s, served.url + "/fleet"), repeat)
+        return {"fleet_page_s": seconds, "fleet_page_bytes": len(html.encode()),
+                "fleet_page_rows": html.count('id="device-')}
+    finally:
+        served.stop()
+
+
+def recap_page(store, nips: list[str]) -> dict:
+    """GET /recap as BKPSDM's browser gets it: the first view computes the month, a figure's page right after
+    reads the page's cached recap."""
+    served = asgi.Served(build_app(store), "127.0.0.1", 0, name="bench-http")
+    try:
+        s = _session(served.url, "bench-bk")
+        first, html = _timed(lambda: _get(s, served.url + f"/recap?month={MONTH}"), 1)
+        emp = nips[len(nips) // 2]
+        figure, _ = _timed(lambda: _get(s, served.url + f"/recap/punches?month={MONTH}&employee={emp}"
+                                           "&figure=days_present"), 1)
+        return {"recap_page_first_s": first, "recap_page_rows": html.count('class="employee-row"'),
+                "recap_figure_page_cached_s": figure}
+    finally:
+        served.stop()
 
 
 def alternatives(store, nips: list[str], result: recap.Recap, tmp: Path) -> dict:
@@ -282,6 +338,9 @@ def create_indexes(store) -> float:
 def run_backend(name: str, db: str, data: dict, args, tmp: Path) -> dict:
     store = open_store(db, key_dir=tmp / f"{name}.keys")
     out = {"backend": name, "load_s": load(store, data, args.devices), "punches": store.punch_count()}
+    accounts.add(store, "bench-dk", "diskominfo", PASSWORD, actor="bench")
+    accounts.add(store, "bench-bk", "bkpsdm", PASSWORD, actor="bench")
+    out["silent_faults_raised"] = len(fleet.check_silent(store, SILENT_AFTER_S)["raised"])  # as the server's watch
     drop_indexes(store)
     without = queries(store, data["nips"], args.repeat)
     without.pop("_recap")
@@ -290,6 +349,7 @@ def run_backend(name: str, db: str, data: dict, args, tmp: Path) -> dict:
     result = with_idx.pop("_recap")
     out["without_indexes"], out["with_indexes"] = without, with_idx
     out["query_plans"] = sqlite_plans(store, data["nips"])
+    out["pages"] = recap_page(store, data["nips"])
     out["export"] = exports(result, tmp)
     out["alternatives"] = alternatives(store, data["nips"], result, tmp)
     out["recap_check"] = {"employees": len(result.employees), "working_days": len(result.calendar.working_days),

@@ -38,6 +38,8 @@ log = logging.getLogger("presensi.http")
 LIMIT_KEY = "x-body-limit"  # in a route's openapi_extra: its request-body limit in bytes (shown in OpenAPI)
 DEFAULT_LIMIT = 64 * 1024  # routes that declare nothing: JSON and forms of a few fields
 BODY_TIMEOUT = 30.0  # seconds a client may take between two pieces of its body (waitress had channel_timeout)
+DRAIN_LIMIT = 1024 * 1024  # a refused body up to this size is read and dropped before the answer (see BodyLimit)
+DRAIN_TIMEOUT = 5.0  # seconds the server waits for such a body before it answers anyway
 IDLE_TIMEOUT = 30.0  # seconds an open connection may stay silent before the server closes it
 JSON_ERROR_STATUS = "x-validation-status"  # in openapi_extra: the status a failed validation answers (400)
 
@@ -189,7 +191,14 @@ class BodyLimit:
     default) is enforced before the app sees the request: a Content-Length above it gets 413 at once,
     before one byte of the body is read; a chunked body is counted as it arrives and stopped at the limit.
     A client that stalls in the middle of its body gets 408 after BODY_TIMEOUT seconds; once the body is
-    complete nothing is timed any more (a stream such as the kiosk's /events waits on the client for hours)."""
+    complete nothing is timed any more (a stream such as the kiosk's /events waits on the client for hours).
+
+    A refused body of up to DRAIN_LIMIT bytes is read and dropped before the 413 goes out: the answer closes
+    the connection, and a socket closed with bytes of the request still arriving makes the kernel reset the
+    connection, which can destroy the answer before the client has read it (a client sending the body after
+    its headers saw "connection reset" instead of 413 on a loaded machine). The app never sees those bytes,
+    and nothing is kept. A larger body, or one whose client waits for `100 Continue`, is not drained: the
+    answer goes out at once, and such a client reads it before it sends anything."""
 
     def __init__(self, app: ASGIApp, routes_of: FastAPI, default: int = DEFAULT_LIMIT,
                  body_timeout: float = BODY_TIMEOUT):
@@ -209,6 +218,8 @@ class BodyLimit:
                                                              {"Connection": "close"}))
             return
         if declared is not None and declared > limit_:
+            if declared <= DRAIN_LIMIT and not _expects_continue(scope):
+                await _drain(receive, declared)
             await _send(scope, receive, send, error_response(413, BodyTooLarge(limit_).detail,
                                                              {"Connection": "close"}))
             return
@@ -243,6 +254,23 @@ class BodyLimit:
             if started or e.status_code not in (408, 413):
                 raise
             await _send(scope, receive, send, error_response(e.status_code, e.detail, e.headers))
+
+
+async def _drain(receive: Receive, nbytes: int) -> None:
+    """Read up to `nbytes` of the body and drop them, for at most DRAIN_TIMEOUT seconds."""
+    got = 0
+    with anyio.move_on_after(DRAIN_TIMEOUT):
+        while got < nbytes:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            got += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+
+
+def _expects_continue(scope: Scope) -> bool:
+    return any(name == b"expect" and value.lower() == b"100-continue" for name, value in scope.get("headers", ()))
 
 
 def _content_length(scope: Scope) -> int | None:

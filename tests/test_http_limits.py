@@ -6,11 +6,13 @@ deeper than any parser recurses is a 400 on every JSON endpoint, gzip-compressed
 from __future__ import annotations
 
 import gzip
+import select
+import socket
 
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from http_attacks import chunked_until_answer, declared_length, error_of, nested
+from http_attacks import chunked_until_answer, declared_length, error_of, nested, read_response
 from synctools import serve_in_thread
 
 from sync import asgi
@@ -49,6 +51,31 @@ def test_a_declared_gigabyte_is_refused_before_the_body_is_read(central):
                                       sent_body=b"\xff\xd8" * 1000)
     assert status == 413 and "8 MiB" in error_of(body)
     assert requests.get(url + "/api/v1/openapi.json", timeout=10).status_code == 200  # the server is fine
+
+
+def test_a_small_oversized_body_is_read_before_the_refusal_so_the_client_always_reads_it(central):
+    """A client that sends its body after its headers (requests does) must read the 413, never a reset: the
+    server answers once the refused body is in, then closes cleanly. Without the drain it answered after the
+    headers and closed while the body arrived, and the kernel's reset could destroy the answer."""
+    url, _ = central
+    host, port = url.split("//")[1].split(":")
+    body = b"csrf=x&password=" + b"x" * 10_000  # over the login form's 4 KiB
+    head = (f"POST /login HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/x-www-form-urlencoded"
+            f"\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head + body[:5000])
+        assert select.select([sock], [], [], 0.5)[0] == [], "answered before the refused body was in"
+        sock.sendall(body[5000:])
+        status, headers, answer = read_response(sock)
+        assert status == 413 and "4 KiB" in error_of(answer) and headers["connection"] == "close"
+        assert sock.recv(10) == b""  # a clean close (FIN), not a reset
+    # a client that waits for 100 Continue is answered at once, and so never sends the body
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n"))
+        status, _, answer = read_response(sock)
+        assert status == 413 and "4 KiB" in error_of(answer)
+    # a declared body beyond the drain bound is not waited for (the 1 GiB case above)
+    assert asgi.DRAIN_LIMIT < GIB
 
 
 def test_a_chunked_body_is_stopped_at_the_limit(central):

@@ -59,22 +59,26 @@ PUNCHES = [
     ("dev-01", A, "2026-11-06 07:50", None, False),  # masuk 20 late, on a clock no sample confirmed
     ("dev-01", A, "2026-11-06 16:00", None, True),
     ("dev-01", A, "2026-11-07 08:00", None, True),  # Saturday
+    ("dev-01", B, "2026-11-09 08:00", None, True),  # Monday, apel cancelled: masuk 30 late, no apel missed
+    ("dev-01", B, "2026-11-09 16:00", None, True),
     ("dev-01", A, "2026-11-10 07:30", None, True),  # the published holiday
 ]
 
 EXPECTED = {  # what the punches above say, figure by figure (20 working days: 21 weekdays less the holiday)
     A: {"working_days": 20, "days_present": 5, "days_absent": 15, "minutes_late": 12 + 5 + 20,
-        "minutes_early": 10, "missing_masuk": 1, "missing_pulang": 1, "apel_attended": 1, "days_off_worked": 2,
+        "minutes_early": 10, "missing_masuk": 1, "missing_pulang": 1, "apel_attended": 1, "apel_missed": 0,
+        "days_off_worked": 2,
         "unverified": 1, "excluded": 0, "work_codes": {"2": 1}},
-    B: {"working_days": 20, "days_present": 1, "days_absent": 19, "minutes_late": 2, "minutes_early": 0,
-        "missing_masuk": 0, "missing_pulang": 0, "apel_attended": 0, "days_off_worked": 0, "unverified": 0,
+    B: {"working_days": 20, "days_present": 2, "days_absent": 18, "minutes_late": 2 + 30, "minutes_early": 0,
+        "missing_masuk": 0, "missing_pulang": 0, "apel_attended": 0, "apel_missed": 1, "days_off_worked": 0,
+        "unverified": 0,
         "excluded": 0, "work_codes": {}},
     C: {"working_days": 20, "days_present": 0, "days_absent": 20, "minutes_late": 0, "minutes_early": 0,
-        "missing_masuk": 0, "missing_pulang": 0, "apel_attended": 0, "days_off_worked": 0, "unverified": 0,
-        "excluded": 1, "work_codes": {}},
+        "missing_masuk": 0, "missing_pulang": 0, "apel_attended": 0, "apel_missed": 0, "days_off_worked": 0,
+        "unverified": 0, "excluded": 1, "work_codes": {}},
     ODD: {"working_days": 20, "days_present": 1, "days_absent": 19, "minutes_late": 10, "minutes_early": 0,
-          "missing_masuk": 0, "missing_pulang": 1, "apel_attended": 0, "days_off_worked": 0, "unverified": 0,
-          "excluded": 0, "work_codes": {}},
+          "missing_masuk": 0, "missing_pulang": 1, "apel_attended": 0, "apel_missed": 1, "days_off_worked": 0,
+          "unverified": 0, "excluded": 0, "work_codes": {}},
 }
 NAMES = {A: "Sri Wahyuni", B: "Made Ayu Lestari", C: "Yohanes Kambu"}
 
@@ -130,11 +134,15 @@ def _record(tmp_path, url, app) -> dict[str, object]:
     return terminals
 
 
-def _publish_roster(store) -> None:
+# the published calendar: apel pagi on Mondays (2, 9, 16, 23 and 30 November), the one of the 9th cancelled
+PUBLISHED = {"workdays": ["mon", "tue", "wed", "thu", "fri"], "mon": {"apel": "06:45-07:15-07:30"}}
+CANCELLED = ("2026-11-09", "Upacara HUT kabupaten")
+
+
+def _publish_roster(store, db) -> None:
     employees = [{"id": e, "name": n, "uid": i + 1} for i, (e, n) in enumerate(NAMES.items())]
-    bundle = rosterbundle.build_bundle(store.server_key(), 1, employees, {"workdays": ["mon", "tue", "wed", "thu",
-                                                                                      "fri"]}, [HOLIDAY])
-    store.publish_roster(1, bundle)
+    store.publish_roster(1, rosterbundle.build_bundle(store.server_key(), 1, employees, PUBLISHED, [HOLIDAY]))
+    presensi("server", "apel", "cancel", CANCELLED[0], "--reason", CANCELLED[1], "--db", db)
 
 
 def _figures(row: recap.EmployeeRecap) -> dict:
@@ -144,7 +152,7 @@ def _figures(row: recap.EmployeeRecap) -> dict:
 def test_recap_of_punches_from_real_terminals_matches_the_punches_and_its_files(central, tmp_path):
     app, url, db = central
     _record(tmp_path, url, app)
-    _publish_roster(app.store)
+    _publish_roster(app.store, db)
     result = recap.build(app.store, "2026-11", until=UNTIL)
 
     rows = {r.employee: r for r in result.employees}
@@ -153,7 +161,15 @@ def test_recap_of_punches_from_real_terminals_matches_the_punches_and_its_files(
         assert _figures(rows[employee]) == figures, employee
     assert rows[A].name == "Sri Wahyuni" and rows[ODD].name == ""
     assert result.calendar.days_off[dt.date(2026, 11, 10)] == "Libur daerah"
-    assert result.calendar.source == "roster 1" and result.notes == []
+    assert result.calendar.source == "roster 2" and result.notes == []  # the cancellation published version 2
+    # apel pagi: the Mondays but the cancelled one; B was present without apel on the 2nd (missed) and on the
+    # 9th (cancelled: not missed)
+    assert [d.isoformat() for d in result.calendar.apel_days] == ["2026-11-02", "2026-11-16", "2026-11-23",
+                                                                 "2026-11-30"]
+    assert result.calendar.apel_cancelled == {dt.date(2026, 11, 9): CANCELLED[1]}
+    assert rows[B].dates["apel_missed"] == ["2026-11-02"] and rows[ODD].dates["apel_missed"] == ["2026-11-02"]
+    b09 = next(d for d in rows[B].days if d.date == "2026-11-09")
+    assert b09.punches and not b09.apel_day and not b09.apel_missed
     assert rows[A].dates["missing_pulang"] == ["2026-11-04"] and rows[A].dates["missing_masuk"] == ["2026-11-05"]
     assert rows[A].dates["days_off_worked"] == ["2026-11-07", "2026-11-10"]
     assert rows[C].dates["days_absent"][0] == "2026-11-02" and len(rows[C].dates["days_absent"]) == 20
@@ -184,8 +200,8 @@ def test_recap_of_punches_from_real_terminals_matches_the_punches_and_its_files(
     assert [(p["employee"], p["derived"]["kind"], p["derived"]["local_time"]) for p in day] == [
         (A, "masuk", "07:42:00"), (A, "pulang", "15:50:00")]
     month = app.store.punches_of_employee(B, "2026-11-01", "2026-11-30")
-    assert [(p["device_id"], p["derived"]["local_time"]) for p in month] == [("dev-02", "07:32:00"),
-                                                                             ("dev-01", "16:00:00")]
+    assert [(p["device_id"], p["derived"]["local_time"]) for p in month] == [
+        ("dev-02", "07:32:00"), ("dev-01", "16:00:00"), ("dev-01", "08:00:00"), ("dev-01", "16:00:00")]
 
     # the files BKPSDM gets, written by the command line, read back with the same figures
     out_csv, out_xlsx = tmp_path / "rekap.csv", tmp_path / "rekap.xlsx"
@@ -223,7 +239,10 @@ def test_recap_of_punches_from_real_terminals_matches_the_punches_and_its_files(
     assert a04[9] == "Tidak absen pulang"
     assert [r[9] for r in days if r[0] == C] == ["Tidak hadir"] * 20
     notes = {r[0].value: r[1].value for r in book["Keterangan"].iter_rows()}
-    assert notes["Kalender"] == "roster 1" and notes["Jumlah hari kerja"] == "20"
+    assert notes["Kalender"] == "roster 2" and notes["Jumlah hari kerja"] == "20" and notes["Hari apel"] == "4"
+    assert notes["Apel ditiadakan"] == "2026-11-09 " + CANCELLED[1]
+    b02 = next(r for r in days if r[0] == B and r[2] == "2026-11-02")
+    assert b02[9] == "Tidak ikut apel"
 
 
 def test_recap_command_refuses_what_it_cannot_do_and_says_so(tmp_path):

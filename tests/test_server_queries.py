@@ -52,11 +52,16 @@ def test_indexes_reach_an_existing_database_and_the_page_queries_use_them(db, tm
 
 
 def test_fleet_overview_gives_contact_heartbeat_and_open_faults_of_every_terminal(db, tmp_path):
+    """sync/server/fleet.py's overview(), the one fleet query (the page's and the bench's): a fault is open
+    until the terminal clears it or Diskominfo closes it (acknowledged ones stay open), reports count, and a
+    silent terminal's server-raised fault is among them."""
+    from sync.server import fleet as server_fleet
+
     store = open_store(db, key_dir=tmp_path / "keys")
     for dev in ("dev-a", "dev-b", "dev-c"):
         store.add_device(dev, dev * 8, None)
-    ingest.heartbeat(store, "dev-a", {"log_id": "l1", "version": "0.1.0", "backlog": 7,
-                                      "health": {"camera": {"ok": False}}})
+    ingest.heartbeat(store, "dev-a", {"log_id": "l1", "version": "0.1.0", "backlog": 7, "health": {
+        "parts": {"camera": {"ok": False, "summary": "no frame"}, "roster": {"ok": True, "version": 4}}}})
 
     def event(i, key, what):
         return {"id": i, "fault_key": key, "event": what, "part": key, "category": "missing",
@@ -66,16 +71,27 @@ def test_fleet_overview_gives_contact_heartbeat_and_open_faults_of_every_termina
                                  event(3, "finger", "cleared")])
     store.store_faults("dev-b", [event(1, "disk", "raised"), event(2, "disk", "cleared"), event(3, "disk", "raised"),
                                  {**event(4, "report:1", "report"), "part": "camera"}])
+    assert server_fleet.act(store, "dev-b", 3, "acknowledge", "dk", "teknisi berangkat") == "done"
+    assert server_fleet.act(store, "dev-b", 4, "close", "dk", "sudah diganti") == "done"
     store.alarm("dev-b", "gap", "seq skipped")
-    fleet = {d["device_id"]: d for d in store.fleet_overview()}
+    with store.transaction() as cur:  # dev-c was registered a day ago and never called in
+        store.execute(cur, "UPDATE devices SET created_ns = created_ns - ? WHERE device_id = 'dev-c'", (86400 * 10**9,))
+    assert server_fleet.check_silent(store, 3600)["raised"] == ["dev-c"]
+    fleet = {d["device_id"]: d for d in server_fleet.overview(store, 3600)}
     assert list(fleet) == ["dev-a", "dev-b", "dev-c"]
     a, b, c = fleet["dev-a"], fleet["dev-b"], fleet["dev-c"]
-    assert a["heartbeat"]["backlog"] == 7 and a["heartbeat"]["health"] == {"camera": {"ok": False}}
-    assert a["last_heartbeat_ns"] == a["heartbeat"]["received_ns"] and a["last_contact_ns"] >= a["last_heartbeat_ns"]
+    assert a["heartbeat"]["backlog"] == 7 and a["backlog"] == 7 and a["version"] == "0.1.0"
+    assert a["last_contact_ns"] is not None and not a["silent"]
+    assert [(p.ok, p.summary) for p in a["parts"] if p.name == "camera"] == [(False, "no frame")]
+    assert a["roster_version"] == 4
     assert [f["fault_key"] for f in a["open_faults"]] == ["camera"]  # the finger fault was cleared
-    assert [(f["fault_key"], f["event_id"]) for f in b["open_faults"]] == [("disk", 3)]  # raised again
-    assert b["heartbeat"] is None and b["last_heartbeat_ns"] is None and b["alarms"] == 1 and a["alarms"] == 0
-    assert c["last_contact_ns"] is None and c["open_faults"] == []  # never heard from
+    # raised again after a clear, and acknowledged: still open; the closed report is not
+    assert [(f["fault_key"], f["event_id"], f["state"]) for f in b["open_faults"]] == [("disk", 3, "acknowledged")]
+    assert b["heartbeat"] is None and b["alarms"] == 1 and a["alarms"] == 0
+    assert c["last_contact_ns"] is None and c["silent"]  # never heard from
+    assert [(f["fault_key"], f["reporter"], f["state"]) for f in c["open_faults"]] == [
+        (server_fleet.SILENT_KEY, "server", "open")]
+    assert server_fleet.overview(store, 3600, device_id="dev-b")[0]["open_faults"] == b["open_faults"]
     store.close()
 
 

@@ -1,5 +1,7 @@
-"""The read queries behind the server's pages and the monthly recap: the fleet at a glance, the punches of a
-device-day or of an employee, and the month of punches a recap is computed from.
+"""The read queries behind the server's pages and the monthly recap: the punches of a device-day or of an
+employee, and the month of punches a recap is computed from. (The fleet at a glance is sync/server/fleet.py's
+`overview()`, the one query the fleet page and the bench both use: what counts as an open fault is decided
+there.)
 
 They are kept apart from storage.py's write path because they change when a page changes, not when
 ingest does. Each query is shaped to use one of the indexes in storage.INDEXES (bench/server_bench.py times
@@ -24,33 +26,6 @@ MONTH_FIELDS = ("device_id", "log_id", "seq", "employee", "method", "work_code",
 
 class PageQueries:
     """Read-only queries of the pages; a mixin of storage.Store."""
-
-    # -- the fleet ----------------------------------------------------------------------------------------
-
-    def fleet_overview(self) -> list[dict]:
-        """Every device with its last contact, last heartbeat (parsed, with `received_ns`), its open faults
-        (the terminal raised them and has not cleared them since) and its alarm count: three queries
-        whatever the number of devices (the page of 200 terminals must not count punches per device)."""
-        open_faults: dict[str, list[dict]] = {}
-        for f in self.query(
-                """SELECT f.device_id, f.event_id, f.fault_key, f.part, f.category, f.message, f.photo_sha256,
-                          f.realtime_ns, f.received_ns
-                   FROM faults f JOIN (SELECT device_id, fault_key, MAX(event_id) AS last_id FROM faults
-                                       WHERE event IN ('raised', 'cleared') GROUP BY device_id, fault_key) l
-                     ON l.device_id = f.device_id AND l.last_id = f.event_id
-                   WHERE f.event = 'raised' ORDER BY f.device_id, f.event_id"""):
-            open_faults.setdefault(f["device_id"], []).append(f)
-        alarms = {r["device_id"]: r["n"] for r in self.query(
-            "SELECT device_id, count(*) AS n FROM alarms GROUP BY device_id")}
-        out = []
-        for d in self.query("SELECT device_id, created_ns, last_contact_ns, last_heartbeat FROM devices "
-                            "ORDER BY device_id"):
-            heartbeat = json.loads(d.pop("last_heartbeat") or "null")
-            out.append({**d, "heartbeat": heartbeat,
-                        "last_heartbeat_ns": (heartbeat or {}).get("received_ns"),
-                        "open_faults": open_faults.get(d["device_id"], []),
-                        "alarms": alarms.get(d["device_id"], 0)})
-        return out
 
     # -- punch lists ----------------------------------------------------------------------------------------
 

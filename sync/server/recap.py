@@ -13,7 +13,10 @@ The rules (docs/recap.md says the same for BKPSDM):
   its minutes late are the day's minutes late. Departure: the day's last pulang; its minutes early are the
   day's early leave. (A terminal that took a working day for a day off records lembur_masuk/lembur_pulang:
   they stand for arrival and departure, without lateness.) Missing masuk / pulang: a present day without an
-  arrival / departure. Apel attended: a working day with an apel punch. A terminal with its schedule off
+  arrival / departure. Apel attended: a working day with an apel punch. Apel days: working days whose
+  published windows (the roster schedule's `default`, weekday and special windows) hold an apel pagi and
+  whose apel was not cancelled (`presensi server apel cancel`, the server's apel_cancellations); apel missed:
+  a present apel day without an apel punch (a cancelled apel is never missed). A terminal with its schedule off
   records `hadir`: presence only, never a missing masuk or pulang. A punch on a day off (weekend, holiday)
   counts in `days_off_worked` only.
 - Unverified time (the punch's time rests on no trusted sample, or its flags say `review`): counted with the
@@ -33,7 +36,9 @@ from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 from sync.wire import rosterbundle
-from terminal.config.windows import WEEKDAYS, parse_holidays, parse_special, parse_workdays
+from terminal.config.windows import WEEKDAYS, parse_holidays, parse_special, parse_windows, parse_workdays
+
+from . import notices
 
 ARRIVAL = ("apel", "masuk", "lembur_masuk")
 DEPARTURE = ("pulang", "lembur_pulang")
@@ -58,6 +63,8 @@ class Calendar:
     working_days: tuple[dt.date, ...]  # up to `until`
     days_off: dict[dt.date, str]  # holidays and special days off in the month, with their names
     source: str  # "roster N" or "default (Monday-Friday, no holidays published)"
+    apel_days: tuple[dt.date, ...] = ()  # working days with an apel pagi that was held (not cancelled)
+    apel_cancelled: dict[dt.date, str] = field(default_factory=dict)  # working days whose apel was cancelled
 
 
 def month_bounds(month: str) -> tuple[dt.date, dt.date]:
@@ -70,32 +77,44 @@ def month_bounds(month: str) -> tuple[dt.date, dt.date]:
 
 
 def calendar(month: str, schedule: dict | None, holidays: list | None, until: dt.date,
-             source: str = "default (Monday-Friday, no holidays published)") -> Calendar:
-    """The working days of `month` under a published schedule and holidays (the roster's syntax)."""
+             source: str = "default (Monday-Friday, no holidays published)",
+             apel_cancelled: dict[str, str] | None = None) -> Calendar:
+    """The working days of `month` under a published schedule and holidays (the roster's syntax), and which
+    of them had an apel pagi (a window for it, not cancelled: `apel_cancelled` maps dates to reasons)."""
     first, last = month_bounds(month)
     schedule = schedule or {}
     try:
         workdays = parse_workdays(schedule.get("workdays", WEEKDAYS[:5]))
         off = parse_holidays(holidays or [])
         special = parse_special(schedule.get("special", []))
-    except (ValueError, TypeError) as e:
+        default = parse_windows(schedule.get("default", {}))
+        weekday = {d: parse_windows(schedule.get(d, {})) for d in WEEKDAYS}
+    except (ValueError, TypeError, AttributeError) as e:
         raise RecapError(f"the published calendar ({source}) is not readable: {e}; publish a corrected "
                          "schedule with `presensi server publish-roster`") from None
-    working, days_off = [], {}
+    cancelled = {dt.date.fromisoformat(d): r for d, r in (apel_cancelled or {}).items()}
+    working, days_off, apel_days, apel_off = [], {}, [], {}
     day = first
     while day <= last:
         workday, name = day.weekday() in workdays, ""
+        windows = {**default, **weekday[WEEKDAYS[day.weekday()]]}
         for sp in special:
             if sp.start <= day <= sp.end:
                 workday, name = sp.workday, sp.name
+                windows.update(sp.windows)
         if day in off:
             workday, name = False, off[day]
         if workday and day <= until:
             working.append(day)
+            if windows.get("apel") is not None:
+                if day in cancelled:
+                    apel_off[day] = cancelled[day]
+                else:
+                    apel_days.append(day)
         elif not workday and name:
             days_off[day] = name
         day += dt.timedelta(days=1)
-    return Calendar(month, first, last, tuple(working), days_off, source)
+    return Calendar(month, first, last, tuple(working), days_off, source, tuple(apel_days), apel_off)
 
 
 # -- punches as the recap reads them -------------------------------------------------------------------------
@@ -174,12 +193,14 @@ class Day:
     minutes_late: int = 0
     minutes_early: int = 0
     apel: str | None = None
+    apel_day: bool = False  # an apel pagi was held that day (a window for it, not cancelled)
+    apel_missed: bool = False
     missing_masuk: bool = False
     missing_pulang: bool = False
 
 
 FIGURES = ("working_days", "days_present", "days_absent", "minutes_late", "minutes_early", "missing_masuk",
-           "missing_pulang", "apel_attended", "days_off_worked", "unverified", "excluded")
+           "missing_pulang", "apel_attended", "apel_missed", "days_off_worked", "unverified", "excluded")
 
 
 @dataclass
@@ -194,6 +215,7 @@ class EmployeeRecap:
     missing_masuk: int = 0
     missing_pulang: int = 0
     apel_attended: int = 0
+    apel_missed: int = 0
     days_off_worked: int = 0
     unverified: int = 0
     excluded: int = 0
@@ -219,6 +241,8 @@ class Recap:
         cal = self.calendar
         return {"month": self.month, "until": self.until, "calendar": {
             "source": cal.source, "working_days": [d.isoformat() for d in cal.working_days],
+            "apel_days": [d.isoformat() for d in cal.apel_days],
+            "apel_cancelled": {d.isoformat(): r for d, r in cal.apel_cancelled.items()},
             "days_off": {d.isoformat(): n for d, n in cal.days_off.items()}},
             "undated": self.undated, "notes": self.notes, "employees": [e.as_dict() for e in self.employees]}
 
@@ -229,13 +253,16 @@ def compute(cal: Calendar, punches: Iterable[Punch], roster: dict[str, str]) -> 
     for p in punches:
         by_day.setdefault(p.employee, {}).setdefault(p.date, []).append(p)
     working = {d.isoformat() for d in cal.working_days}
-    return [_employee(e, roster.get(e, ""), by_day[e], working) for e in sorted(by_day)]
+    apel_days = {d.isoformat() for d in cal.apel_days}
+    return [_employee(e, roster.get(e, ""), by_day[e], working, apel_days) for e in sorted(by_day)]
 
 
-def _employee(employee: str, name: str, days: dict[str, list[Punch]], working: set[str]) -> EmployeeRecap:
+def _employee(employee: str, name: str, days: dict[str, list[Punch]], working: set[str],
+              apel_days: set[str]) -> EmployeeRecap:
     row = EmployeeRecap(employee, name, working_days=len(working))
     for date in sorted(set(days) | working):
-        day = _day(date, date in working, sorted(days.get(date, []), key=lambda p: (p.time, p.id)), row)
+        day = _day(date, date in working, sorted(days.get(date, []), key=lambda p: (p.time, p.id)), row,
+                   date in apel_days)
         if day.punches or day.working:
             row.days.append(day)
         _count(row, day)
@@ -243,8 +270,8 @@ def _employee(employee: str, name: str, days: dict[str, list[Punch]], working: s
     return row
 
 
-def _day(date: str, working: bool, punches: list[Punch], row: EmployeeRecap) -> Day:
-    day = Day(date, working)
+def _day(date: str, working: bool, punches: list[Punch], row: EmployeeRecap, apel_day: bool = False) -> Day:
+    day = Day(date, working, apel_day=apel_day)
     for p in punches:
         if p.excluded:
             _note(row, "excluded", p.id)
@@ -267,6 +294,7 @@ def _day(date: str, working: bool, punches: list[Punch], row: EmployeeRecap) -> 
         last = departures[-1]
         day.departure, day.departure_time, day.minutes_early = last.id, last.time, last.minutes_early
     day.apel = apel[0].id if apel else None
+    day.apel_missed = day.apel_day and day.apel is None
     scheduled = not any(p.kind == "hadir" for p in counted)
     day.missing_masuk = scheduled and not arrivals
     day.missing_pulang = scheduled and not departures
@@ -290,7 +318,7 @@ def _count(row: EmployeeRecap, day: Day) -> None:
     if day.minutes_early:
         row.minutes_early += day.minutes_early
         _mark(row, "minutes_early", day.date, [day.departure])
-    for figure in ("missing_masuk", "missing_pulang"):
+    for figure in ("missing_masuk", "missing_pulang", "apel_missed"):
         if getattr(day, figure):
             setattr(row, figure, getattr(row, figure) + 1)
             _mark(row, figure, day.date, day.punches)
@@ -332,7 +360,9 @@ def build(store, month: str, *, until: dt.date | None = None) -> Recap:
     first, last = month_bounds(month)
     until = min(until or dt.date.today(), last)
     names, schedule, holidays, source = published_roster(store)
-    cal = calendar(month, schedule, holidays, until, source or "default (Monday-Friday, no holidays published)")
+    cancelled = {a["date"]: a["reason"] for a in notices.apel_cancellations(store)}
+    cal = calendar(month, schedule, holidays, until, source or "default (Monday-Friday, no holidays published)",
+                   cancelled)
     rows = store.month_punches(first.isoformat(), last.isoformat())
     undated, notes = 0, []
     if store.punches_without_derived():

@@ -29,10 +29,11 @@ HEADERS = {
     "employee": "NIP", "name": "Nama", "working_days": "Hari kerja", "days_present": "Hari hadir",
     "days_absent": "Tidak hadir", "minutes_late": "Terlambat (menit)", "minutes_early": "Pulang cepat (menit)",
     "missing_masuk": "Tidak absen masuk", "missing_pulang": "Tidak absen pulang", "apel_attended": "Apel diikuti",
+    "apel_missed": "Tidak ikut apel",
     "days_off_worked": "Hadir di hari libur", "work_codes": "Kode kerja",
     "unverified": "Waktu belum terverifikasi", "excluded": "Presensi ditolak (alarm)",
 }
-COLUMNS = ("employee", "name", *FIGURES[:9], "work_codes", *FIGURES[9:])
+COLUMNS = ("employee", "name", *FIGURES[:10], "work_codes", *FIGURES[10:])
 DAY_HEADERS = ("NIP", "Nama", "Tanggal", "Hari kerja", "Masuk", "Pulang", "Terlambat (menit)",
                "Pulang cepat (menit)", "Apel", "Keterangan", "ID presensi")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -44,6 +45,8 @@ RULES = (
     "dari waktu yang telah dikoreksi.",
     "Pulang cepat: menit pulang cepat presensi pulang terakhir tiap hari.",
     "Tidak absen masuk / pulang: hari hadir tanpa presensi masuk (atau apel) / tanpa presensi pulang.",
+    "Tidak ikut apel: hari hadir dengan apel pagi (menurut jadwal yang diterbitkan) tanpa presensi apel; hari "
+    "yang apelnya ditiadakan tidak dihitung.",
     "Waktu belum terverifikasi: presensi yang waktunya belum dikonfirmasi sumber waktu tepercaya; tetap "
     "dihitung, mohon diperiksa.",
     "Presensi ditolak (alarm): rekaman yang gagal pemeriksaan keutuhan (hash/rantai); tidak dihitung.",
@@ -126,7 +129,7 @@ def _header(ws, titles, widths) -> None:
 
 def _rekap_sheet(wb, recap: Recap) -> None:
     ws = wb.create_sheet("Rekap")
-    _header(ws, [HEADERS[c] for c in COLUMNS], [21, 30, *[12] * 9, 18, 14, 14])
+    _header(ws, [HEADERS[c] for c in COLUMNS], [21, 30, *[12] * 10, 18, 14, 14])
     for e in recap.employees:
         values = row_values(e)
         ws.append([_text(ws, values[0]), *(_plain(ws, v) for v in values[1:])])
@@ -150,7 +153,8 @@ def day_remark(day: Day) -> str:
     if not day.punches:
         return "Tidak hadir"
     return ", ".join(t for t, on in (("Tidak absen masuk", day.missing_masuk),
-                                     ("Tidak absen pulang", day.missing_pulang)) if on)
+                                     ("Tidak absen pulang", day.missing_pulang),
+                                     ("Tidak ikut apel", day.apel_missed)) if on)
 
 
 def _keterangan_sheet(wb, recap: Recap) -> None:
@@ -160,7 +164,10 @@ def _keterangan_sheet(wb, recap: Recap) -> None:
     cal = recap.calendar
     rows = [("Bulan", recap.month), ("Dihitung sampai", recap.until), ("Kalender", cal.source),
             ("Jumlah hari kerja", str(len(cal.working_days))),
-            ("Hari libur", "; ".join(f"{d.isoformat()} {n}" for d, n in sorted(cal.days_off.items())) or "-")]
+            ("Hari libur", "; ".join(f"{d.isoformat()} {n}" for d, n in sorted(cal.days_off.items())) or "-"),
+            ("Hari apel", str(len(cal.apel_days))),
+            ("Apel ditiadakan", "; ".join(f"{d.isoformat()} {r}".strip() for d, r in
+                                          sorted(cal.apel_cancelled.items())) or "-")]
     rows += [("Catatan", n) for n in recap.notes]
     rows += [("Aturan", r) for r in RULES]
     for title, value in rows:

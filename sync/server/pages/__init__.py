@@ -10,7 +10,7 @@ from importlib import resources
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from . import accounts_page, fleet, login, punches
+from . import accounts_page, fleet, login, punches, recap
 from .base import SECURITY_HEADERS, Settings, error_page, require_role
 
 __all__ = ["Settings", "error_page", "require_role", "router"]
@@ -28,6 +28,6 @@ def style() -> Response:
 def router() -> APIRouter:
     r = APIRouter(include_in_schema=False)
     r.add_api_route("/static/server.css", style, methods=["GET"])
-    for module in (login, fleet, punches, accounts_page):
+    for module in (login, fleet, punches, recap, accounts_page):
         r.include_router(module.router())
     return r

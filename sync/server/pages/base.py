@@ -33,8 +33,7 @@ FORM_LIMIT = 16 * 1024  # a form of a few short fields; the body-limit middlewar
 
 ZONE_NAMES = {"Asia/Jakarta": "WIB", "Asia/Makassar": "WITA", "Asia/Jayapura": "WIT"}
 
-# Navigation, per role that may open the page (the admin sees every entry). "Rekap bulanan" is wired by
-# the recap page.
+# Navigation, per role that may open the page (the admin sees every entry).
 NAV = (("/fleet", "Perangkat", ("diskominfo",)), ("/punches", "Presensi", ("bkpsdm",)),
        ("/recap", "Rekap bulanan", ("bkpsdm",)), ("/accounts", "Akun", ()))
 HOME = {"admin": "/fleet", "diskominfo": "/fleet", "bkpsdm": "/punches"}
