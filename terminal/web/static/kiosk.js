@@ -39,6 +39,10 @@
     list.hidden = !list.children.length;
     $("clock").classList.toggle("with-notices", !list.hidden);
     for (const li of list.children) fit(li, 20, 11);
+    // each line fits its box; the list as a whole must fit the space under the clock too
+    for (let size = 20; size > 11 && list.scrollHeight > list.clientHeight + 1; size--) {
+      for (const li of list.children) li.style.fontSize = Math.min(parseFloat(li.style.fontSize), size) + "px";
+    }
   }
 
   function show(text, cls, holdMs, unverified, notices) {
