@@ -399,3 +399,26 @@ def test_root_is_told_to_report_as_the_service_user(config_file, tmp_path):
         assert not (state / "photos").exists()
     finally:
         os.chown(state, 0, 0)
+
+
+def test_a_part_that_hangs_is_reported_and_the_status_still_answers(tmp_path):
+    """A part that never returns (a file system that does not answer) is named in the report; the other
+    parts and the command still answer instead of waiting forever."""
+    import threading
+    import time as _time
+
+    from terminal.config import load
+    from terminal.log import punchlog
+    from terminal.ops import status
+
+    from conftest import write_config
+
+    cfg = load(write_config(tmp_path / "presensi.toml", tmp_path / "state"))
+    punchlog.init(cfg.state_dir)
+    never = threading.Event()
+    started = _time.monotonic()
+    report = status._within("stuck", lambda c: never.wait() or {}, cfg, 0.5)
+    assert report["ok"] is False and report["error"].startswith("no answer within")
+    assert _time.monotonic() - started < 30
+    full = status.collect(cfg, {"database": status.database_part, "stuck": lambda c: never.wait() or {}})
+    assert full["database"]["ok"] is True and full["stuck"]["ok"] is False

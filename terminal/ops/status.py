@@ -5,6 +5,8 @@ terminal/app/status.py); a part that fails reports its error instead of hiding t
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
 from collections.abc import Callable
 
 from terminal import __version__
@@ -30,6 +32,8 @@ def _database(cfg: Config) -> dict:
 
 Part = Callable[[Config], dict]
 
+log = logging.getLogger("presensi.status")
+
 
 def database_part(cfg: Config) -> dict:
     """The punch database: reachable, intact (quick check), its log head and last checkpoint."""
@@ -41,11 +45,32 @@ def collect(cfg: Config, parts: dict[str, Part]) -> dict:
     assembles, so that this wing imports no other."""
     report = {"device": cfg.device.id, "name": cfg.device.name, "version": __version__}
     for name, part in parts.items():
-        try:
-            report[name] = part(cfg)
-        except Exception as e:  # one broken part must not hide the others
-            report[name] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        report[name] = _within(name, part, cfg, PART_SECONDS)
     return report
+
+
+#: how long one part may take: a part that hangs (a file system that does not answer, a tool that waits)
+#: is reported as such, and the other parts and the command still answer
+PART_SECONDS = 15.0
+
+
+def _within(name: str, part: Part, cfg: Config, seconds: float) -> dict:
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["report"] = part(cfg)
+        except Exception as e:  # one broken part must not hide the others
+            box["report"] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+
+    # a daemon thread: a part that never returns must not keep the command from exiting
+    worker = threading.Thread(target=run, name=f"status-{name}", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if "report" not in box:
+        log.error("status part %s gave no answer within %.0f s", name, seconds)
+        return {"ok": False, "error": f"no answer within {seconds:.0f} s"}
+    return box["report"]
 
 
 def format_ns(ns: int) -> str:
