@@ -407,11 +407,11 @@ def test_a_part_that_hangs_is_reported_and_the_status_still_answers(tmp_path):
     import threading
     import time as _time
 
+    from conftest import write_config
+
     from terminal.config import load
     from terminal.log import punchlog
     from terminal.ops import status
-
-    from conftest import write_config
 
     cfg = load(write_config(tmp_path / "presensi.toml", tmp_path / "state"))
     punchlog.init(cfg.state_dir)
