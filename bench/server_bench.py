@@ -16,7 +16,8 @@ Timed (median of --repeat runs; seconds), each beside what a user would write in
 - fleet: the fleet page itself (GET /fleet rendered by the server's app on a real HTTP server on 127.0.0.1
   with a logged-in Diskominfo session) and the one query behind it (sync.server.fleet.overview: open faults as
   the page counts them), vs Store.devices() (what the old status page ran);
-- the recap page: GET /recap (200 employees a page) computing the month, then a figure's page from its cache.
+- the recap page: GET /recap (200 employees a page, built for those rows only), the last page, one employee,
+  a figure's page, and the CSV download that builds the whole month (then again, from the page's cache).
 The with/without comparison drops the indexes, times, and creates them again (timing their creation on the
 full table: what an existing database pays once at its first start with this version).
 
@@ -266,17 +267,25 @@ def fleet_page(store, repeat: int) -> dict:
 
 
 def recap_page(store, nips: list[str]) -> dict:
-    """GET /recap as BKPSDM's browser gets it: the first view computes the month, a figure's page right after
-    reads the page's cached recap."""
+    """GET /recap as BKPSDM's browser gets it: the first and the last page of 200 rows, one employee's row, a
+    figure's page (each builds only its rows), then the CSV download (the whole month) and a second download
+    right after (from the page's cache of whole months)."""
     served = asgi.Served(build_app(store), "127.0.0.1", 0, name="bench-http")
     try:
         s = _session(served.url, "bench-bk")
         first, html = _timed(lambda: _get(s, served.url + f"/recap?month={MONTH}"), 1)
+        last_page = (len(nips) + 199) // 200
+        last, last_html = _timed(lambda: _get(s, served.url + f"/recap?month={MONTH}&page={last_page}"), 1)
         emp = nips[len(nips) // 2]
+        one, _ = _timed(lambda: _get(s, served.url + f"/recap?month={MONTH}&employee={emp}"), 1)
         figure, _ = _timed(lambda: _get(s, served.url + f"/recap/punches?month={MONTH}&employee={emp}"
                                            "&figure=days_present"), 1)
+        download, _ = _timed(lambda: _get(s, served.url + f"/recap.csv?month={MONTH}"), 1)
+        again, _ = _timed(lambda: _get(s, served.url + f"/recap.csv?month={MONTH}"), 1)
         return {"recap_page_first_s": first, "recap_page_rows": html.count('class="employee-row"'),
-                "recap_figure_page_cached_s": figure}
+                "recap_page_last_s": last, "recap_page_last_rows": last_html.count('class="employee-row"'),
+                "recap_page_one_employee_s": one, "recap_figure_page_s": figure,
+                "recap_csv_download_s": download, "recap_csv_download_again_s": again}
     finally:
         served.stop()
 

@@ -174,6 +174,15 @@ def test_recap_of_punches_from_real_terminals_matches_the_punches_and_its_files(
     assert rows[A].dates["days_off_worked"] == ["2026-11-07", "2026-11-10"]
     assert rows[C].dates["days_absent"][0] == "2026-11-02" and len(rows[C].dates["days_absent"]) == 20
 
+    # a page of the recap builds only the rows it shows (recap.month_employees says whose), and each is the row
+    # the whole month holds; an employee outside the roster has a row only in a month they punched in
+    assert recap.month_employees(app.store, "2026-11") == sorted(EXPECTED)
+    assert recap.month_employees(app.store, "2026-12") == sorted(NAMES)
+    for subset in ([A], [C, B], [ODD, A]):
+        part = recap.build(app.store, "2026-11", until=UNTIL, employees=subset)
+        assert [r.as_dict() for r in part.employees] == [rows[e].as_dict() for e in sorted(subset)], subset
+        assert part.notes == result.notes and part.calendar == result.calendar
+
     # every figure names the stored punches behind it, and they say what the figure counts
     def stored(pid):
         device, log_id, seq = recap.parse_punch_id(pid)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 
 MONTH_BATCH = 5000  # rows per keyset page: the store's lock is released between pages, pushes go on
+EMPLOYEE_BATCH = 500  # employee ids per IN list (SQLite's limit of bound parameters is far above)
 
 # What the recap reads of a punch (narrow: a month is ~600,000 rows for 10,000 employees)
 MONTH_FIELDS = ("device_id", "log_id", "seq", "employee", "method", "work_code", "details", "flags", "problems",
@@ -71,6 +72,39 @@ class PageQueries:
                 return
             last = rows[-1]
             key = (last[MONTH_FIELDS.index("local_date")], last[0], last[1], last[2])
+
+    def month_punches_of(self, employees: list[str], first_date: str, last_date: str) -> list[dict]:
+        """The punches of these employees whose office-local date lies in [first_date, last_date], as
+        month_punches rows: one page of the recap (200 employees) reads ~11,000 rows along the
+        punches_employee index instead of the month's 600,000."""
+        work_code = "p.work_code" if "work_code" in self.punch_columns else "NULL"
+        out: list[dict] = []
+        for start in range(0, len(employees), EMPLOYEE_BATCH):
+            chunk = employees[start:start + EMPLOYEE_BATCH]
+            rows = self.query_rows(
+                f"""SELECT p.device_id, p.log_id, p.seq, p.employee, p.method, {work_code} AS work_code,
+                           CASE WHEN p.details LIKE ? THEN p.details END AS details, p.flags, p.problems,
+                           d.kind, d.minutes_late, d.minutes_early, d.local_date, d.local_time, d.time_verified,
+                           d.basis
+                    FROM punches p JOIN punch_derived d
+                      ON d.device_id = p.device_id AND d.log_id = p.log_id AND d.seq = p.seq
+                    WHERE p.employee IN ({", ".join("?" * len(chunk))}) AND d.local_date >= ?
+                      AND d.local_date <= ?""", ("%work_code%", *chunk, first_date, last_date))
+            out += (dict(zip(MONTH_FIELDS, r, strict=True)) for r in rows)
+        return out
+
+    def punching_employees(self) -> list[str]:
+        """Every employee id that has any stored punch (a scan of the punches_employee index: ~0.1 s for
+        600,000 punches, where the distinct punchers of one month cost a join of the month)."""
+        return [r[0] for r in self.query_rows("SELECT DISTINCT employee FROM punches") if r[0] is not None]
+
+    def punched_between(self, employee: str, first_date: str, last_date: str) -> bool:
+        """Whether an employee has a punch with an office-local date in [first_date, last_date]."""
+        return bool(self.query_rows(
+            """SELECT 1 FROM punches p JOIN punch_derived d
+                 ON d.device_id = p.device_id AND d.log_id = p.log_id AND d.seq = p.seq
+               WHERE p.employee = ? AND d.local_date >= ? AND d.local_date <= ? LIMIT 1""",
+            (employee, first_date, last_date)))
 
     def punches_without_derived(self) -> int:
         """How many stored punches have no derived values (sent by terminals older than derived kinds).

@@ -30,6 +30,7 @@ The rules (docs/recap.md says the same for BKPSDM):
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -341,34 +342,68 @@ def _note(row: EmployeeRecap, figure: str, punch: str) -> None:
 # -- from the store ------------------------------------------------------------------------------------------
 
 
+# sha256 of (server key, bundle) -> what published_roster read from it: checking a regency's bundle (10,000
+# employees) takes ~0.3 s, and every page of the recap asks; the same bytes under the same key check the same
+_VERIFIED: dict[bytes, tuple[dict[str, str], dict, list]] = {}
+_VERIFIED_KEPT = 4
+
+
 def published_roster(store) -> tuple[dict[str, str], dict | None, list | None, str | None]:
     """(employee id -> name, schedule, holidays, source) of the latest published roster, or empty ones."""
     latest = store.latest_roster()
     if latest is None:
         return {}, None, None, None
-    try:
-        bundle = rosterbundle.verify_bundle(latest["bundle"], store.server_key().public_key(), 0)
-    except rosterbundle.BundleRejected as e:
-        raise RecapError(f"the published roster version {latest['version']} cannot be read ({e}); publish it "
-                         "again with `presensi server publish-roster`") from None
-    names = {e["id"]: e.get("name", "") for e in bundle["employees"]}
-    return names, bundle["schedule"], bundle["holidays"], f"roster {latest['version']}"
+    public_key = store.server_key().public_key()
+    digest = hashlib.sha256(public_key.public_bytes_raw() + bytes(latest["bundle"])).digest()
+    if digest not in _VERIFIED:
+        try:
+            bundle = rosterbundle.verify_bundle(bytes(latest["bundle"]), public_key, 0)
+        except rosterbundle.BundleRejected as e:
+            raise RecapError(f"the published roster version {latest['version']} cannot be read ({e}); publish "
+                             "it again with `presensi server publish-roster`") from None
+        while len(_VERIFIED) >= _VERIFIED_KEPT:
+            _VERIFIED.pop(next(iter(_VERIFIED)))
+        _VERIFIED[digest] = ({e["id"]: e.get("name", "") for e in bundle["employees"]}, bundle["schedule"],
+                             bundle["holidays"])
+    names, schedule, holidays = _VERIFIED[digest]
+    return dict(names), schedule, holidays, f"roster {latest['version']}"
 
 
-def build(store, month: str, *, until: dt.date | None = None) -> Recap:
-    """The recap of `month` (YYYY-MM) from everything the store holds."""
+def month_employees(store, month: str) -> list[str]:
+    """Whom the recap of `month` has a row for, in its order: the employees of the published roster and
+    everyone else with a punch in the month (a page of the recap builds 200 of them: `build(employees=)`)."""
+    first, last = month_bounds(month)
+    names = published_roster(store)[0]
+    others = [e for e in store.punching_employees() if e not in names]
+    # employees outside the roster (moved away, or never published) count only in months they punched in
+    punched = {e for e in others if store.punched_between(e, first.isoformat(), last.isoformat())}
+    if store.punches_without_derived():
+        legacy, _ = store.legacy_month_punches(first.isoformat(), last.isoformat())
+        punched |= {r["employee"] or "" for r in legacy if (r["employee"] or "") not in names}
+    return sorted({*names, *punched})
+
+
+def build(store, month: str, *, until: dt.date | None = None, employees: list[str] | None = None) -> Recap:
+    """The recap of `month` (YYYY-MM) from everything the store holds; with `employees`, only their rows
+    (each the same as in the whole recap: an employee's row depends on their own punches and the calendar)."""
     first, last = month_bounds(month)
     until = min(until or dt.date.today(), last)
     names, schedule, holidays, source = published_roster(store)
     cancelled = {a["date"]: a["reason"] for a in notices.apel_cancellations(store)}
     cal = calendar(month, schedule, holidays, until, source or "default (Monday-Friday, no holidays published)",
                    cancelled)
-    rows = store.month_punches(first.isoformat(), last.isoformat())
+    if employees is None:
+        rows = store.month_punches(first.isoformat(), last.isoformat())
+    else:
+        rows = store.month_punches_of(list(employees), first.isoformat(), last.isoformat())
+        names = {e: names.get(e, "") for e in employees}
     undated, notes = 0, []
     if store.punches_without_derived():
         legacy, undated = store.legacy_month_punches(first.isoformat(), last.isoformat())
+        if employees is not None:
+            legacy = [r for r in legacy if (r["employee"] or "") in names]
         rows = [*rows, *legacy]
-    employees = compute(cal, (punch_from_row(r) for r in rows), names)
+    result = compute(cal, (punch_from_row(r) for r in rows), names)
     if source is None:
         notes.append("no roster is published: working days are Monday to Friday without holidays, and employees "
                      "without a punch are not listed (publish the roster with its holidays)")
@@ -377,4 +412,4 @@ def build(store, month: str, *, until: dt.date | None = None) -> Recap:
                      "(see `presensi server punches`)")
     if until < last:
         notes.append(f"the month is not over: working days are counted up to {until.isoformat()}")
-    return Recap(month, cal, employees, until.isoformat(), undated, notes)
+    return Recap(month, cal, result, until.isoformat(), undated, notes)

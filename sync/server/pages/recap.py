@@ -6,9 +6,12 @@ the same recap as CSV and XLSX downloads (`/recap.csv`, `/recap.xlsx`), audited.
 What a figure means is sync/server/recap.py's (docs/recap.md); the files are sync/server/recapexport.py's.
 This module only shows them, so the page, the files and `presensi server recap` can never disagree.
 
-A month's recap takes tens of seconds at regency size (10,000 employees, 600,000 punches: docs/recap.md), and
-a clerk opens the page, clicks figures and downloads in a row: each month's recap is kept for CACHE_S seconds
-and built once however many requests ask for it meanwhile. The page says when it was computed."""
+A whole month's recap takes tens of seconds at regency size (10,000 employees, 600,000 punches:
+docs/recap.md), so the page never builds one: it lists whom the month has a row for (the roster and the
+month's other punchers: recap.month_employees) and builds only the 200 rows it shows, and a figure's page only
+its employee's row (an employee's row depends on nothing but their punches and the calendar, so it is the
+same row the whole recap holds). Only the downloads need the whole month: each month's whole recap is kept for
+CACHE_S seconds and built once however many downloads ask for it meanwhile."""
 
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from .punches import KIND_LABELS
 Clerk = Annotated[accounts.Session, Depends(require_role("bkpsdm"))]
 PAGE_SIZE = 200  # employees per page: a regency has 10,000
 MONTH = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
-CACHE_S = 120.0  # how long a computed recap is shown before it is computed again
+CACHE_S = 120.0  # how long a whole month's recap serves downloads before it is computed again
 CACHE_MONTHS = 2  # a month of 10,000 employees holds every punch id: keep few, and none past CACHE_S
 
 # the figures of a row, in the page's order, with their column titles (the files' headers)
@@ -115,18 +118,36 @@ def _today(r: recap.Recap) -> str:
     return min(dt.date.today(), r.calendar.last).isoformat()
 
 
+def _refused(e: recap.RecapError) -> HTTPException:
+    # the detail (English, as the command line says it) names what is wrong
+    return HTTPException(409, "Rekap tidak dapat dibuat: kalender atau daftar pegawai yang diterbitkan tidak "
+                              f"dapat dibaca; terbitkan ulang dengan `presensi server publish-roster` ({e})")
+
+
 def build(request: Request, month: str) -> recap.Recap:
+    """The whole month (for the downloads), from the cache."""
     state = request.app.state
     if not hasattr(state, "recaps"):
         state.recaps = Cache()
     try:
-        made, result = state.recaps.get(request.app.store, month)
-    except recap.RecapError as e:  # the detail (English, as the command line says it) names what is wrong
-        raise HTTPException(409, "Rekap tidak dapat dibuat: kalender atau daftar pegawai yang diterbitkan tidak "
-                                 "dapat dibaca; terbitkan ulang dengan `presensi server publish-roster` "
-                                 f"({e})") from None
-    request.state.recap_age_s = time.monotonic() - made
-    return result
+        return state.recaps.get(request.app.store, month)[1]
+    except recap.RecapError as e:
+        raise _refused(e) from None
+
+
+def build_rows(request: Request, month: str, employees: list[str]) -> recap.Recap:
+    """The recap of `month` for these employees only (a page of rows, or one employee's)."""
+    try:
+        return recap.build(request.app.store, month, employees=employees)
+    except recap.RecapError as e:
+        raise _refused(e) from None
+
+
+def month_employees(request: Request, month: str) -> list[str]:
+    try:
+        return recap.month_employees(request.app.store, month)
+    except recap.RecapError as e:
+        raise _refused(e) from None
 
 
 # -- the page -------------------------------------------------------------------------------------------------
@@ -134,13 +155,13 @@ def build(request: Request, month: str) -> recap.Recap:
 def recap_page(request: Request, sess: Clerk) -> Response:
     q = _checked(Month, request)
     month = q.month or this_month(request)
-    result = build(request, month)
-    rows = [e for e in result.employees if not q.employee or e.employee == q.employee.strip()]
+    wanted = [e for e in month_employees(request, month) if not q.employee or e == q.employee.strip()]
     start = (q.page - 1) * PAGE_SIZE
-    return render(request, "recap.html", r=result, rows=rows[start:start + PAGE_SIZE], q=q, month=month,
-                  more=len(rows) > start + PAGE_SIZE, total=len(rows), shown=SHOWN, titles=TITLES,
+    result = build_rows(request, month, wanted[start:start + PAGE_SIZE])
+    return render(request, "recap.html", r=result, rows=result.employees, q=q, month=month,
+                  more=len(wanted) > start + PAGE_SIZE, total=len(wanted), shown=SHOWN, titles=TITLES,
                   link=lambda e, figure: _figure_link(month, e, figure), codes=recapexport.work_codes_text,
-                  age_s=int(request.state.recap_age_s), cache_s=int(CACHE_S), notes=notes(result))
+                  notes=notes(result))
 
 
 def notes(r: recap.Recap) -> list[str]:
@@ -167,10 +188,9 @@ def figure_page(request: Request, sess: Clerk) -> Response:
     q = _checked(Figure, request)
     if q.figure not in recap.FIGURES and not q.figure.startswith("work_code:"):
         raise HTTPException(400, f"Isian 'figure' tidak valid: {q.figure!r} bukan angka rekap")
-    result = build(request, q.month)
-    row = next((e for e in result.employees if e.employee == q.employee), None)
-    if row is None:
+    if q.employee not in month_employees(request, q.month):
         raise HTTPException(404, "Pegawai itu tidak ada dalam rekap bulan ini")
+    row = build_rows(request, q.month, [q.employee]).employees[0]
     ids = row.punches.get(q.figure, [])
     first, last = recap.month_bounds(q.month)
     stored = {recap.punch_id(p["device_id"], p["log_id"], p["seq"]): p
