@@ -1,5 +1,5 @@
-"""Shared fixtures: a terminal configured in a temporary state directory, and the `presensi` command run
-as a real process (the way users, scripts and systemd run it)."""
+"""Shared fixtures: a terminal configured in a temporary state directory, the `presensi` command run as a
+real process (the way users, scripts and systemd run it), headless Chromium, a throwaway PostgreSQL."""
 
 from __future__ import annotations
 
@@ -147,6 +147,18 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} is absent: the shared test data lives beside the repository")
     return SHARED
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (tests/browser_support.py), one per test module."""
+    from browser_support import Browser, chromium_path
+
+    if chromium_path() is None:
+        pytest.skip("chromium is not installed (Debian package `chromium`; scripts/test.sh installs it)")
+    b = Browser.start()
+    yield b
+    b.close()
 
 
 @pytest.fixture(scope="module")

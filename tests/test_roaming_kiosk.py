@@ -9,7 +9,6 @@ import datetime as dt
 import re
 
 import pytest
-from browser_support import Browser, chromium_path
 from test_web import ARTIFACTS, BUDI, LONG_NAME, LONG_NAME_ID, NO_PIN, OVERFLOW_JS, Central, Terminal, _shown_after
 
 from sync.device import roster_client
@@ -31,15 +30,6 @@ def terminal(tmp_path_factory, central):
     t = Terminal(tmp_path_factory.mktemp("terminal"), central)
     yield t
     t.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if chromium_path() is None:
-        pytest.skip("chromium is not installed (Debian package `chromium`; scripts/test.sh installs it)")
-    b = Browser.start()
-    yield b
-    b.close()
 
 
 ALL_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from browser_support import Browser, chromium_path
+from browser_support import Browser
 from conftest import SHARED
 from synctools import ServerProcess, free_port, make_terminal, presensi
 
@@ -43,15 +43,6 @@ def wait_for(fn, timeout: float, what: str):
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if chromium_path() is None:
-        pytest.skip("chromium is not installed (Debian package `chromium`; scripts/test.sh installs it)")
-    b = Browser.start()
-    yield b
-    b.close()
 
 
 class Fleet:

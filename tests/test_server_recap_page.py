@@ -15,7 +15,6 @@ from types import SimpleNamespace
 import openpyxl
 import pytest
 import requests
-from browser_support import Browser, chromium_path
 from synctools import serve_in_thread
 from test_recap import EXPECTED, A, B, _publish_roster, _record
 from test_server_pages import Fleet, login, logout, shoot, text
@@ -24,15 +23,6 @@ from sync.server import accounts, recapexport
 from sync.server.app import make_app
 
 MONTH = "2026-11"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if chromium_path() is None:
-        pytest.skip("chromium is not installed (Debian package `chromium`; scripts/test.sh installs it)")
-    b = Browser.start()
-    yield b
-    b.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -19,7 +19,6 @@ import cv2
 import numpy as np
 import pytest
 import requests
-from browser_support import Browser, chromium_path
 from conftest import REPO, SHARED, call_asgi, presensi, write_config
 from http_attacks import chunked_until_answer, declared_length, error_of, nested
 
@@ -157,15 +156,6 @@ def terminal(tmp_path_factory, central):
     t = Terminal(tmp_path_factory.mktemp("terminal"), central)
     yield t
     t.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if chromium_path() is None:
-        pytest.skip("chromium is not installed (Debian package `chromium`; scripts/test.sh installs it)")
-    b = Browser.start()
-    yield b
-    b.close()
 
 
 # -- first run and the password ---------------------------------------------------------------------------

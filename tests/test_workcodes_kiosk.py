@@ -11,7 +11,6 @@ import time
 
 import pytest
 import requests
-from browser_support import Browser, chromium_path
 from conftest import call_asgi
 from test_web import ARTIFACTS, OVERFLOW_JS
 
@@ -67,15 +66,6 @@ def kiosk(tmp_path_factory):
     daemon.stop_event.set()
     thread.join(20)
     served.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if chromium_path() is None:
-        pytest.skip("chromium is not installed (Debian package `chromium`; scripts/test.sh installs it)")
-    b = Browser.start()
-    yield b
-    b.close()
 
 
 def count(state) -> int:
