@@ -99,7 +99,8 @@ class Cache:
             with self.lock:  # let go of what is stale before the new month takes its memory
                 self.months.pop(month, None)
                 self._expire()
-            made = (time.monotonic(), recap.build(store, month))
+            built = recap.build(store, month)
+            made = (time.monotonic(), built)  # its age counts from when it was ready: a build may outlast CACHE_S
             with self.lock:
                 self.months[month] = made
                 self._expire()
