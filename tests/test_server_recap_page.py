@@ -169,8 +169,9 @@ def test_odd_recap_queries_are_refused_and_store_nothing(tmp_path):
     app.store.close()
 
 
-def test_the_page_computes_a_month_once_while_clerks_click_and_again_after_a_while(tmp_path, monkeypatch):
-    """Concurrent requests for a month share one build; a recap older than CACHE_S is computed again."""
+def test_downloads_build_a_month_once_while_clerks_click_and_again_after_a_while(tmp_path, monkeypatch):
+    """Concurrent downloads of a month share one build of the whole month; one older than CACHE_S is built
+    again."""
     import threading
 
     from sync.server import recap as recap_mod
@@ -189,4 +190,55 @@ def test_the_page_computes_a_month_once_while_clerks_click_and_again_after_a_whi
     assert len(got) == 4 and all(r is got[0] for r in got) and builds == [MONTH]
     monkeypatch.setattr(page, "CACHE_S", 0.0)
     assert cache.get(store, MONTH)[1] is not got[0] and builds == [MONTH, MONTH]
+    # a build that takes longer than CACHE_S (a whole regency's month on a slow server) still serves the
+    # downloads right after it: its age counts from when it was ready
+    monkeypatch.setattr(page, "CACHE_S", 120.0)
+    now = [1000.0]
+    monkeypatch.setattr(page, "time", SimpleNamespace(monotonic=lambda: now[0]))
+
+    def slow(s, m):
+        now[0] += 300.0
+        return real(s, m)
+
+    monkeypatch.setattr(recap_mod, "build", lambda s, m: builds.append(m) or slow(s, m))
+    fresh = page.Cache()
+    first = fresh.get(store, MONTH)[1]
+    assert fresh.get(store, MONTH)[1] is first and builds == [MONTH] * 3
     store.close()
+
+
+def test_the_pages_of_a_regency_list_every_employee_once_in_order(tmp_path, monkeypatch):
+    """Each page builds only its own rows: walked page by page (two rows a page here, 200 in use), every
+    employee of the roster appears exactly once, in NIP order, with the figures of the whole recap."""
+    import re
+
+    from test_server_pages_attacks import PASSWORD, logged_in
+
+    from sync.server import recap
+    from sync.server.pages import recap as page
+    from sync.wire import rosterbundle
+
+    monkeypatch.setattr(page, "PAGE_SIZE", 2)
+    app = make_app(str(tmp_path / "central.db"))
+    accounts.add(app.store, "bk", "bkpsdm", PASSWORD, actor="test")
+    nips = [f"19800101200501100{i}" for i in range(5)]
+    people = [{"id": n, "name": f"Pegawai {i}", "uid": i + 1} for i, n in enumerate(reversed(nips))]
+    app.store.publish_roster(1, rosterbundle.build_bundle(app.store.server_key(), 1, people,
+                                                          {"workdays": ["mon", "tue", "wed", "thu", "fri"]}, []))
+    whole = {e.employee: e for e in recap.build(app.store, MONTH).employees}
+    with serve_in_thread(app) as url:
+        bk = logged_in(url, "bk")
+        seen, number = [], 0
+        while True:
+            number += 1
+            html = bk.get(url + f"/recap?month={MONTH}&page={number}", timeout=30).text
+            rows = re.findall(r'id="emp-([0-9]+)".*?class="fig days_absent">(?:<a [^>]*>)?([0-9]+)<', html, re.S)
+            assert 0 < len(rows) <= 2 and f"5 pegawai · halaman {number}" in html
+            seen += rows
+            if 'rel="next"' not in html:
+                break
+        assert number == 3 and [n for n, _ in seen] == sorted(nips)
+        assert all(int(absent) == whole[n].days_absent for n, absent in seen)
+        one = bk.get(url + f"/recap?month={MONTH}&employee={nips[3]}", timeout=30).text
+        assert re.findall(r'id="emp-([0-9]+)"', one) == [nips[3]] and "1 pegawai" in one
+    app.store.close()
