@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -89,6 +90,18 @@ def readline(stream, timeout: float = 30) -> str:
     if isinstance(box[0], Exception):
         raise AssertionError(f"reading the process's output failed: {box[0]}")
     return box[0]
+
+
+def wait_for(predicate, timeout: float, what, step: float = 0.2):
+    """Poll until predicate() gives something true and return it; after `timeout` seconds fail, naming `what`
+    (text, or a function giving it, e.g. the state that was seen). Tests wait on conditions, never on sleeps."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what() if callable(what) else what}")
 
 
 def presensi_json(*args: str, config: Path | None = None, **kw):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-import time
 
 
 class Kiosk:
@@ -61,14 +60,3 @@ class Kiosk:
     def close(self) -> None:
         self._closed.set()
         self._conn.close()
-
-
-def wait_for(predicate, timeout: float, what):
-    """Poll until predicate() is true; `what` (text, or a function giving it) names it in the failure."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what() if callable(what) else what}")

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, presensi, readline
+from conftest import REPO, presensi, readline, wait_for
 
 from drivers.fingerprint.emulator import FingerprintEmulator
 from drivers.fingerprint.emulator.sensorsim import Settings, synthetic_template
@@ -37,16 +37,6 @@ def start_central(tmp_path):
         proc.kill()
         raise AssertionError(f"the central server did not start: {line!r} {proc.communicate(timeout=10)[1]}")
     return proc, db, line.split()[-1]
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def punches(state) -> list[dict]:

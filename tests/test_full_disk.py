@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SHARED, presensi
+from conftest import REPO, SHARED, presensi, wait_for
 from fullfs import FullDisk, write_config
-from kiosk_sse import Kiosk, wait_for
+from kiosk_sse import Kiosk
 
 from drivers.fingerprint.emulator import FingerprintEmulator
 from drivers.fingerprint.emulator.sensorsim import Settings, synthetic_template

@@ -8,8 +8,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-import pytest
-from test_web import ARTIFACTS, BUDI, LONG_NAME, LONG_NAME_ID, NO_PIN, OVERFLOW_JS, Central, Terminal, _shown_after
+# test_web's module fixtures: this module gets its own central server and daemon from them
+from test_web import ARTIFACTS, BUDI, LONG_NAME, LONG_NAME_ID, NO_PIN, OVERFLOW_JS, _shown_after, central, terminal
 
 from sync.device import roster_client
 from sync.server import notices as server_notices
@@ -17,19 +17,7 @@ from sync.server import republish
 from sync.wire.rosterbundle import BundleRejected
 from terminal.punch import roster
 
-
-@pytest.fixture(scope="module")
-def central(tmp_path_factory):
-    c = Central(tmp_path_factory.mktemp("central") / "central.db")
-    yield c
-    c.stop()
-
-
-@pytest.fixture(scope="module")
-def terminal(tmp_path_factory, central):
-    t = Terminal(tmp_path_factory.mktemp("terminal"), central)
-    yield t
-    t.stop()
+__all__ = ["central", "terminal"]  # used by name as fixtures, not called
 
 
 ALL_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 from browser_support import Browser
-from conftest import SHARED
+from conftest import SHARED, wait_for
 from synctools import ServerProcess, free_port, make_terminal, presensi
 
 from sync.device import push
@@ -33,16 +33,6 @@ SILENT_AFTER = 8.0  # seconds: the healthy terminals beat every 0.5 s, the silen
 EVIDENCE = SHARED / "data" / "liveness" / "image_T1.jpg"
 
 HEALTHY, SILENT, FAULTY = "opd-dinkes-01", "opd-bappeda-02", "opd-disdik-03"
-
-
-def wait_for(fn, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class Fleet:

@@ -15,9 +15,9 @@ import sys
 import threading
 
 import pytest
-from conftest import REPO, presensi
+from conftest import REPO, presensi, wait_for
 from fullfs import FullDisk, write_config
-from kiosk_sse import Kiosk, wait_for
+from kiosk_sse import Kiosk
 
 from drivers.fingerprint.emulator import FingerprintEmulator
 from drivers.fingerprint.emulator.sensorsim import Settings, synthetic_template

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, presensi, readline, write_config
+from conftest import REPO, presensi, readline, wait_for, write_config
 
 S = 1_000_000_000
 FAKE_3H_BEHIND = {"FAKETIME": "-3h", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
@@ -228,7 +228,7 @@ def test_the_daemon_delivers_true_times_and_kinds_within_one_push_interval_of_th
     try:
         punches = [punch_with_wrong_clock(cfg, f"emp{i}", direction) for i in range(2)]
         # the daemon tries, and fails, to reach the server (its time sample and its push)
-        _wait(lambda: "cannot reach" in (tmp_path / "daemon.log").read_text() or daemon.poll() is not None, 60,
+        wait_for(lambda: "cannot reach" in (tmp_path / "daemon.log").read_text() or daemon.poll() is not None, 60,
               "the daemon to find the central server unreachable")
         assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()
         server_log = open(tmp_path / "server.log", "w")  # a file: a full pipe would block the server
@@ -246,7 +246,7 @@ def test_the_daemon_delivers_true_times_and_kinds_within_one_push_interval_of_th
             return rows if ok else None
 
         try:
-            rows = _wait(delivered, 120, "the true times and kinds on the server")
+            rows = wait_for(delivered, 120, "the true times and kinds on the server")
         except AssertionError:
             daemon.send_signal(signal.SIGUSR1)  # every thread's stack into the daemon's log, for the report
             time.sleep(1)
@@ -264,16 +264,6 @@ def test_the_daemon_delivers_true_times_and_kinds_within_one_push_interval_of_th
             server.terminate()
             server.wait(10)
         log.close()
-
-
-def _wait(fn, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def test_wall_clock_in_1970_still_records_punches_in_the_not_verified_state(terminal_config):

@@ -17,7 +17,7 @@ import time
 
 import pytest
 import requests
-from conftest import presensi
+from conftest import presensi, wait_for
 from test_adms import DjangoAdms
 
 from drivers.fingerprint.emulator import FingerprintEmulator
@@ -39,16 +39,6 @@ SERIAL = "BKPSDM0001"
 CODE = 3  # "Kembali dari izin": applies to every kind, so the test holds at any hour of any day
 BUTTON = 23
 VERIFY = {"face": 15, "finger": 1, "pin": 3}
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def records(state) -> list[dict]:
