@@ -285,3 +285,23 @@ def test_recap_command_refuses_what_it_cannot_do_and_says_so(tmp_path):
                         check=False)
     assert unsigned.returncode != 0 and "roster version 1 cannot be read" in unsigned.stderr
     assert not out.exists() and not list(tmp_path.glob(".r.xlsx.*"))
+
+
+def test_a_newly_published_roster_is_read_again_and_a_tampered_one_is_refused(tmp_path):
+    """The checked roster is kept by its digest: a new version counts at once, and a newer one that is not a
+    signed bundle is checked and refused, however often the version before it was read."""
+    store = open_store(str(tmp_path / "central.db"), key_dir=tmp_path / "keys")
+    workdays = {"workdays": ["mon", "tue", "wed", "thu", "fri"]}
+    store.publish_roster(1, rosterbundle.build_bundle(store.server_key(), 1, [{"id": A, "name": "A", "uid": 1}],
+                                                      workdays, []))
+    for _ in range(3):
+        assert recap.month_employees(store, "2026-11") == [A]
+    store.publish_roster(2, rosterbundle.build_bundle(store.server_key(), 2, [{"id": A, "name": "A", "uid": 1},
+                                                                          {"id": B, "name": "B", "uid": 2}],
+                                                      workdays, []))
+    assert recap.month_employees(store, "2026-11") == [A, B]
+    assert recap.build(store, "2026-11", until=UNTIL).calendar.source == "roster 2"
+    store.publish_roster(3, b"not a signed bundle")
+    with pytest.raises(recap.RecapError, match="publish-roster"):
+        recap.month_employees(store, "2026-11")
+    store.close()

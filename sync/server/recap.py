@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
@@ -346,6 +347,7 @@ def _note(row: EmployeeRecap, figure: str, punch: str) -> None:
 # employees) takes ~0.3 s, and every page of the recap asks; the same bytes under the same key check the same
 _VERIFIED: dict[bytes, tuple[dict[str, str], dict, list]] = {}
 _VERIFIED_KEPT = 4
+_VERIFIED_LOCK = threading.Lock()  # the pages' requests run on several threads
 
 
 def published_roster(store) -> tuple[dict[str, str], dict | None, list | None, str | None]:
@@ -355,17 +357,19 @@ def published_roster(store) -> tuple[dict[str, str], dict | None, list | None, s
         return {}, None, None, None
     public_key = store.server_key().public_key()
     digest = hashlib.sha256(public_key.public_bytes_raw() + bytes(latest["bundle"])).digest()
-    if digest not in _VERIFIED:
+    read = _VERIFIED.get(digest)
+    if read is None:
         try:
             bundle = rosterbundle.verify_bundle(bytes(latest["bundle"]), public_key, 0)
         except rosterbundle.BundleRejected as e:
             raise RecapError(f"the published roster version {latest['version']} cannot be read ({e}); publish "
                              "it again with `presensi server publish-roster`") from None
-        while len(_VERIFIED) >= _VERIFIED_KEPT:
-            _VERIFIED.pop(next(iter(_VERIFIED)))
-        _VERIFIED[digest] = ({e["id"]: e.get("name", "") for e in bundle["employees"]}, bundle["schedule"],
-                             bundle["holidays"])
-    names, schedule, holidays = _VERIFIED[digest]
+        read = ({e["id"]: e.get("name", "") for e in bundle["employees"]}, bundle["schedule"], bundle["holidays"])
+        with _VERIFIED_LOCK:
+            while len(_VERIFIED) >= _VERIFIED_KEPT:
+                _VERIFIED.pop(next(iter(_VERIFIED)))
+            _VERIFIED[digest] = read
+    names, schedule, holidays = read
     return dict(names), schedule, holidays, f"roster {latest['version']}"
 
 
