@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import presensi, presensi_json, write_config
+from conftest import presensi, presensi_json, wait_for, write_config
 
 from terminal import config
 from terminal.errors import StorageFull
@@ -33,16 +33,6 @@ def log(tmp_path):
 def make_cfg(state_dir: Path, **health_keys) -> config.Config:
     return config.from_dict({"device": {"id": "t"}, "paths": {"state_dir": str(state_dir)},
                              "health": health_keys}, "<test>")
-
-
-def wait_until(predicate, timeout: float, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return None
 
 
 # -- fault_events ----------------------------------------------------------------------------------------
@@ -168,22 +158,21 @@ def test_camera_removed_raises_a_fault_within_10_s_and_clears_on_return(log, tmp
     monitor = health.HealthMonitor(make_cfg(tmp_path / "state"), log.conn, log_id=log.log_id,
                                    providers={"camera": cam.health}, checks={})
     try:
-        assert wait_until(lambda: cam.frames_grabbed > 3, 10), "the camera never delivered frames"
+        wait_for(lambda: cam.frames_grabbed > 3, 10, "the camera to deliver frames")
         monitor.tick()
         assert faults.open_faults(log.conn) == []
 
         feeder.plugged.clear()
         shutil.rmtree(folder)  # the camera is gone
         t0 = time.monotonic()
-        opened = wait_until(lambda: monitor.tick() and faults.open_faults(log.conn), 10, step=0.5)
-        assert opened, "no camera fault within 10 s"
+        opened = wait_for(lambda: monitor.tick() and faults.open_faults(log.conn), 10, "a camera fault", step=0.5)
         assert time.monotonic() - t0 < 10
         assert opened[0]["part"] == "camera" and opened[0]["category"] == "camera"
         assert opened[0]["diagnostics"]["faults"], opened[0]
 
         feeder.plugged.set()  # plugged back
-        cleared = wait_until(lambda: (monitor.tick(), not faults.open_faults(log.conn))[1], 15, step=0.5)
-        assert cleared, f"camera fault not cleared: {faults.open_faults(log.conn)}"
+        wait_for(lambda: (monitor.tick(), not faults.open_faults(log.conn))[1], 15,
+                 lambda: f"the camera fault to clear: {faults.open_faults(log.conn)}", step=0.5)
         assert [e["event"] for e in faults.events(log.conn) if e["part"] == "camera"] == ["raised", "cleared"]
     finally:
         feeder.stop.set()
@@ -215,14 +204,15 @@ def test_fingerprint_emulator_unplugged_raises_a_fault_and_clears_on_return(log,
         assert faults.open_faults(log.conn) == [], monitor.last["fingerprint"]
         emu.stop()  # unplugged
         t0 = time.monotonic()
-        opened = wait_until(lambda: monitor.tick() and faults.open_faults(log.conn), 10, step=0.5)
-        assert opened and time.monotonic() - t0 < 10, "no fingerprint fault within 10 s"
+        opened = wait_for(lambda: monitor.tick() and faults.open_faults(log.conn), 10, "a fingerprint fault",
+                          step=0.5)
+        assert time.monotonic() - t0 < 10, "no fingerprint fault within 10 s"
         assert opened[0]["part"] == "fingerprint" and opened[0]["category"] == "fingerprint"
         assert str(link) in opened[0]["message"]
         emu = emulator.FingerprintEmulator(link=link)
         emu.start()  # plugged back
-        cleared = wait_until(lambda: (monitor.tick(), not faults.open_faults(log.conn))[1], 10, step=0.5)
-        assert cleared, f"fingerprint fault not cleared: {faults.open_faults(log.conn)}"
+        wait_for(lambda: (monitor.tick(), not faults.open_faults(log.conn))[1], 10,
+                 lambda: f"the fingerprint fault to clear: {faults.open_faults(log.conn)}", step=0.5)
     finally:
         sensor.close()
         emu.stop()
