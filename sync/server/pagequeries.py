@@ -49,15 +49,19 @@ class PageQueries:
 
     # -- the recap's month ---------------------------------------------------------------------------------
 
+    def _month_select(self) -> str:
+        """The columns of MONTH_FIELDS over `punches p` and `punch_derived d`; its one `?` is bound to
+        "%work_code%": `details` is read only where it holds a work code (older terminals kept it there)."""
+        work_code = "p.work_code" if "work_code" in self.punch_columns else "NULL"
+        return f"""p.device_id, p.log_id, p.seq, p.employee, p.method, {work_code} AS work_code,
+                   CASE WHEN p.details LIKE ? THEN p.details END AS details, p.flags, p.problems,
+                   d.kind, d.minutes_late, d.minutes_early, d.local_date, d.local_time, d.time_verified, d.basis"""
+
     def month_punches(self, first_date: str, last_date: str, batch: int = MONTH_BATCH):
         """Every punch whose office-local date lies in [first_date, last_date], as dicts of MONTH_FIELDS,
         read in keyset pages along the punch_derived_day index. `details` is read only where it holds a
         work code (older terminals kept it there)."""
-        work_code = "p.work_code" if "work_code" in self.punch_columns else "NULL"
-        sql = f"""SELECT p.device_id, p.log_id, p.seq, p.employee, p.method, {work_code} AS work_code,
-                         CASE WHEN p.details LIKE ? THEN p.details END AS details, p.flags, p.problems,
-                         d.kind, d.minutes_late, d.minutes_early, d.local_date, d.local_time, d.time_verified,
-                         d.basis
+        sql = f"""SELECT {self._month_select()}
                   FROM punch_derived d JOIN punches p
                     ON p.device_id = d.device_id AND p.log_id = d.log_id AND p.seq = d.seq
                   WHERE (d.local_date, d.device_id, d.log_id, d.seq) > (?, ?, ?, ?) AND d.local_date <= ?
@@ -77,16 +81,11 @@ class PageQueries:
         """The punches of these employees whose office-local date lies in [first_date, last_date], as
         month_punches rows: one page of the recap (200 employees) reads ~11,000 rows along the
         punches_employee index instead of the month's 600,000."""
-        work_code = "p.work_code" if "work_code" in self.punch_columns else "NULL"
         out: list[dict] = []
         for start in range(0, len(employees), EMPLOYEE_BATCH):
             chunk = employees[start:start + EMPLOYEE_BATCH]
             rows = self.query_rows(
-                f"""SELECT p.device_id, p.log_id, p.seq, p.employee, p.method, {work_code} AS work_code,
-                           CASE WHEN p.details LIKE ? THEN p.details END AS details, p.flags, p.problems,
-                           d.kind, d.minutes_late, d.minutes_early, d.local_date, d.local_time, d.time_verified,
-                           d.basis
-                    FROM punches p JOIN punch_derived d
+                f"""SELECT {self._month_select()} FROM punches p JOIN punch_derived d
                       ON d.device_id = p.device_id AND d.log_id = p.log_id AND d.seq = p.seq
                     WHERE p.employee IN ({", ".join("?" * len(chunk))}) AND d.local_date >= ?
                       AND d.local_date <= ?""", ("%work_code%", *chunk, first_date, last_date))

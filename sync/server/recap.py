@@ -373,11 +373,12 @@ def published_roster(store) -> tuple[dict[str, str], dict | None, list | None, s
     return dict(names), schedule, holidays, f"roster {latest['version']}"
 
 
-def month_employees(store, month: str) -> list[str]:
+def month_employees(store, month: str, roster: tuple | None = None) -> list[str]:
     """Whom the recap of `month` has a row for, in its order: the employees of the published roster and
-    everyone else with a punch in the month (a page of the recap builds 200 of them: `build(employees=)`)."""
+    everyone else with a punch in the month (a page of the recap builds 200 of them: `build(employees=)`).
+    `roster` is what published_roster(store) gave, for a caller that also builds (one read per request)."""
     first, last = month_bounds(month)
-    names = published_roster(store)[0]
+    names = (roster or published_roster(store))[0]
     others = [e for e in store.punching_employees() if e not in names]
     # employees outside the roster (moved away, or never published) count only in months they punched in
     punched = {e for e in others if store.punched_between(e, first.isoformat(), last.isoformat())}
@@ -387,12 +388,14 @@ def month_employees(store, month: str) -> list[str]:
     return sorted({*names, *punched})
 
 
-def build(store, month: str, *, until: dt.date | None = None, employees: list[str] | None = None) -> Recap:
+def build(store, month: str, *, until: dt.date | None = None, employees: list[str] | None = None,
+          roster: tuple | None = None) -> Recap:
     """The recap of `month` (YYYY-MM) from everything the store holds; with `employees`, only their rows
-    (each the same as in the whole recap: an employee's row depends on their own punches and the calendar)."""
+    (each the same as in the whole recap: an employee's row depends on their own punches and the calendar).
+    `roster` as for month_employees."""
     first, last = month_bounds(month)
     until = min(until or dt.date.today(), last)
-    names, schedule, holidays, source = published_roster(store)
+    names, schedule, holidays, source = roster or published_roster(store)
     cancelled = {a["date"]: a["reason"] for a in notices.apel_cancellations(store)}
     cal = calendar(month, schedule, holidays, until, source or "default (Monday-Friday, no holidays published)",
                    cancelled)

@@ -136,17 +136,19 @@ def build(request: Request, month: str) -> recap.Recap:
         raise _refused(e) from None
 
 
-def build_rows(request: Request, month: str, employees: list[str]) -> recap.Recap:
+def build_rows(request: Request, month: str, employees: list[str], roster: tuple) -> recap.Recap:
     """The recap of `month` for these employees only (a page of rows, or one employee's)."""
     try:
-        return recap.build(request.app.store, month, employees=employees)
+        return recap.build(request.app.store, month, employees=employees, roster=roster)
     except recap.RecapError as e:
         raise _refused(e) from None
 
 
-def month_employees(request: Request, month: str) -> list[str]:
+def month_employees(request: Request, month: str) -> tuple[list[str], tuple]:
+    """Whom the month has a row for, and the published roster read for it (build_rows takes it again)."""
     try:
-        return recap.month_employees(request.app.store, month)
+        roster = recap.published_roster(request.app.store)
+        return recap.month_employees(request.app.store, month, roster), roster
     except recap.RecapError as e:
         raise _refused(e) from None
 
@@ -156,9 +158,10 @@ def month_employees(request: Request, month: str) -> list[str]:
 def recap_page(request: Request, sess: Clerk) -> Response:
     q = _checked(Month, request)
     month = q.month or this_month(request)
-    wanted = [e for e in month_employees(request, month) if not q.employee or e == q.employee.strip()]
+    everyone, roster = month_employees(request, month)
+    wanted = [e for e in everyone if not q.employee or e == q.employee.strip()]
     start = (q.page - 1) * PAGE_SIZE
-    result = build_rows(request, month, wanted[start:start + PAGE_SIZE])
+    result = build_rows(request, month, wanted[start:start + PAGE_SIZE], roster)
     return render(request, "recap.html", r=result, rows=result.employees, q=q, month=month,
                   more=len(wanted) > start + PAGE_SIZE, total=len(wanted), shown=SHOWN, titles=TITLES,
                   link=lambda e, figure: _figure_link(month, e, figure), codes=recapexport.work_codes_text,
@@ -189,9 +192,10 @@ def figure_page(request: Request, sess: Clerk) -> Response:
     q = _checked(Figure, request)
     if q.figure not in recap.FIGURES and not q.figure.startswith("work_code:"):
         raise HTTPException(400, f"Isian 'figure' tidak valid: {q.figure!r} bukan angka rekap")
-    if q.employee not in month_employees(request, q.month):
+    everyone, roster = month_employees(request, q.month)
+    if q.employee not in everyone:
         raise HTTPException(404, "Pegawai itu tidak ada dalam rekap bulan ini")
-    row = build_rows(request, q.month, [q.employee]).employees[0]
+    row = build_rows(request, q.month, [q.employee], roster).employees[0]
     ids = row.punches.get(q.figure, [])
     first, last = recap.month_bounds(q.month)
     stored = {recap.punch_id(p["device_id"], p["log_id"], p["seq"]): p
