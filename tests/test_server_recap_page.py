@@ -209,7 +209,8 @@ def test_downloads_build_a_month_once_while_clerks_click_and_again_after_a_while
 
 def test_the_pages_of_a_regency_list_every_employee_once_in_order(tmp_path, monkeypatch):
     """Each page builds only its own rows: walked page by page (two rows a page here, 200 in use), every
-    employee of the roster appears exactly once, in NIP order, with the figures of the whole recap."""
+    employee of the roster appears exactly once, in NIP order, and the count and the pager say so. (That a
+    page's row is the whole recap's row, figure by figure, is tests/test_recap.py's, on real punches.)"""
     import re
 
     from test_server_pages_attacks import PASSWORD, logged_in
