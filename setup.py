@@ -1,6 +1,6 @@
 """presensi-edge: the software inside on-premises attendance terminals."""
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 setup(
     name="presensi-edge",
@@ -10,7 +10,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["terminal*", "drivers*", "sync*"]),
+    # namespace packages too, so that the data folders (web/static, pages/templates, ...) are packages of
+    # their own and setuptools ships them without warning that they look importable
+    packages=find_namespace_packages(include=["terminal*", "drivers*", "sync*"], exclude=["*__pycache__"]),
     include_package_data=True,
     package_data={"terminal": ["web/static/*", "web/templates/*"],
                   "sync": ["server/pages/static/*", "server/pages/templates/*"]},

@@ -4,9 +4,10 @@
 # installed into it by systemd/install-pi.sh itself (systemd is not running there, so the unit is installed
 # and enabled, not started), then `presensi demo` and a subset of the tests run inside it. What this catches
 # that the native suite cannot: a dependency with no aarch64 wheel, an install step that fails on a Pi, a
-# fixed wait that a slow ARM core misses. .ci/run calls it after scripts/test.sh; it needs root.
+# fixed wait that a slow ARM core misses. .ci/run runs it beside scripts/test.sh; it needs root.
 #
 #   bash scripts/arm64-ci.sh              build (or reuse) the root, install, run the demo and the tests
+#   bash scripts/arm64-ci.sh prepare      only install the host's packages and check that arm64 runs here
 #   bash scripts/arm64-ci.sh run CMD...   run CMD inside the root the last run left (e.g. a benchmark)
 #
 # The root is left at $PRESENSI_ARM64_ROOT (default /var/cache/presensi-arm64/root). The Debian packages are
@@ -24,18 +25,21 @@ DEMO_TIMEOUT=${PRESENSI_ARM64_DEMO_TIMEOUT:-600}
 SUITE=bookworm
 MIRROR=http://deb.debian.org/debian
 HOST_PACKAGES=(mmdebstrap qemu-user-static binfmt-support arch-test)
-# What install-pi.sh installs (so its apt-get step finds them present), what its steps call (systemctl,
-# systemd-analyze, udevadm, useradd, runuser) and what building the `pi` extra's GPIO modules needs.
+# What install-pi.sh installs (so its apt-get step finds them present; Debian's GPIO library is
+# python3-rpi.gpio) and what its steps call (systemctl, systemd-analyze, udevadm, useradd, runuser).
 ROOT_PACKAGES=(python3 python3-venv python3-pip sqlite3 libopenblas0 ca-certificates systemd udev
-               gcc python3-dev swig)
+               python3-rpi.gpio)
 # Fast tests where the architecture matters, modules of the native suite run unchanged: the punch log's
 # SQLite durability, hash chain and Ed25519 checkpoints (cryptography's aarch64 wheel) and tamper detection
 # through `presensi log verify`; the fingerprint emulator on a real pty driven by the unmodified
 # pyfingerprint; and the face path (dlib-bin and OpenCV's aarch64 wheels) on real photos: embeddings that
-# match across photos, encrypted at rest, and the live pipeline keeping two people apart. The rest of the
-# face suite repeats these under emulation at 20-45x the native time.
+# match across photos, encrypted at rest, and the live pipeline keeping two people apart; the Pi camera's
+# source against its double and the choice of source; the LED, buzzer and relay through gpiozero's mock pins
+# with the OS's RPi.GPIO installed beside them. The rest of the face suite repeats these under emulation at
+# 20-45x the native time.
 FACE=tests/test_face_pipeline.py
 TESTS=(tests/test_punchlog.py tests/test_tamper.py tests/test_fingerprint_emulator.py
+       tests/test_picamera2.py tests/test_gpio_feedback.py
        "$FACE::test_templates_are_encrypted_with_a_private_key_and_tampering_is_refused"
        "$FACE::test_templates_published_in_the_roster_join_the_gallery"
        "$FACE::test_two_people_in_view_get_one_decision_each")
@@ -166,10 +170,14 @@ check_install() {
   [ "$(in_root systemctl is-enabled presensi.service)" = enabled ] || die "presensi.service is not enabled"
   in_root test -s /var/lib/presensi/punches.db || die "install-pi.sh did not run presensi init"
   in_root test -x /opt/presensi/venv/bin/presensi || die "no /opt/presensi/venv/bin/presensi"
+  # found, not imported: RPi.GPIO refuses to import on anything but a Pi
+  in_root /opt/presensi/venv/bin/python -c 'import importlib.util as u, sys; sys.exit(u.find_spec("RPi.GPIO") is None)' ||
+    die "the venv does not see the OS's GPIO library (RPi.GPIO): --system-site-packages?"
   grep -qx enable_uart=1 "$ROOT/boot/firmware/config.txt" || die "install-pi.sh did not enable the UART"
   if grep -q console=serial0 "$ROOT/boot/firmware/cmdline.txt"; then die "the serial console is still on"; fi
   echo "   presensi.service installed and enabled (not started: systemd is not running in the root);"
-  echo "   /var/lib/presensi initialised; boot files edited; $(in_root uname -m) $(in_root python3 --version)"
+  echo "   /var/lib/presensi initialised; boot files edited; GPIO through the OS's RPi.GPIO;" \
+       "$(in_root uname -m) $(in_root python3 --version)"
 }
 
 # One pin for each test tool: the one in setup.py's dev extra.
@@ -207,7 +215,11 @@ main() {
   step "passed; the root stays at $ROOT (bash scripts/arm64-ci.sh run CMD... runs CMD in it)"
 }
 
-if [ "${1:-}" = run ]; then
+if [ "${1:-}" = prepare ]; then
+  require_host
+  require_binfmt
+  step "the host can run arm64 programs"
+elif [ "${1:-}" = run ]; then
   shift
   [ $# -gt 0 ] || die "usage: bash scripts/arm64-ci.sh run CMD [ARGS...]"
   [ "$(id -u)" = 0 ] || die "run as root"

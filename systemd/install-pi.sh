@@ -186,9 +186,23 @@ if [ "$CAMERA" = csi ]; then
          "fault until it is installed; with a USB webcam use --camera usb"
   fi
 fi
-# RPi.GPIO and lgpio (the `pi` extra) have no aarch64 wheel on PyPI: pip builds them, lgpio with its C
-# library linked in (PYPI=1) since Debian has no liblgpio
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc python3-dev swig >/dev/null
+# gpiozero (in the venv, from PyPI) drives the LEDs, buzzer and relay through a GPIO library, and neither
+# lgpio nor RPi.GPIO has an aarch64 wheel on PyPI. The OS builds them for its own Python: Raspberry Pi OS has
+# python3-lgpio (gpiozero's first choice and the only one that works on a Pi 5), Debian python3-rpi.gpio
+# (Pi 1-4); the venv sees them through --system-site-packages. Only where apt has neither does pip build the
+# `pi` extra, which needs a compiler (lgpio with its C library linked in, PYPI=1).
+GPIO_EXTRA=
+if apt_has python3-lgpio; then gpio_pkg=python3-lgpio
+elif apt_has python3-rpi.gpio; then gpio_pkg=python3-rpi.gpio
+else gpio_pkg=; GPIO_EXTRA="[pi]"
+fi
+if [ -n "$gpio_pkg" ]; then
+  echo "   GPIO through $gpio_pkg"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$gpio_pkg" >/dev/null
+else
+  echo "   no GPIO library in the apt sources: pip builds RPi.GPIO and lgpio (gcc, python3-dev, swig)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc python3-dev swig >/dev/null
+fi
 
 echo "== user presensi (groups video, dialout, gpio, systemd-journal)"
 getent group gpio >/dev/null || groupadd --system gpio
@@ -206,7 +220,7 @@ install -d -m 0755 "$PREFIX"
 [ -x "$PREFIX/venv/bin/python" ] || python3 -m venv --system-site-packages "$PREFIX/venv"
 sed -i 's/^include-system-site-packages = false$/include-system-site-packages = true/' "$PREFIX/venv/pyvenv.cfg"
 "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check --upgrade pip
-PYPI=1 "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check "${SRC}[pi]"
+PYPI=1 "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check "${SRC}${GPIO_EXTRA}"
 
 echo "== configuration /etc/presensi/presensi.toml"
 install -d -m 0750 -o root -g presensi /etc/presensi
