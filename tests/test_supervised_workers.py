@@ -219,3 +219,20 @@ def test_the_capture_loop_answers_an_attempt_that_raised_and_goes_on_with_the_ne
     finally:
         emu.stop()
         disk.close()
+
+
+def test_a_slot_sync_that_failed_is_tried_again_without_waiting_for_the_next_roster(terminal):
+    """A sensor that stops answering during a slot sync (here: swapped for an empty one that hangs) is
+    brought in line with the roster as soon as it answers again, not at the next roster change: until then
+    an employee's finger would be refused, or a removed employee's accepted."""
+    t = terminal
+    template = synthetic_template(f"demo:{EMPLOYEE}")
+    t.emu.set_fault("hang")
+    t.emu.sim.library.clear()
+    sync = threading.Thread(target=t.daemon.on_roster_change, name="roster-change")
+    sync.start()
+    sync.join(120)
+    assert not sync.is_alive(), "the slot sync against a hung sensor did not give up"
+    assert template not in t.emu.sim.library.values()
+    t.emu.power_cycle()  # the sensor answers again; nothing else changes
+    wait_for(lambda: template in t.emu.sim.library.values(), 90, "the sensor refilled after the failed sync")

@@ -56,6 +56,9 @@ class Daemon:
         self.restarts: dict[str, int] = {}  # name -> how often the worker was restarted
         self.restart_reason: dict[str, str] = {}
         self._last_failure_feedback: dict[str, float] = {}
+        # one slot sync at a time (start, roster change, retry); after a failed one, when to try again
+        self._finger_sync_lock = threading.Lock()
+        self._finger_sync_due: float | None = None
 
     # -- the table of contents -------------------------------------------------------------------------
 
@@ -197,6 +200,7 @@ class Daemon:
             self._restart_stalled_workers()
             self._start_due_workers()
             self._retry_storage()
+            self._retry_fingerprint_sync()
             if time.monotonic() - last_status > 10:
                 self.notifier.status(self.summary())
                 last_status = time.monotonic()
@@ -255,7 +259,7 @@ class Daemon:
                                                            heartbeat=beat, on_failure=failed)
                     # bring the sensor's slots in line with the installed roster (minutes for a full
                     # sensor at 57600 baud): in the background, capture keeps running meanwhile
-                    threading.Thread(target=self._sync_fingerprints, name="finger-sync", daemon=True).start()
+                    self._start_fingerprint_sync()
                 log.info("%s started", name)
             except Exception as e:  # missing device or model: degrade, report through health, retry
                 self.watchdog.unregister(name)
@@ -359,18 +363,32 @@ class Daemon:
             face.reload_gallery()
         self._sync_fingerprints()
 
+    def _start_fingerprint_sync(self) -> None:
+        threading.Thread(target=self._sync_fingerprints, name="finger-sync", daemon=True).start()
+
+    def _retry_fingerprint_sync(self) -> None:
+        """A failed slot sync is tried again until it succeeds: until then the sensor may still hold the
+        slots of someone the roster no longer lists, or lack a new employee's."""
+        due = self._finger_sync_due
+        if due is not None and time.monotonic() >= due and not self._finger_sync_lock.locked():
+            self._finger_sync_due = None
+            self._start_fingerprint_sync()
+
     def _sync_fingerprints(self) -> None:
         finger = self.workers.get("fingerprint")
         if finger is None:
             return
         from terminal.punch import roster as roster_mod
 
-        try:
-            with roster_mod.Roster.open(self.cfg.state_dir) as r:
-                wanted = [(e["id"], e["finger_templates"]) for e in r.employees()]
-            finger.sync(wanted)
-        except Exception as e:  # the sensor may be unplugged: health reports it; a roster change retries
-            log.error("fingerprint slot sync failed: %s", e)
+        with self._finger_sync_lock:
+            try:
+                with roster_mod.Roster.open(self.cfg.state_dir) as r:
+                    wanted = [(e["id"], e["finger_templates"]) for e in r.employees()]
+                finger.sync(wanted)
+                self._finger_sync_due = None
+            except Exception as e:  # a busy or unplugged sensor: health reports the sensor; try again soon
+                self._finger_sync_due = time.monotonic() + RETRY_SECONDS
+                log.error("fingerprint slot sync failed (retrying in %.0f s): %s", RETRY_SECONDS, e)
 
     def _employee_name(self, employee: str) -> str:
         try:
