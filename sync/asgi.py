@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -119,6 +120,13 @@ def install_errors(app: FastAPI, render: Render | None = None) -> None:
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         status = route_extra(app, request.scope).get(JSON_ERROR_STATUS, 400)
         return answer(request, status, one_sentence(exc))
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, exc: ClientDisconnect) -> Response:
+        # the client gave up before its body arrived (its own timeout, a slow line): not a server fault, and
+        # nothing was handled; the answer goes nowhere
+        log.info("client went away during %s %s before its request was read", request.method, request.url.path)
+        return error_response(400, "the request was not received completely")
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> Response:

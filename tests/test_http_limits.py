@@ -11,6 +11,7 @@ import socket
 
 import pytest
 import requests
+from conftest import wait_for
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from http_attacks import chunked_until_answer, declared_length, error_of, nested, read_response
 from synctools import serve_in_thread
@@ -139,3 +140,22 @@ def test_a_streaming_answer_outlives_the_body_timeout():
         r = requests.get(url + "/stream", stream=True, timeout=10)
         body = b"".join(r.iter_content(None))
     assert r.status_code == 200 and body.count(b"data: ") == 8, body
+
+
+def test_a_client_that_hangs_up_mid_body_is_no_server_error(central, caplog):
+    """A terminal whose own timeout ran out mid-upload (a slow line, an overloaded Pi) is a normal event:
+    logged as such, not as an unhandled error with a traceback that would send IT staff looking for a bug."""
+    url, auth = central
+    path = "/api/v1/time"
+    raw = b'{"t0_ms": 1}' + b" " * 200
+    host, port = url.removeprefix("http://").split(":")
+    head = "".join(f"{k}: {v}\r\n" for k, v in sign(auth, path, raw).items())
+    with caplog.at_level("INFO"):
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{head}Content-Length: {len(raw)}\r\n\r\n".encode()
+                      + raw[:20])
+        wait_for(lambda: any("went away" in r.getMessage() for r in caplog.records), 30,
+                 "the server noticing the hang-up")
+        assert requests.get(url + "/api/v1/openapi.json", timeout=10).status_code == 200
+    errors = [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert errors == [], errors
