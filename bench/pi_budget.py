@@ -81,7 +81,11 @@ def machine() -> dict:
         model = None
     info["cpu_model"] = model
     host_arch = os.environ.get("PI_BUDGET_HOST_ARCH")  # set by the caller that starts the emulated run
-    info["emulated"] = bool(host_arch and host_arch != platform.machine())
+    # or arm64 code on an x86 CPU: qemu-user inside a chroot (scripts/arm64-ci.sh run …), where no variable
+    # of the caller's gets through
+    x86_cpu = bool(model) and any(vendor in model for vendor in ("Intel", "AMD"))
+    info["emulated"] = bool(host_arch and host_arch != platform.machine()) or \
+        (platform.machine() == "aarch64" and x86_cpu)
     return info
 
 
