@@ -6,7 +6,8 @@ Prints JSON; docs/install-pi.md chooses the Pi's default from it.
     python bench/pi_budget.py [--decisions 4] [--identities 4] [--quick]
 
 Run it natively and inside the arm64 root under qemu-user (scripts/arm64-ci.sh builds one):
-    sudo chroot /var/cache/presensi-arm64/root /opt/presensi/venv/bin/python /tmp/pi-budget/bench/pi_budget.py
+    sudo bash scripts/arm64-ci.sh run bash -c \
+        'cd /usr/src/presensi-edge && /opt/presensi/venv/bin/python bench/pi_budget.py --decisions 2 --identities 2'
 
 A decision here is what the kiosk waits for: an employee steps in front of an empty scene and the pipeline
 (detect, quality gate, align, embed, gallery, consensus over [face] frames_required frames) decides. Frames
@@ -80,12 +81,9 @@ def machine() -> dict:
     except OSError:
         model = None
     info["cpu_model"] = model
-    host_arch = os.environ.get("PI_BUDGET_HOST_ARCH")  # set by the caller that starts the emulated run
-    # or arm64 code on an x86 CPU: qemu-user inside a chroot (scripts/arm64-ci.sh run …), where no variable
-    # of the caller's gets through
+    # arm64 code on an Intel or AMD CPU can only be qemu-user (scripts/arm64-ci.sh run …)
     x86_cpu = bool(model) and any(vendor in model for vendor in ("Intel", "AMD"))
-    info["emulated"] = bool(host_arch and host_arch != platform.machine()) or \
-        (platform.machine() == "aarch64" and x86_cpu)
+    info["emulated"] = platform.machine() == "aarch64" and x86_cpu
     return info
 
 
